@@ -1,0 +1,69 @@
+//! routes.yaml: read, check and turn into a plain `Config`.
+//!
+//! Owns everything about the file format and its diagnostics (`FILE:LINE:COL: message`).
+//! Depends on nothing else in the crate; nothing on the request path imports it.
+
+mod error;
+mod model;
+mod raw;
+mod span;
+mod units;
+mod validate;
+
+use std::path::Path;
+
+pub use error::{render, Diagnostic, Pos};
+pub use model::*;
+
+/// Reads and validates the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![Diagnostic::new(path, None, format!("cannot read configuration: {e}"))])?;
+    parse(path, &text)
+}
+
+/// Validates `text` as the contents of `path` (relative paths in it resolve against the
+/// directory of `path`). Returns every problem found, in file order where possible.
+pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
+    let raw: Option<raw::RawConfig> =
+        serde_yaml::from_str(text).map_err(|e| vec![yaml_error(path, &e)])?;
+    let spans = span::Spans::index(text);
+    validate::validate(path, raw.unwrap_or_default(), &spans).map_err(|mut errors| {
+        errors.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
+        errors
+    })
+}
+
+/// A syntax error or unknown key from serde_yaml, with its position moved to the front
+/// and, for a misspelt key, the nearest valid one suggested.
+fn yaml_error(path: &Path, e: &serde_yaml::Error) -> Diagnostic {
+    let text = e.to_string();
+    let (mut message, pos) = match (e.location(), text.rfind(" at line ")) {
+        (Some(loc), Some(cut)) => (
+            text[..cut].to_string(),
+            Some(Pos { line: loc.line(), col: loc.column() }),
+        ),
+        (loc, _) => (text, loc.map(|l| Pos { line: l.line(), col: l.column() })),
+    };
+    if let Some(suggestion) = nearest_key(&message) {
+        message.push_str(&format!("; did you mean `{suggestion}`?"));
+    }
+    Diagnostic::new(path, pos, message)
+}
+
+/// For "unknown field `x`, expected one of `a`, `b`", the expected key closest to `x`.
+fn nearest_key(message: &str) -> Option<&str> {
+    let rest = &message[message.find("unknown field `")? + "unknown field `".len()..];
+    let (unknown, expected) = rest.split_once('`')?;
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|k| (strsim::jaro_winkler(unknown, k), k))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,104 @@
+//! The validated configuration: plain data, no YAML and no Pingora types. Built once per
+//! load by `validate`; the runtime structures (`router`, `tls`, `state`) are built from it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+
+use super::error::Pos;
+
+/// Built-in `max_body` when neither the route nor `defaults` sets one: large enough for
+/// audio and video uploads to AI apps (nginx's 1 MiB default is the classic trap).
+pub const DEFAULT_MAX_BODY: u64 = 1 << 30;
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Long enough for a generation job that is silent for a while.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_HTTPS: &str = "0.0.0.0:443";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from, as given (used in diagnostics).
+    pub file: PathBuf,
+    pub listen: Listen,
+    pub tls: Tls,
+    /// How long SIGTERM waits for in-flight requests before exiting.
+    pub shutdown_timeout: Duration,
+    /// Worker threads for the proxy (0 means one per CPU).
+    pub threads: usize,
+    /// `defaults.headers` (or the built-in security headers): sent on the gateway's own
+    /// pages when no route matched.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// Plain HTTP, answered with a redirect to HTTPS. `None`: not listening.
+    pub http: Option<SocketAddr>,
+    pub https: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// The certificate served when no route certificate matches the SNI name. `None`: a
+    /// self-signed certificate is generated for the route hosts.
+    pub default_cert: Option<CertFiles>,
+    pub min_version: TlsVersion,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+/// A PEM certificate chain and its private key, with where the pair was declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// YAML path of the `cert` key (e.g. `routes[1].tls.cert`), for diagnostics.
+    pub path: String,
+    pub pos: Option<Pos>,
+}
+
+/// Which `Host` values a route answers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    /// A lower-case host name without port or trailing dot.
+    Exact(String),
+    /// `*.example.com`, stored as `example.com`: matches exactly one more label.
+    Wildcard(String),
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(s) => write!(f, "*.{s}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The label in logs and metrics (defaults to the host as written).
+    pub name: String,
+    pub host: HostPattern,
+    pub upstream: SocketAddr,
+    /// Request body limit in bytes; `None` is unlimited.
+    pub max_body: Option<u64>,
+    pub connect_timeout: Option<Duration>,
+    /// Longest silence allowed while reading the upstream's response.
+    pub read_timeout: Option<Duration>,
+    /// Longest a single write to the upstream may block.
+    pub write_timeout: Option<Duration>,
+    /// Response headers added unless the upstream set them (defaults merged with the route's).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub tls: Option<CertFiles>,
+}

@@ -1,0 +1,194 @@
+//! Config diagnostics: exact text, with line and column.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn errors(text: &str) -> Vec<String> {
+    match parse(Path::new("routes.yaml"), text) {
+        Ok(_) => vec![],
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn ok(text: &str) -> Config {
+    parse(Path::new("dir/routes.yaml"), text).unwrap_or_else(|e| panic!("{}", render(&e)))
+}
+
+const GOOD: &str = "\
+listen:
+  http: 8080
+  https: \"127.0.0.1:8443\"
+defaults:
+  max_body: 500M
+  read_timeout: 10m
+  headers:
+    X-Frame-Options: DENY
+routes:
+  - host: Voice.Example.com.
+    upstream: 127.0.0.1:7860
+    max_body: 2G
+  - host: \"*.apps.example.com\"
+    name: apps
+    upstream: 7861
+    read_timeout: off
+    headers: { X-Frame-Options: null, X-Extra: \"1\" }
+    tls: { cert: certs/a.pem, key: certs/a.key }
+";
+
+#[test]
+fn parses_a_full_config_with_inheritance() {
+    let c = ok(GOOD);
+    assert_eq!(c.listen.http.unwrap().to_string(), "0.0.0.0:8080");
+    assert_eq!(c.listen.https.to_string(), "127.0.0.1:8443");
+    assert_eq!(c.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
+    let voice = &c.routes[0];
+    assert_eq!(voice.host, HostPattern::Exact("voice.example.com".into()));
+    assert_eq!(voice.name, "voice.example.com");
+    assert_eq!(voice.max_body, Some(2 << 30));
+    assert_eq!(voice.read_timeout, Some(Duration::from_secs(600)));
+    assert_eq!(voice.connect_timeout, Some(DEFAULT_CONNECT_TIMEOUT));
+    assert_eq!(voice.headers.len(), 1);
+    assert_eq!(voice.headers[0].1, "DENY");
+    let apps = &c.routes[1];
+    assert_eq!(apps.host, HostPattern::Wildcard("apps.example.com".into()));
+    assert_eq!(apps.name, "apps");
+    assert_eq!(apps.upstream.to_string(), "127.0.0.1:7861");
+    assert_eq!(apps.max_body, Some(500 << 20));
+    assert_eq!(apps.read_timeout, None);
+    assert_eq!(apps.headers.len(), 1);
+    assert_eq!(apps.headers[0].0, "x-extra");
+    let tls = apps.tls.as_ref().unwrap();
+    assert_eq!(tls.cert, Path::new("dir/certs/a.pem"));
+    assert_eq!(tls.pos.unwrap().to_string(), "18:18");
+}
+
+#[test]
+fn built_in_defaults() {
+    let c = ok("routes:\n  - host: a.example\n    upstream: 1\n");
+    assert_eq!(c.listen.https.to_string(), DEFAULT_HTTPS);
+    assert!(c.listen.http.is_none() && c.listen.metrics.is_none());
+    assert!(c.tls.default_cert.is_none());
+    assert_eq!(c.routes[0].max_body, Some(DEFAULT_MAX_BODY));
+    assert_eq!(c.routes[0].headers.len(), 3);
+    assert_eq!(c.headers.len(), 3);
+    assert!(ok("").routes.is_empty());
+}
+
+#[test]
+fn unknown_key_suggests_the_nearest() {
+    assert_eq!(
+        errors("routes:\n  - host: a.example\n    upstrem: 127.0.0.1:1\n"),
+        ["routes.yaml:3:5: routes[0]: unknown field `upstrem`, expected one of `host`, `name`, \
+          `upstream`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, `headers`, \
+          `tls`; did you mean `upstream`?"]
+    );
+}
+
+#[test]
+fn syntax_error_has_a_position() {
+    let e = errors("listen:\n  https: [\n");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("routes.yaml:3:1: "), "{e:?}");
+}
+
+#[test]
+fn collects_every_bad_value_with_its_line() {
+    let text = "\
+listen:
+  https: \"0.0.0.0:99999\"
+shutdown_timeout: 30
+defaults:
+  max_body: 12Q
+routes:
+  - host: a.example
+    upstream: 127.0.0.1:1
+    read_timeout: soon
+  - host: \"a.example\"
+    upstream: nowhere
+  - host: \"bad host\"
+    upstream: 1
+  - upstream: 2
+";
+    assert_eq!(
+        errors(text),
+        [
+            "routes.yaml:2:10: listen.https: invalid address \"0.0.0.0:99999\"; expected IP:PORT (e.g. 0.0.0.0:8443) or a port",
+            "routes.yaml:3:19: shutdown_timeout: invalid duration 30; expected a duration with a unit (e.g. 500ms, 30s, 5m, 1h) or \"off\"",
+            "routes.yaml:5:13: defaults.max_body: invalid size \"12Q\"; expected bytes or a whole number with K, M, G or T (e.g. 500M), or \"off\"",
+            "routes.yaml:9:19: routes[0].read_timeout: invalid duration \"soon\"; expected a duration with a unit (e.g. 500ms, 30s, 5m, 1h) or \"off\"",
+            "routes.yaml:11:15: routes[1].upstream: invalid upstream \"nowhere\"; expected HOST:PORT (e.g. 127.0.0.1:7860)",
+            "routes.yaml:12:11: routes[2].host: invalid host \"bad host\"; expected a host name like voice.example.com or *.example.com, without port",
+            "routes.yaml:14:5: routes[3]: missing `host`; expected e.g. host: voice.example.com",
+        ]
+    );
+}
+
+#[test]
+fn duplicate_hosts_and_names() {
+    let text = "\
+routes:
+  - host: a.example
+    upstream: 1
+  - host: A.example
+    upstream: 2
+  - host: b.example
+    name: a.example
+    upstream: 3
+";
+    assert_eq!(
+        errors(text),
+        [
+            "routes.yaml:4:11: routes[1].host: duplicate host \"a.example\" (first at 2:11); expected each host once",
+            "routes.yaml:7:11: routes[2].name: duplicate route name \"a.example\" (first at 2:11); names label metrics and must be unique",
+        ]
+    );
+}
+
+#[test]
+fn tls_pairs_and_versions() {
+    let text = "\
+tls:
+  cert: a.pem
+  min_version: 1.1
+routes:
+  - host: a.example
+    upstream: 1
+    tls: { key: k.pem }
+";
+    assert_eq!(
+        errors(text),
+        [
+            "routes.yaml:2:3: tls: a certificate needs its key: add `key`",
+            "routes.yaml:3:16: tls.min_version: invalid TLS version 1.1; expected \"1.2\" or \"1.3\"",
+            "routes.yaml:7:12: routes[0].tls: a key needs its certificate: add `cert`",
+        ]
+    );
+    assert_eq!(ok("tls:\n  min_version: \"1.3\"\n").tls.min_version, TlsVersion::V1_3);
+}
+
+#[test]
+fn bad_headers() {
+    let text = "\
+defaults:
+  headers:
+    \"Bad Name\": x
+    X-Ok: [1]
+";
+    assert_eq!(
+        errors(text),
+        [
+            "routes.yaml:3:17: defaults.headers.Bad Name: invalid header name \"Bad Name\"",
+            "routes.yaml:4:11: defaults.headers.X-Ok: expected a header value or null, found a list",
+        ]
+    );
+}
+
+#[test]
+fn listener_ports_must_differ() {
+    assert_eq!(
+        errors("listen:\n  http: 8443\n  https: 8443\n"),
+        ["routes.yaml:2:9: listen.http: port 8443 is also listen.https; expected distinct ports"]
+    );
+}

@@ -1,0 +1,159 @@
+//! The HTTPS proxy: Pingora's `ProxyHttp` phases, each handing off to the router or the
+//! page writer. Reads the current `Snapshot` once per request; never touches `config`.
+//!
+//! ```text
+//! request_filter ── route by host ──> 404 page ─┐
+//!        │                                      │
+//! upstream_peer (route's prebuilt peer)         │
+//! upstream_request_filter (X-Forwarded-*, id)   │
+//! response_filter (security headers, id)        │
+//! fail_to_proxy (502/504 page) ─────────────────┤
+//! logging <─────────────────────────────────────┘
+//! ```
+
+mod forwarded;
+mod page;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::HeaderValue;
+use log::debug;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{ErrorSource, ErrorType};
+
+use crate::lifecycle::{InFlight, Ticket};
+use crate::state::{ActiveRoute, Shared};
+
+/// Idle time allowed between requests on a client's keep-alive connection (nginx: 75 s).
+/// Pingora's default keeps idle HTTP/1.1 connections forever.
+const DOWNSTREAM_KEEPALIVE_SECS: u64 = 75;
+
+/// The HTTPS proxy service.
+pub struct Gateway {
+    pub shared: Arc<Shared>,
+    pub in_flight: InFlight,
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    /// The route this request matched, held for its whole life (reload-safe).
+    route: Option<Arc<ActiveRoute>>,
+    request_id: Option<HeaderValue>,
+    _ticket: Ticket,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            route: None,
+            request_id: None,
+            _ticket: self.in_flight.enter(),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(DOWNSTREAM_KEEPALIVE_SECS));
+        }
+        let req = session.req_header();
+        let request_id = forwarded::request_id(req);
+        let snapshot = self.shared.snapshot.load();
+        let route = forwarded::client_host(req).and_then(|host| snapshot.routes.lookup(host));
+        let Some(route) = route else {
+            let detail = match forwarded::client_host(req) {
+                Some(host) => format!("No app is served at {}.", String::from_utf8_lossy(host)),
+                None => "The request names no host.".to_string(),
+            };
+            let status = if forwarded::client_host(req).is_some() { 404 } else { 400 };
+            debug!("event=no_route status={status}");
+            page::send(session, status, &detail, &snapshot.default_headers, Some(&request_id)).await?;
+            ctx.request_id = Some(request_id);
+            return Ok(true);
+        };
+        ctx.route = Some(route.clone());
+        ctx.request_id = Some(request_id);
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        match &ctx.route {
+            Some(route) => Ok(Box::new(route.peer.clone())),
+            None => Error::e_explain(ErrorType::InternalError, "upstream_peer without a route"),
+        }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string());
+        let host = forwarded::client_host(session.req_header());
+        if let Some(id) = &ctx.request_id {
+            forwarded::apply(up, client_ip.as_deref(), host, id)?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        if let Some(route) = &ctx.route {
+            for (name, value) in &route.headers {
+                if !resp.headers.contains_key(name) {
+                    resp.insert_header(name, value.clone())?;
+                }
+            }
+        }
+        if let Some(id) = &ctx.request_id {
+            resp.insert_header("x-request-id", id.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let code = status_for(e);
+        if code > 0 && session.response_written().is_none() {
+            let name = ctx.route.as_ref().map_or("this app", |r| r.name.as_str());
+            let detail = match code {
+                502 => format!("The app for route {name} is not answering. Try again shortly."),
+                504 => format!("The app for route {name} took too long to answer."),
+                _ => String::new(),
+            };
+            let snapshot;
+            let headers = match &ctx.route {
+                Some(route) => &route.headers,
+                None => {
+                    snapshot = self.shared.snapshot.load();
+                    &snapshot.default_headers
+                }
+            };
+            if let Err(e) = page::send(session, code, &detail, headers, ctx.request_id.as_ref()).await {
+                debug!("event=error_page_failed error={e}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+}
+
+/// The status a failed request gets: ours for `HTTPStatus`, 504 for an upstream timeout,
+/// 502 for other upstream failures, 0 when the client is gone.
+fn status_for(e: &Error) -> u16 {
+    use ErrorType::*;
+    match (e.etype(), e.esource()) {
+        (HTTPStatus(code), _) => *code,
+        (ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout, ErrorSource::Upstream) => 504,
+        (_, ErrorSource::Upstream) => 502,
+        (ReadError | WriteError | ConnectionClosed, ErrorSource::Downstream) => 0,
+        (_, ErrorSource::Downstream) => 400,
+        _ => 500,
+    }
+}

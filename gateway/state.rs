@@ -1,0 +1,85 @@
+//! The runtime view of one configuration (`Snapshot`) and the swappable handles the
+//! request path reads (`Shared`). A request loads the snapshot once and keeps the
+//! `Arc<ActiveRoute>` it matched, so it never sees two configurations.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::{HeaderName, HeaderValue};
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::config::{Config, Route};
+use crate::router::RouteTable;
+use crate::tls::CertStore;
+
+/// How long an idle pooled upstream connection is kept.
+const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+
+/// A route as the request path needs it: everything precomputed.
+#[derive(Debug)]
+pub struct ActiveRoute {
+    /// Label in logs, metrics and error pages.
+    pub name: String,
+    /// Cloned per request; built once with the route's timeouts.
+    pub peer: HttpPeer,
+    /// Request body limit in bytes; `None` is unlimited.
+    pub max_body: Option<u64>,
+    /// Added to responses that lack them.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl ActiveRoute {
+    fn build(route: &Route) -> ActiveRoute {
+        let mut peer = HttpPeer::new(route.upstream, false, String::new());
+        peer.options.connection_timeout = route.connect_timeout;
+        peer.options.read_timeout = route.read_timeout;
+        peer.options.write_timeout = route.write_timeout;
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE);
+        ActiveRoute {
+            name: route.name.clone(),
+            peer,
+            max_body: route.max_body,
+            headers: route.headers.clone(),
+        }
+    }
+}
+
+/// Everything the request path reads from one configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub routes: RouteTable<ActiveRoute>,
+    /// Port of the HTTPS listener, for redirects (omitted from the URL when 443).
+    pub https_port: u16,
+    /// Security headers for the gateway's own pages when no route matched.
+    pub default_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Snapshot {
+    pub fn build(config: &Config) -> Snapshot {
+        let mut routes = RouteTable::default();
+        for route in &config.routes {
+            routes.insert(&route.host, Arc::new(ActiveRoute::build(route)));
+        }
+        Snapshot {
+            routes,
+            https_port: config.listen.https.port(),
+            default_headers: config.headers.clone(),
+        }
+    }
+}
+
+/// The handles shared by the proxy, the TLS resolver and (later) reload.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub certs: Arc<ArcSwap<CertStore>>,
+}
+
+impl Shared {
+    pub fn new(snapshot: Snapshot, certs: CertStore) -> Arc<Shared> {
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            certs: Arc::new(ArcSwap::from_pointee(certs)),
+        })
+    }
+}

@@ -1,0 +1,157 @@
+//! TLS termination: the certificates of one configuration (`CertStore`), chosen per
+//! handshake by SNI (`CertResolver`), and the listener's protocol settings.
+//!
+//! The store sits behind its own `ArcSwap` so that a reload or a renewed certificate file
+//! changes what new handshakes get, while open connections keep theirs.
+
+mod selfsigned;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use log::warn;
+use openssl::pkey::{PKey, Private};
+use openssl::ssl::{NameType, SslRef, SslVersion};
+use openssl::x509::X509;
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::TlsAccept;
+use pingora::tls::ext;
+
+use crate::config::{CertFiles, Config, Diagnostic, TlsVersion};
+use crate::router::HostMap;
+
+pub use selfsigned::{ensure_self_signed, generate as generate_self_signed, SELF_SIGNED_CERT, SELF_SIGNED_KEY};
+
+/// Forward-secret AEAD suites only, for TLS 1.2 (TLS 1.3's suites are all AEAD).
+const TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
+ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+/// A parsed certificate chain and the private key that matches its leaf.
+pub struct CertKey {
+    leaf: X509,
+    chain: Vec<X509>,
+    key: PKey<Private>,
+}
+
+impl CertKey {
+    /// Reads and checks a PEM chain and key; the message names the file at fault.
+    pub fn load(files: &CertFiles) -> Result<CertKey, String> {
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+        };
+        let pem = read(&files.cert)?;
+        let mut certs = X509::stack_from_pem(&pem)
+            .map_err(|_| format!("{} is not a PEM certificate", files.cert.display()))?
+            .into_iter();
+        let leaf = certs
+            .next()
+            .ok_or_else(|| format!("{} holds no certificate", files.cert.display()))?;
+        let key = PKey::private_key_from_pem(&read(&files.key)?)
+            .map_err(|_| format!("{} is not a PEM private key", files.key.display()))?;
+        let matches = leaf.public_key().map(|pk| pk.public_eq(&key)).unwrap_or(false);
+        if !matches {
+            return Err(format!(
+                "key {} does not match certificate {}",
+                files.key.display(),
+                files.cert.display()
+            ));
+        }
+        Ok(CertKey {
+            leaf,
+            chain: certs.collect(),
+            key,
+        })
+    }
+
+    /// The leaf certificate (for expiry and serial checks).
+    pub fn leaf(&self) -> &X509 {
+        &self.leaf
+    }
+
+    fn install(&self, ssl: &mut SslRef) -> Result<(), openssl::error::ErrorStack> {
+        ext::ssl_use_certificate(ssl, &self.leaf)?;
+        ext::ssl_use_private_key(ssl, &self.key)?;
+        for cert in &self.chain {
+            ext::ssl_add_chain_cert(ssl, cert)?;
+        }
+        Ok(())
+    }
+}
+
+/// The certificates of one configuration: route certificates by host, plus the default.
+pub struct CertStore {
+    by_host: HostMap<Arc<CertKey>>,
+    default: Arc<CertKey>,
+}
+
+impl CertStore {
+    /// Loads every certificate `config` names. `default_cert` is used when the config's
+    /// `tls` names none (the generated self-signed pair).
+    pub fn build(config: &Config, default_cert: &CertFiles) -> Result<CertStore, Vec<Diagnostic>> {
+        let mut errors = Vec::new();
+        let mut load = |files: &CertFiles| {
+            CertKey::load(files)
+                .map(Arc::new)
+                .map_err(|e| errors.push(Diagnostic::new(&config.file, files.pos, format!("{}: {e}", files.path))))
+                .ok()
+        };
+        let default = load(default_cert);
+        let mut by_host = HostMap::default();
+        for route in &config.routes {
+            if let Some(ck) = route.tls.as_ref().and_then(&mut load) {
+                by_host.insert(&route.host, ck);
+            }
+        }
+        match default {
+            Some(default) if errors.is_empty() => Ok(CertStore { by_host, default }),
+            _ => Err(errors),
+        }
+    }
+
+    /// The certificate for an SNI name (the default when there is none or no match).
+    pub fn select(&self, server_name: Option<&str>) -> &Arc<CertKey> {
+        server_name
+            .and_then(|name| self.by_host.lookup(name.as_bytes()))
+            .unwrap_or(&self.default)
+    }
+
+    /// How many route-specific certificates, besides the default.
+    pub fn route_certs(&self) -> usize {
+        self.by_host.len()
+    }
+}
+
+/// Picks the certificate for each handshake from the current `CertStore`.
+pub struct CertResolver {
+    pub store: Arc<ArcSwap<CertStore>>,
+}
+
+#[async_trait]
+impl TlsAccept for CertResolver {
+    async fn certificate_callback(&self, ssl: &mut SslRef) {
+        let store = self.store.load();
+        let cert = store.select(ssl.servername(NameType::HOST_NAME));
+        if let Err(e) = cert.install(ssl) {
+            // The handshake fails for want of a certificate; nothing else to do here.
+            warn!("event=tls_cert_install_failed error={e}");
+        }
+    }
+}
+
+/// Listener settings: TLS 1.2+ (or 1.3 only), AEAD forward-secret suites, ALPN h2 and
+/// http/1.1, certificates by SNI from `store`.
+pub fn settings(store: Arc<ArcSwap<CertStore>>, min: TlsVersion) -> pingora::Result<TlsSettings> {
+    let mut tls = TlsSettings::with_callbacks(Box::new(CertResolver { store }))?;
+    let version = match min {
+        TlsVersion::V1_2 => SslVersion::TLS1_2,
+        TlsVersion::V1_3 => SslVersion::TLS1_3,
+    };
+    let conf_err = |e| pingora::Error::because(pingora::ErrorType::InternalError, "TLS settings", e);
+    tls.set_min_proto_version(Some(version)).map_err(conf_err)?;
+    tls.set_cipher_list(TLS12_CIPHERS).map_err(conf_err)?;
+    tls.enable_h2();
+    Ok(tls)
+}
