@@ -47,7 +47,12 @@ impl Drop for Ticket {
 /// Starts a thread that ends the process when a graceful shutdown has drained: on
 /// SIGTERM within `shutdown_timeout`, on a graceful upgrade (SIGQUIT) within
 /// `upgrade_grace`. Pingora's own grace period must be at least the larger of the two.
-pub fn watch(mut phases: Receiver<ExecutionPhase>, in_flight: InFlight, shutdown_timeout: Duration, upgrade_grace: Duration) {
+pub fn watch(
+    mut phases: Receiver<ExecutionPhase>,
+    in_flight: InFlight,
+    shutdown_timeout: Duration,
+    upgrade_grace: Duration,
+) {
     std::thread::spawn(move || {
         let mut limit = shutdown_timeout;
         let deadline = loop {
@@ -58,7 +63,11 @@ pub fn watch(mut phases: Receiver<ExecutionPhase>, in_flight: InFlight, shutdown
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
         };
-        info!("event=draining in_flight={} limit_s={}", in_flight.count(), limit.as_secs());
+        info!(
+            "event=draining in_flight={} limit_s={}",
+            in_flight.count(),
+            limit.as_secs()
+        );
         let mut idle_since: Option<Instant> = None;
         loop {
             let now = Instant::now();

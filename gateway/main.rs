@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use gateway::config;
 
 #[derive(Parser)]
-#[command(name = "gateway", version, about = "One HTTPS front door for many local AI web apps")]
+#[command(
+    name = "gateway",
+    version,
+    about = "One HTTPS front door for many local AI web apps"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -49,11 +53,9 @@ fn check(path: &std::path::Path) -> ExitCode {
     let result = config::load(path).and_then(|config| {
         let default = gateway::server::default_cert(&config, false)?;
         let self_signed = config.tls.default_cert.is_none();
-        if self_signed && !default.cert.exists() {
-            // Generated on first start; nothing to load yet.
-            return Ok((config, 0, true));
-        }
-        let store = gateway::tls::CertStore::build(&config, &default)?;
+        // A self-signed default is generated on first start: nothing to load before that.
+        let default = (!self_signed || default.cert.exists()).then_some(&default);
+        let store = gateway::tls::CertStore::build(&config, default)?;
         Ok((config, store.route_certs(), self_signed))
     });
     match result {
@@ -69,7 +71,11 @@ fn check(path: &std::path::Path) -> ExitCode {
                 path.display(),
                 config.routes.len(),
                 route_certs,
-                if self_signed { " (default certificate self-signed)" } else { "" },
+                if self_signed {
+                    " (default certificate self-signed)"
+                } else {
+                    ""
+                },
                 listeners.join(", ")
             );
             ExitCode::SUCCESS

@@ -1,6 +1,9 @@
 //! The plain-HTTP listener: every request for a routed host gets `301` to the same path
 //! on HTTPS (`https://HOST[:PORT]/path?query`, port omitted when 443); anything else 404.
+//! With `acme_webroot` set, ACME HTTP-01 challenge files are served from it first, for
+//! any host, so certbot's `--webroot` mode works with the gateway on port 80.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -11,6 +14,10 @@ use pingora::protocols::http::ServerSession;
 use crate::router::strip_port;
 use crate::state::Shared;
 
+const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
+/// Challenge files are tokens of a few dozen bytes; refuse to serve anything large.
+const ACME_MAX_BYTES: u64 = 4096;
+
 pub struct Redirect {
     pub shared: Arc<Shared>,
 }
@@ -18,11 +25,24 @@ pub struct Redirect {
 #[async_trait]
 impl ServeHttp for Redirect {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let snapshot = self.shared.snapshot.load();
+        let snapshot = self.shared.snapshot.load_full();
         let req = session.req_header();
-        let host = req.headers.get(header::HOST).map(|h| h.as_bytes()).unwrap_or_default();
+        if let (Some(root), Some(token)) = (
+            &snapshot.acme_webroot,
+            req.uri.path().strip_prefix(ACME_PREFIX),
+        ) {
+            return acme_challenge(root, token).await;
+        }
+        let host = req
+            .headers
+            .get(header::HOST)
+            .map(|h| h.as_bytes())
+            .unwrap_or_default();
         if snapshot.routes.lookup(host).is_none() {
-            return plain(StatusCode::NOT_FOUND, "No app is served at this host.\n");
+            return plain(
+                StatusCode::NOT_FOUND,
+                b"No app is served at this host.\n".to_vec(),
+            );
         }
         // lookup() accepted it, so the host is DNS characters only.
         let name = String::from_utf8_lossy(strip_port(host));
@@ -37,15 +57,41 @@ impl ServeHttp for Redirect {
             .header(header::LOCATION, location)
             .header(header::CONTENT_LENGTH, 0)
             .body(Vec::new())
-            .unwrap_or_else(|_| plain(StatusCode::BAD_REQUEST, "Bad request.\n"))
+            .unwrap_or_else(|_| plain(StatusCode::BAD_REQUEST, b"Bad request.\n".to_vec()))
     }
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response<Vec<u8>> {
-    let mut resp = Response::new(text.as_bytes().to_vec());
+/// Serves `ROOT/.well-known/acme-challenge/TOKEN`; tokens are base64url, nothing else.
+async fn acme_challenge(root: &Path, token: &str) -> Response<Vec<u8>> {
+    let valid = !token.is_empty()
+        && token.len() <= 256
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return plain(StatusCode::NOT_FOUND, b"Not found.\n".to_vec());
+    }
+    let path = root.join(".well-known/acme-challenge").join(token);
+    match tokio::fs::metadata(&path).await {
+        Ok(meta) if meta.is_file() && meta.len() <= ACME_MAX_BYTES => {
+            match tokio::fs::read(&path).await {
+                Ok(body) => plain(StatusCode::OK, body),
+                Err(_) => plain(StatusCode::NOT_FOUND, b"Not found.\n".to_vec()),
+            }
+        }
+        _ => plain(StatusCode::NOT_FOUND, b"Not found.\n".to_vec()),
+    }
+}
+
+fn plain(status: StatusCode, body: Vec<u8>) -> Response<Vec<u8>> {
+    let len = body.len();
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
-    resp.headers_mut().insert(header::CONTENT_LENGTH, text.len().into());
+        .insert(header::CONTENT_LENGTH, len.into());
     resp
 }

@@ -40,7 +40,7 @@ pub fn default_cert(config: &Config, write: bool) -> Result<CertFiles, Vec<confi
 /// Validates certificates, binds the listeners and serves until a signal stops it.
 pub fn run(config: Config) -> Result<(), Vec<config::Diagnostic>> {
     let default = default_cert(&config, true)?;
-    let certs = CertStore::build(&config, &default)?;
+    let certs = CertStore::build(&config, Some(&default))?;
     let shared = Shared::new(Snapshot::build(&config), certs);
     let in_flight = InFlight::default();
 
@@ -62,24 +62,44 @@ pub fn run(config: Config) -> Result<(), Vec<config::Diagnostic>> {
         shared: shared.clone(),
         in_flight: in_flight.clone(),
     };
-    let mut https = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "https");
-    let tls_settings = tls::settings(shared.certs.clone(), config.tls.min_version)
-        .map_err(|e| vec![config::Diagnostic::new(&config.file, None, format!("TLS setup failed: {e}"))])?;
+    let mut https =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "https");
+    let tls_settings =
+        tls::settings(shared.certs.clone(), config.tls.min_version).map_err(|e| {
+            vec![config::Diagnostic::new(
+                &config.file,
+                None,
+                format!("TLS setup failed: {e}"),
+            )]
+        })?;
     https.add_tls_with_settings(&config.listen.https.to_string(), None, tls_settings);
     server.add_service(https);
 
     if let Some(addr) = config.listen.http {
-        let mut http = Service::new("http".to_string(), Redirect { shared: Arc::clone(&shared) });
+        let mut http = Service::new(
+            "http".to_string(),
+            Redirect {
+                shared: Arc::clone(&shared),
+            },
+        );
         http.add_tcp(&addr.to_string());
         server.add_service(http);
     }
 
-    lifecycle::watch(server.watch_execution_phase(), in_flight, config.shutdown_timeout, config.shutdown_timeout);
+    lifecycle::watch(
+        server.watch_execution_phase(),
+        in_flight,
+        config.shutdown_timeout,
+        config.shutdown_timeout,
+    );
     info!(
         "event=starting routes={} https={} http={} threads={threads}",
         config.routes.len(),
         config.listen.https,
-        config.listen.http.map_or("off".to_string(), |a| a.to_string()),
+        config
+            .listen
+            .http
+            .map_or("off".to_string(), |a| a.to_string()),
     );
     server.run_forever();
 }

@@ -2,6 +2,7 @@
 //! request path reads (`Shared`). A request loads the snapshot once and keeps the
 //! `Arc<ActiveRoute>` it matched, so it never sees two configurations.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,6 +54,8 @@ pub struct Snapshot {
     pub https_port: u16,
     /// Security headers for the gateway's own pages when no route matched.
     pub default_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Where ACME HTTP-01 challenge files are read from, if anywhere.
+    pub acme_webroot: Option<PathBuf>,
 }
 
 impl Snapshot {
@@ -65,6 +68,7 @@ impl Snapshot {
             routes,
             https_port: config.listen.https.port(),
             default_headers: config.headers.clone(),
+            acme_webroot: config.acme_webroot.clone(),
         }
     }
 }

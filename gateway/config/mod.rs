@@ -17,8 +17,13 @@ pub use model::*;
 
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| vec![Diagnostic::new(path, None, format!("cannot read configuration: {e}"))])?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![Diagnostic::new(
+            path,
+            None,
+            format!("cannot read configuration: {e}"),
+        )]
+    })?;
     parse(path, &text)
 }
 
@@ -41,9 +46,18 @@ fn yaml_error(path: &Path, e: &serde_yaml::Error) -> Diagnostic {
     let (mut message, pos) = match (e.location(), text.rfind(" at line ")) {
         (Some(loc), Some(cut)) => (
             text[..cut].to_string(),
-            Some(Pos { line: loc.line(), col: loc.column() }),
+            Some(Pos {
+                line: loc.line(),
+                col: loc.column(),
+            }),
         ),
-        (loc, _) => (text, loc.map(|l| Pos { line: l.line(), col: l.column() })),
+        (loc, _) => (
+            text,
+            loc.map(|l| Pos {
+                line: l.line(),
+                col: l.column(),
+            }),
+        ),
     };
     if let Some(suggestion) = nearest_key(&message) {
         message.push_str(&format!("; did you mean `{suggestion}`?"));

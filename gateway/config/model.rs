@@ -32,6 +32,9 @@ pub struct Config {
     /// `defaults.headers` (or the built-in security headers): sent on the gateway's own
     /// pages when no route matched.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Directory whose `.well-known/acme-challenge/` files the HTTP listener serves
+    /// (certbot `--webroot -w DIR`). `None`: every HTTP request is redirected.
+    pub acme_webroot: Option<PathBuf>,
     pub routes: Vec<Route>,
 }
 

@@ -14,6 +14,7 @@ pub struct RawConfig {
     pub routes: Option<Vec<RawRoute>>,
     pub shutdown_timeout: Option<Value>,
     pub threads: Option<Value>,
+    pub acme_webroot: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

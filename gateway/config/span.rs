@@ -60,7 +60,10 @@ enum Frame {
         key: Option<String>,
         start: Option<Marker>,
     },
-    Seq { path: String, next: usize },
+    Seq {
+        path: String,
+        next: usize,
+    },
 }
 
 #[derive(Default)]

@@ -80,9 +80,11 @@ fn built_in_defaults() {
 fn unknown_key_suggests_the_nearest() {
     assert_eq!(
         errors("routes:\n  - host: a.example\n    upstrem: 127.0.0.1:1\n"),
-        ["routes.yaml:3:5: routes[0]: unknown field `upstrem`, expected one of `host`, `name`, \
+        [
+            "routes.yaml:3:5: routes[0]: unknown field `upstrem`, expected one of `host`, `name`, \
           `upstream`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, `headers`, \
-          `tls`; did you mean `upstream`?"]
+          `tls`; did you mean `upstream`?"
+        ]
     );
 }
 
@@ -165,7 +167,10 @@ routes:
             "routes.yaml:7:12: routes[0].tls: a key needs its certificate: add `cert`",
         ]
     );
-    assert_eq!(ok("tls:\n  min_version: \"1.3\"\n").tls.min_version, TlsVersion::V1_3);
+    assert_eq!(
+        ok("tls:\n  min_version: \"1.3\"\n").tls.min_version,
+        TlsVersion::V1_3
+    );
 }
 
 #[test]

@@ -28,7 +28,8 @@ pub fn is_off(v: &Value) -> bool {
 /// A size in bytes: `1048576`, `512K`, `500M`, `2G`, `1T` (binary multiples; `KB`, `KiB`
 /// and friends mean the same, case-insensitive). `0` or `off` mean unlimited (`None`).
 pub fn size(v: &Value) -> Result<Option<u64>, String> {
-    const EXPECTED: &str = "expected bytes or a whole number with K, M, G or T (e.g. 500M), or \"off\"";
+    const EXPECTED: &str =
+        "expected bytes or a whole number with K, M, G or T (e.g. 500M), or \"off\"";
     let text = match v {
         Value::Number(n) => match n.as_u64() {
             Some(bytes) => return Ok((bytes > 0).then_some(bytes)),
@@ -38,7 +39,9 @@ pub fn size(v: &Value) -> Result<Option<u64>, String> {
         Value::String(s) => s.trim(),
         _ => return Err(format!("invalid size {}; {EXPECTED}", shown(v))),
     };
-    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(digits_end);
     let shift = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 0,
@@ -154,7 +157,9 @@ mod tests {
         assert_eq!(size(&Value::from(1024)), Ok(Some(1024)));
         assert_eq!(size(&Value::from(0)), Ok(None));
         assert_eq!(size(&s("off")), Ok(None));
-        assert!(size(&s("12Q")).unwrap_err().contains("invalid size \"12Q\""));
+        assert!(size(&s("12Q"))
+            .unwrap_err()
+            .contains("invalid size \"12Q\""));
         assert!(size(&s("1.5G")).is_err());
         assert!(size(&s("-1")).is_err());
         assert!(size(&Value::from(-1)).is_err());
@@ -179,9 +184,14 @@ mod tests {
         assert_eq!(listen_addr(&s("[::]:443")).unwrap().to_string(), "[::]:443");
         assert!(listen_addr(&s("0.0.0.0:99999")).is_err());
         assert!(listen_addr(&s("nowhere")).is_err());
-        assert_eq!(upstream_addr(&s("7860")).unwrap().to_string(), "127.0.0.1:7860");
         assert_eq!(
-            upstream_addr(&s("http://127.0.0.1:8501/")).unwrap().to_string(),
+            upstream_addr(&s("7860")).unwrap().to_string(),
+            "127.0.0.1:7860"
+        );
+        assert_eq!(
+            upstream_addr(&s("http://127.0.0.1:8501/"))
+                .unwrap()
+                .to_string(),
             "127.0.0.1:8501"
         );
         assert!(upstream_addr(&s("localhost:8501")).is_ok());

@@ -59,7 +59,12 @@ impl Checker<'_> {
         .map(|p: PathBuf| self.base.join(p))
     }
 
-    fn cert_pair(&mut self, path: &str, cert: Option<&Value>, key: Option<&Value>) -> Option<CertFiles> {
+    fn cert_pair(
+        &mut self,
+        path: &str,
+        cert: Option<&Value>,
+        key: Option<&Value>,
+    ) -> Option<CertFiles> {
         let cert_path = format!("{path}.cert");
         let key_path = format!("{path}.key");
         let (cert_file, key_file) = match (cert, key) {
@@ -100,7 +105,10 @@ impl Checker<'_> {
                 Value::Number(n) => n.to_string(),
                 Value::Bool(b) => b.to_string(),
                 other => {
-                    self.error(&at, format!("expected a header value or null, found {}", shown(other)));
+                    self.error(
+                        &at,
+                        format!("expected a header value or null, found {}", shown(other)),
+                    );
                     continue;
                 }
             };
@@ -123,7 +131,12 @@ struct Inherited {
 
 pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Vec<Diagnostic>> {
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut c = Checker { file, base, spans, errors: Vec::new() };
+    let mut c = Checker {
+        file,
+        base,
+        spans,
+        errors: Vec::new(),
+    };
 
     let listen = listen(&mut c, raw.listen.unwrap_or_default());
     let raw_tls = raw.tls.unwrap_or_default();
@@ -134,9 +147,16 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
             .unwrap_or(TlsVersion::V1_2),
     };
     let shutdown_timeout = c
-        .value("shutdown_timeout", raw.shutdown_timeout.as_ref(), units::required_duration)
+        .value(
+            "shutdown_timeout",
+            raw.shutdown_timeout.as_ref(),
+            units::required_duration,
+        )
         .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
-    let threads = c.value("threads", raw.threads.as_ref(), threads).unwrap_or(0);
+    let threads = c
+        .value("threads", raw.threads.as_ref(), threads)
+        .unwrap_or(0);
+    let acme_webroot = c.file_path("acme_webroot", raw.acme_webroot.as_ref());
     let inherited = defaults(&mut c, raw.defaults.unwrap_or_default());
 
     let mut routes = Vec::new();
@@ -144,17 +164,35 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
     let mut names: HashMap<String, Option<Pos>> = HashMap::new();
     for (i, raw_route) in raw.routes.unwrap_or_default().into_iter().enumerate() {
         let path = format!("routes[{i}]");
-        let Some(r) = route(&mut c, &path, raw_route, &inherited) else { continue };
+        let Some(r) = route(&mut c, &path, raw_route, &inherited) else {
+            continue;
+        };
         let host_pos = spans.find(&format!("{path}.host"));
         if let Some(first) = hosts.insert(r.host.clone(), host_pos) {
-            let first = first.map(|p| format!(" (first at {p})")).unwrap_or_default();
-            c.error(&format!("{path}.host"), format!("duplicate host \"{}\"{first}; expected each host once", r.host));
+            let first = first
+                .map(|p| format!(" (first at {p})"))
+                .unwrap_or_default();
+            c.error(
+                &format!("{path}.host"),
+                format!(
+                    "duplicate host \"{}\"{first}; expected each host once",
+                    r.host
+                ),
+            );
             continue;
         }
         let name_path = format!("{path}.name");
         if let Some(first) = names.insert(r.name.clone(), spans.get(&name_path).or(host_pos)) {
-            let first = first.map(|p| format!(" (first at {p})")).unwrap_or_default();
-            c.error(&name_path, format!("duplicate route name {:?}{first}; names label metrics and must be unique", r.name));
+            let first = first
+                .map(|p| format!(" (first at {p})"))
+                .unwrap_or_default();
+            c.error(
+                &name_path,
+                format!(
+                    "duplicate route name {:?}{first}; names label metrics and must be unique",
+                    r.name
+                ),
+            );
             continue;
         }
         routes.push(r);
@@ -168,6 +206,7 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
             shutdown_timeout,
             threads,
             headers: inherited.headers,
+            acme_webroot,
             routes,
         })
     } else {
@@ -179,16 +218,34 @@ fn listen(c: &mut Checker, raw: super::raw::RawListen) -> Listen {
     let http = c.value("listen.http", raw.http.as_ref(), units::listen_addr);
     let https = c
         .value("listen.https", raw.https.as_ref(), units::listen_addr)
-        .unwrap_or_else(|| DEFAULT_HTTPS.parse().expect("DEFAULT_HTTPS is a valid address"));
+        .unwrap_or_else(|| {
+            DEFAULT_HTTPS
+                .parse()
+                .expect("DEFAULT_HTTPS is a valid address")
+        });
     let metrics = c.value("listen.metrics", raw.metrics.as_ref(), units::listen_addr);
-    let clash = |a: Option<std::net::SocketAddr>, b| a.is_some_and(|a| a.port() == b && a.port() != 0);
+    let clash =
+        |a: Option<std::net::SocketAddr>, b| a.is_some_and(|a| a.port() == b && a.port() != 0);
     if clash(http, https.port()) {
-        c.error("listen.http", format!("port {} is also listen.https; expected distinct ports", https.port()));
+        c.error(
+            "listen.http",
+            format!(
+                "port {} is also listen.https; expected distinct ports",
+                https.port()
+            ),
+        );
     }
     if clash(metrics, https.port()) || metrics.is_some_and(|m| clash(http, m.port())) {
-        c.error("listen.metrics", "port is also used by another listener; expected distinct ports");
+        c.error(
+            "listen.metrics",
+            "port is also used by another listener; expected distinct ports",
+        );
     }
-    Listen { http, https, metrics }
+    Listen {
+        http,
+        https,
+        metrics,
+    }
 }
 
 fn defaults(c: &mut Checker, raw: RawDefaults) -> Inherited {
@@ -196,21 +253,44 @@ fn defaults(c: &mut Checker, raw: RawDefaults) -> Inherited {
     match &raw.headers {
         Some(map) => c.headers("defaults.headers", map, &mut headers),
         None => headers.extend([
-            (http::header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000")),
-            (http::header::X_FRAME_OPTIONS, HeaderValue::from_static("SAMEORIGIN")),
-            (http::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+            (
+                http::header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=31536000"),
+            ),
+            (
+                http::header::X_FRAME_OPTIONS,
+                HeaderValue::from_static("SAMEORIGIN"),
+            ),
+            (
+                http::header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
         ]),
     }
     Inherited {
-        max_body: c.value("defaults.max_body", raw.max_body.as_ref(), units::size).unwrap_or(Some(DEFAULT_MAX_BODY)),
+        max_body: c
+            .value("defaults.max_body", raw.max_body.as_ref(), units::size)
+            .unwrap_or(Some(DEFAULT_MAX_BODY)),
         connect_timeout: c
-            .value("defaults.connect_timeout", raw.connect_timeout.as_ref(), units::duration)
+            .value(
+                "defaults.connect_timeout",
+                raw.connect_timeout.as_ref(),
+                units::duration,
+            )
             .unwrap_or(Some(DEFAULT_CONNECT_TIMEOUT)),
         read_timeout: c
-            .value("defaults.read_timeout", raw.read_timeout.as_ref(), units::duration)
+            .value(
+                "defaults.read_timeout",
+                raw.read_timeout.as_ref(),
+                units::duration,
+            )
             .unwrap_or(Some(DEFAULT_READ_TIMEOUT)),
         write_timeout: c
-            .value("defaults.write_timeout", raw.write_timeout.as_ref(), units::duration)
+            .value(
+                "defaults.write_timeout",
+                raw.write_timeout.as_ref(),
+                units::duration,
+            )
             .unwrap_or(Some(DEFAULT_WRITE_TIMEOUT)),
         headers,
     }
@@ -219,18 +299,36 @@ fn defaults(c: &mut Checker, raw: RawDefaults) -> Inherited {
 fn route(c: &mut Checker, path: &str, raw: RawRoute, inherited: &Inherited) -> Option<Route> {
     let at = |key: &str| format!("{path}.{key}");
     if raw.host.is_none() {
-        c.error(path, "missing `host`; expected e.g. host: voice.example.com");
+        c.error(
+            path,
+            "missing `host`; expected e.g. host: voice.example.com",
+        );
     }
     if raw.upstream.is_none() {
-        c.error(path, "missing `upstream`; expected e.g. upstream: 127.0.0.1:7860");
+        c.error(
+            path,
+            "missing `upstream`; expected e.g. upstream: 127.0.0.1:7860",
+        );
     }
     let host = c.value(&at("host"), raw.host.as_ref(), host_pattern);
     let upstream = c.value(&at("upstream"), raw.upstream.as_ref(), units::upstream_addr);
     let name = c.value(&at("name"), raw.name.as_ref(), route_name);
     let max_body = c.value(&at("max_body"), raw.max_body.as_ref(), units::size);
-    let connect_timeout = c.value(&at("connect_timeout"), raw.connect_timeout.as_ref(), units::duration);
-    let read_timeout = c.value(&at("read_timeout"), raw.read_timeout.as_ref(), units::duration);
-    let write_timeout = c.value(&at("write_timeout"), raw.write_timeout.as_ref(), units::duration);
+    let connect_timeout = c.value(
+        &at("connect_timeout"),
+        raw.connect_timeout.as_ref(),
+        units::duration,
+    );
+    let read_timeout = c.value(
+        &at("read_timeout"),
+        raw.read_timeout.as_ref(),
+        units::duration,
+    );
+    let write_timeout = c.value(
+        &at("write_timeout"),
+        raw.write_timeout.as_ref(),
+        units::duration,
+    );
     let mut headers = inherited.headers.clone();
     if let Some(map) = &raw.headers {
         c.headers(&at("headers"), map, &mut headers);
@@ -257,7 +355,8 @@ fn route(c: &mut Checker, path: &str, raw: RawRoute, inherited: &Inherited) -> O
 
 /// `voice.example.com` or `*.example.com`; case-insensitive, a trailing dot ignored.
 fn host_pattern(v: &Value) -> Result<HostPattern, String> {
-    const EXPECTED: &str = "expected a host name like voice.example.com or *.example.com, without port";
+    const EXPECTED: &str =
+        "expected a host name like voice.example.com or *.example.com, without port";
     let Value::String(text) = v else {
         return Err(format!("invalid host {}; {EXPECTED}", shown(v)));
     };
@@ -269,7 +368,8 @@ fn host_pattern(v: &Value) -> Result<HostPattern, String> {
     let label_ok = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
         return Err(format!("invalid host {}; {EXPECTED}", shown(v)));
@@ -284,7 +384,10 @@ fn host_pattern(v: &Value) -> Result<HostPattern, String> {
 fn route_name(v: &Value) -> Result<String, String> {
     match v {
         Value::String(s)
-            if !s.trim().is_empty() && s.len() <= 64 && !s.chars().any(char::is_control) && s != "_unmatched" =>
+            if !s.trim().is_empty()
+                && s.len() <= 64
+                && !s.chars().any(char::is_control)
+                && s != "_unmatched" =>
         {
             Ok(s.trim().to_string())
         }
@@ -304,13 +407,19 @@ fn tls_version(v: &Value) -> Result<TlsVersion, String> {
     match text.as_str() {
         "1.2" => Ok(TlsVersion::V1_2),
         "1.3" => Ok(TlsVersion::V1_3),
-        _ => Err(format!("invalid TLS version {}; expected \"1.2\" or \"1.3\"", shown(v))),
+        _ => Err(format!(
+            "invalid TLS version {}; expected \"1.2\" or \"1.3\"",
+            shown(v)
+        )),
     }
 }
 
 fn threads(v: &Value) -> Result<usize, String> {
     match v.as_u64() {
         Some(n) if n <= 1024 => Ok(n as usize),
-        _ => Err(format!("invalid thread count {}; expected 0 (one per CPU) to 1024", shown(v))),
+        _ => Err(format!(
+            "invalid thread count {}; expected 0 (one per CPU) to 1024",
+            shown(v)
+        )),
     }
 }

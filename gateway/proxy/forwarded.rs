@@ -27,12 +27,21 @@ pub fn client_host(req: &RequestHeader) -> Option<&[u8]> {
     req.uri
         .authority()
         .map(|a| a.as_str().as_bytes())
-        .or_else(|| req.headers.get(http::header::HOST).map(HeaderValue::as_bytes))
+        .or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .map(HeaderValue::as_bytes)
+        })
 }
 
 /// Sets the forwarding headers on the upstream request. `client_ip` is the address the
 /// request came from (the TCP peer).
-pub fn apply(up: &mut RequestHeader, client_ip: Option<&str>, host: Option<&[u8]>, request_id: &HeaderValue) -> Result<()> {
+pub fn apply(
+    up: &mut RequestHeader,
+    client_ip: Option<&str>,
+    host: Option<&[u8]>,
+    request_id: &HeaderValue,
+) -> Result<()> {
     if let Some(ip) = client_ip {
         let forwarded_for = match joined(up, "x-forwarded-for") {
             Some(prior) => format!("{prior}, {ip}"),
@@ -54,7 +63,11 @@ pub fn apply(up: &mut RequestHeader, client_ip: Option<&str>, host: Option<&[u8]
 
 /// All values of a header joined with ", " (a list header may be sent several times).
 fn joined(req: &RequestHeader, name: &str) -> Option<String> {
-    let mut values = req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+    let mut values = req
+        .headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
     let first = values.next()?.to_string();
     Some(values.fold(first, |mut acc, v| {
         acc.push_str(", ");
@@ -85,7 +98,11 @@ mod tests {
 
     #[test]
     fn appends_forwarded_for() {
-        let mut up = req(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "2.2.2.2"), ("x-real-ip", "6.6.6.6")]);
+        let mut up = req(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+            ("x-real-ip", "6.6.6.6"),
+        ]);
         let id = HeaderValue::from_static("id");
         apply(&mut up, Some("10.0.0.1"), Some(b"a.example:8443"), &id).unwrap();
         assert_eq!(up.headers["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");

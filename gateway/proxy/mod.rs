@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::HeaderValue;
-use log::debug;
+use log::{debug, warn};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -70,9 +70,20 @@ impl ProxyHttp for Gateway {
                 Some(host) => format!("No app is served at {}.", String::from_utf8_lossy(host)),
                 None => "The request names no host.".to_string(),
             };
-            let status = if forwarded::client_host(req).is_some() { 404 } else { 400 };
+            let status = if forwarded::client_host(req).is_some() {
+                404
+            } else {
+                400
+            };
             debug!("event=no_route status={status}");
-            page::send(session, status, &detail, &snapshot.default_headers, Some(&request_id)).await?;
+            page::send(
+                session,
+                status,
+                &detail,
+                &snapshot.default_headers,
+                Some(&request_id),
+            )
+            .await?;
             ctx.request_id = Some(request_id);
             return Ok(true);
         };
@@ -81,7 +92,11 @@ impl ProxyHttp for Gateway {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         match &ctx.route {
             Some(route) => Ok(Box::new(route.peer.clone())),
             None => Error::e_explain(ErrorType::InternalError, "upstream_peer without a route"),
@@ -94,7 +109,10 @@ impl ProxyHttp for Gateway {
         up: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string());
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
         let host = forwarded::client_host(session.req_header());
         if let Some(id) = &ctx.request_id {
             forwarded::apply(up, client_ip.as_deref(), host, id)?;
@@ -102,7 +120,12 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         if let Some(route) = &ctx.route {
             for (name, value) in &route.headers {
                 if !resp.headers.contains_key(name) {
@@ -116,7 +139,31 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    /// Pingora logs every failed request at error level; the gateway logs its own line in
+    /// `logging` instead, at warn for upstream failures (the client side is debug).
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        true
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let Some(e) = e else { return };
+        let route = ctx.route.as_ref().map_or("_unmatched", |r| r.name.as_str());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        match e.esource() {
+            ErrorSource::Upstream => warn!(
+                "event=upstream_error route={route} status={status} kind={}",
+                e.etype().as_str()
+            ),
+            _ => debug!("event=request_error route={route} status={status} error={e}"),
+        }
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let code = status_for(e);
         if code > 0 && session.response_written().is_none() {
             let name = ctx.route.as_ref().map_or("this app", |r| r.name.as_str());
@@ -133,7 +180,9 @@ impl ProxyHttp for Gateway {
                     &snapshot.default_headers
                 }
             };
-            if let Err(e) = page::send(session, code, &detail, headers, ctx.request_id.as_ref()).await {
+            if let Err(e) =
+                page::send(session, code, &detail, headers, ctx.request_id.as_ref()).await
+            {
                 debug!("event=error_page_failed error={e}");
             }
         }
@@ -150,7 +199,10 @@ fn status_for(e: &Error) -> u16 {
     use ErrorType::*;
     match (e.etype(), e.esource()) {
         (HTTPStatus(code), _) => *code,
-        (ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout, ErrorSource::Upstream) => 504,
+        (
+            ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout,
+            ErrorSource::Upstream,
+        ) => 504,
         (_, ErrorSource::Upstream) => 502,
         (ReadError | WriteError | ConnectionClosed, ErrorSource::Downstream) => 0,
         (_, ErrorSource::Downstream) => 400,

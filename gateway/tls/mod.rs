@@ -22,7 +22,9 @@ use pingora::tls::ext;
 use crate::config::{CertFiles, Config, Diagnostic, TlsVersion};
 use crate::router::HostMap;
 
-pub use selfsigned::{ensure_self_signed, generate as generate_self_signed, SELF_SIGNED_CERT, SELF_SIGNED_KEY};
+pub use selfsigned::{
+    ensure_self_signed, generate as generate_self_signed, SELF_SIGNED_CERT, SELF_SIGNED_KEY,
+};
 
 /// Forward-secret AEAD suites only, for TLS 1.2 (TLS 1.3's suites are all AEAD).
 const TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
@@ -39,9 +41,8 @@ pub struct CertKey {
 impl CertKey {
     /// Reads and checks a PEM chain and key; the message names the file at fault.
     pub fn load(files: &CertFiles) -> Result<CertKey, String> {
-        let read = |p: &Path| {
-            std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
-        };
+        let read =
+            |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
         let pem = read(&files.cert)?;
         let mut certs = X509::stack_from_pem(&pem)
             .map_err(|_| format!("{} is not a PEM certificate", files.cert.display()))?
@@ -51,7 +52,10 @@ impl CertKey {
             .ok_or_else(|| format!("{} holds no certificate", files.cert.display()))?;
         let key = PKey::private_key_from_pem(&read(&files.key)?)
             .map_err(|_| format!("{} is not a PEM private key", files.key.display()))?;
-        let matches = leaf.public_key().map(|pk| pk.public_eq(&key)).unwrap_or(false);
+        let matches = leaf
+            .public_key()
+            .map(|pk| pk.public_eq(&key))
+            .unwrap_or(false);
         if !matches {
             return Err(format!(
                 "key {} does not match certificate {}",
@@ -63,6 +67,16 @@ impl CertKey {
             leaf,
             chain: certs.collect(),
             key,
+        })
+    }
+
+    /// An in-memory self-signed certificate for `localhost`.
+    fn throwaway() -> Result<CertKey, openssl::error::ErrorStack> {
+        let (cert, key) = selfsigned::generate(&["localhost"])?;
+        Ok(CertKey {
+            leaf: X509::from_pem(&cert)?,
+            chain: Vec::new(),
+            key: PKey::private_key_from_pem(&key)?,
         })
     }
 
@@ -89,16 +103,29 @@ pub struct CertStore {
 
 impl CertStore {
     /// Loads every certificate `config` names. `default_cert` is used when the config's
-    /// `tls` names none (the generated self-signed pair).
-    pub fn build(config: &Config, default_cert: &CertFiles) -> Result<CertStore, Vec<Diagnostic>> {
+    /// `tls` names none (the generated self-signed pair); `None` (for `gateway check`
+    /// before the first start) uses a throw-away self-signed certificate.
+    pub fn build(
+        config: &Config,
+        default_cert: Option<&CertFiles>,
+    ) -> Result<CertStore, Vec<Diagnostic>> {
         let mut errors = Vec::new();
         let mut load = |files: &CertFiles| {
             CertKey::load(files)
                 .map(Arc::new)
-                .map_err(|e| errors.push(Diagnostic::new(&config.file, files.pos, format!("{}: {e}", files.path))))
+                .map_err(|e| {
+                    errors.push(Diagnostic::new(
+                        &config.file,
+                        files.pos,
+                        format!("{}: {e}", files.path),
+                    ))
+                })
                 .ok()
         };
-        let default = load(default_cert);
+        let default = match default_cert {
+            Some(files) => load(files),
+            None => CertKey::throwaway().map(Arc::new).ok(),
+        };
         let mut by_host = HostMap::default();
         for route in &config.routes {
             if let Some(ck) = route.tls.as_ref().and_then(&mut load) {
@@ -149,7 +176,8 @@ pub fn settings(store: Arc<ArcSwap<CertStore>>, min: TlsVersion) -> pingora::Res
         TlsVersion::V1_2 => SslVersion::TLS1_2,
         TlsVersion::V1_3 => SslVersion::TLS1_3,
     };
-    let conf_err = |e| pingora::Error::because(pingora::ErrorType::InternalError, "TLS settings", e);
+    let conf_err =
+        |e| pingora::Error::because(pingora::ErrorType::InternalError, "TLS settings", e);
     tls.set_min_proto_version(Some(version)).map_err(conf_err)?;
     tls.set_cipher_list(TLS12_CIPHERS).map_err(conf_err)?;
     tls.enable_h2();

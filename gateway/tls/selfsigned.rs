@@ -12,7 +12,9 @@ use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::PKey;
-use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName};
+use openssl::x509::extension::{
+    BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
+};
 use openssl::x509::{X509NameBuilder, X509};
 
 use crate::config::{CertFiles, Config, HostPattern};
@@ -52,23 +54,31 @@ pub fn ensure_self_signed(config: &Config, write: bool) -> Result<(CertFiles, bo
     if current(&files, &names) || !write {
         return Ok((files, false));
     }
-    let (cert_pem, key_pem) =
-        generate(&names.iter().map(String::as_str).collect::<Vec<_>>()).map_err(|e| format!("cannot generate a certificate: {e}"))?;
+    let (cert_pem, key_pem) = generate(&names.iter().map(String::as_str).collect::<Vec<_>>())
+        .map_err(|e| format!("cannot generate a certificate: {e}"))?;
     if let Some(dir) = files.cert.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     write_private(&files.key, &key_pem)?;
-    std::fs::write(&files.cert, cert_pem).map_err(|e| format!("cannot write {}: {e}", files.cert.display()))?;
+    std::fs::write(&files.cert, cert_pem)
+        .map_err(|e| format!("cannot write {}: {e}", files.cert.display()))?;
     Ok((files, true))
 }
 
 /// True when the files exist, parse, cover exactly `names` and are not about to expire.
 fn current(files: &CertFiles, names: &BTreeSet<String>) -> bool {
-    let Ok(ck) = super::CertKey::load(files) else { return false };
+    let Ok(ck) = super::CertKey::load(files) else {
+        return false;
+    };
     let leaf = ck.leaf();
     let covered: BTreeSet<String> = leaf
         .subject_alt_names()
-        .map(|sans| sans.iter().filter_map(|n| n.dnsname().map(str::to_string)).collect())
+        .map(|sans| {
+            sans.iter()
+                .filter_map(|n| n.dnsname().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let fresh = Asn1Time::days_from_now(RENEW_BEFORE_DAYS)
         .map(|limit| leaf.not_after() > limit)
@@ -111,7 +121,10 @@ pub fn generate(names: &[&str]) -> Result<(Vec<u8>, Vec<u8>), ErrorStack> {
     b.set_subject_name(&subject)?;
     b.set_issuer_name(&subject)?;
     b.set_pubkey(&key)?;
-    let (not_before, not_after) = (Asn1Time::days_from_now(0)?, Asn1Time::days_from_now(VALID_DAYS)?);
+    let (not_before, not_after) = (
+        Asn1Time::days_from_now(0)?,
+        Asn1Time::days_from_now(VALID_DAYS)?,
+    );
     b.set_not_before(&not_before)?;
     b.set_not_after(&not_after)?;
     let mut san = SubjectAlternativeName::new();

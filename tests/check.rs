@@ -1,0 +1,125 @@
+//! `gateway check` (and `run`) on good and bad configurations: exit codes and the
+//! `FILE:LINE:COL: message` lines an operator sees.
+
+mod common;
+
+use common::{check, Env};
+
+fn check_text(env: &Env, text: &str) -> (bool, String, String) {
+    let path = env.write_config(text);
+    let (status, out, err) = check(&path);
+    let file = path.display().to_string();
+    (
+        status.success(),
+        out.replace(&file, "routes.yaml"),
+        err.replace(&file, "routes.yaml"),
+    )
+}
+
+#[test]
+fn a_good_config_prints_a_summary() {
+    let env = Env::new();
+    let text = format!(
+        "{}routes:\n  - host: a.test\n    upstream: 1\n  - host: b.test\n    upstream: 2\n    tls: {{ cert: certs/b.pem, key: certs/b.key }}\n",
+        env.listen_and_tls()
+    );
+    let (ok, out, err) = check_text(&env, &text);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "routes.yaml: ok: 2 routes, 1 route certificates, listeners: https 127.0.0.1:{}, http 127.0.0.1:{}\n",
+            env.https, env.http
+        )
+    );
+}
+
+#[test]
+fn each_kind_of_bad_config_is_reported_with_its_line() {
+    let env = Env::new();
+    let cases: &[(&str, &str)] = &[
+        ("listen:\n  https: [\n", "routes.yaml:3:1: "),
+        ("routes:\n  - host: a.test\n    upstream: 1\n    max_bdy: 1G\n", "routes.yaml:4:5: routes[0]: unknown field `max_bdy`"),
+        ("routes:\n  - host: a.test\n    upstream: 1\n  - host: A.test\n    upstream: 2\n", "routes.yaml:4:11: routes[1].host: duplicate host \"a.test\" (first at 2:11)"),
+        ("listen:\n  https: \"1.2.3:99\"\n", "routes.yaml:2:10: listen.https: invalid address \"1.2.3:99\""),
+        ("routes:\n  - host: a.test\n    upstream: \"127.0.0.1:99999\"\n", "routes.yaml:3:15: routes[0].upstream: invalid upstream \"127.0.0.1:99999\""),
+        ("defaults:\n  max_body: 12Q\n", "routes.yaml:2:13: defaults.max_body: invalid size \"12Q\""),
+        ("defaults:\n  read_timeout: forever\n", "routes.yaml:2:17: defaults.read_timeout: invalid duration \"forever\""),
+        ("tls:\n  cert: certs/missing.pem\n  key: certs/default.key\n", "routes.yaml:2:9: tls.cert: cannot read "),
+        ("tls:\n  cert: certs/b.pem\n  key: certs/default.key\n", "routes.yaml:2:9: tls.cert: key "),
+        ("tls:\n  cert: certs/b.key\n  key: certs/b.key\n", "routes.yaml:2:9: tls.cert: "),
+        (
+            "routes:\n  - host: a.test\n    upstream: 1\n    tls:\n      cert: certs/nope.pem\n      key: certs/nope.key\n",
+            "routes.yaml:5:13: routes[0].tls.cert: cannot read ",
+        ),
+    ];
+    for (text, expected) in cases {
+        let text = if text.starts_with("tls:") {
+            format!("{text}routes: []\n")
+        } else {
+            text.to_string()
+        };
+        let (ok, out, err) = check_text(&env, &text);
+        assert!(!ok, "accepted:\n{text}\n{out}");
+        assert!(
+            err.starts_with(expected),
+            "for:\n{text}\nexpected {expected:?}\ngot {err:?}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn all_errors_are_listed_not_just_the_first() {
+    let env = Env::new();
+    let (ok, _, err) = check_text(
+        &env,
+        "defaults:\n  max_body: 12Q\nroutes:\n  - host: a.test\n    upstream: nowhere\n",
+    );
+    assert!(!ok);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].starts_with("routes.yaml:2:13: "));
+    assert!(lines[1].starts_with("routes.yaml:5:15: "));
+}
+
+#[test]
+fn an_unreadable_file_has_no_position() {
+    let env = Env::new();
+    let (status, _, err) = check(&env.path("nope.yaml"));
+    assert!(!status.success());
+    assert!(
+        err.contains("nope.yaml: cannot read configuration: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_refuses_a_bad_config_with_the_same_messages() {
+    let env = Env::new();
+    let path = env.write_config("defaults:\n  max_body: 12Q\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(":2:13: defaults.max_body: invalid size \"12Q\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn version_flag() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("--version")
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("gateway {}", env!("CARGO_PKG_VERSION"))
+    );
+}

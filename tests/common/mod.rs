@@ -1,0 +1,221 @@
+//! Test harness: the real `gateway` binary on free loopback ports, in a temporary
+//! directory with generated certificates, in front of real in-process upstreams.
+#![allow(dead_code)]
+
+pub mod upstream;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+#[allow(unused_imports)]
+pub use upstream::Upstream;
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// A temporary directory holding routes.yaml, certificates and the gateway's log.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub https: u16,
+    pub http: u16,
+    pub metrics: u16,
+}
+
+impl Env {
+    /// Generates `certs/default.pem` (the `*.test` hosts the tests use, except b.test)
+    /// and `certs/b.pem` (b.test only, a route certificate).
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("certs")).expect("mkdir certs");
+        let env = Env {
+            dir,
+            https: free_port(),
+            http: free_port(),
+            metrics: free_port(),
+        };
+        env.write_cert(
+            "default",
+            &[
+                "default.test",
+                "a.test",
+                "*.apps.test",
+                "down.test",
+                "slow.test",
+                "up.test",
+                "deep.x.apps.test",
+            ],
+        );
+        env.write_cert("b", &["b.test"]);
+        env
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes `certs/NAME.pem` and `certs/NAME.key` for `names`.
+    pub fn write_cert(&self, name: &str, names: &[&str]) {
+        let (cert, key) = gateway::tls::generate_self_signed(names).expect("generate cert");
+        std::fs::write(self.path(&format!("certs/{name}.pem")), cert).expect("write cert");
+        std::fs::write(self.path(&format!("certs/{name}.key")), key).expect("write key");
+    }
+
+    pub fn cert_pem(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(&format!("certs/{name}.pem"))).expect("read cert")
+    }
+
+    /// The standard header: both listeners on their free ports, the default certificate.
+    pub fn listen_and_tls(&self) -> String {
+        format!(
+            "listen:\n  http: \"127.0.0.1:{}\"\n  https: \"127.0.0.1:{}\"\n\
+             tls:\n  cert: certs/default.pem\n  key: certs/default.key\nthreads: 2\n",
+            self.http, self.https
+        )
+    }
+
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        let path = self.path("routes.yaml");
+        std::fs::write(&path, text).expect("write routes.yaml");
+        path
+    }
+
+    /// Starts `gateway run` on `config` and waits until the HTTPS port accepts.
+    pub fn start(&self, config: &str) -> Gateway {
+        let path = self.write_config(config);
+        let log = self.path("gateway.log");
+        let log_file = std::fs::File::create(&log).expect("create log");
+        let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn gateway");
+        let mut gw = Gateway {
+            child,
+            log,
+            https: self.https,
+        };
+        gw.wait_ready();
+        gw
+    }
+}
+
+/// `gateway check -c FILE`: (exit status, stdout, stderr).
+pub fn check(config: &Path) -> (ExitStatus, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["check", "-c"])
+        .arg(config)
+        .output()
+        .expect("run gateway check");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running gateway process; killed and reaped on drop.
+pub struct Gateway {
+    pub child: Child,
+    pub log: PathBuf,
+    pub https: u16,
+}
+
+impl Gateway {
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("gateway exited early ({status}):\n{}", self.log_text());
+            }
+            if TcpStream::connect(("127.0.0.1", self.https)).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway not ready:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Resident memory in bytes, from /proc.
+    pub fn rss(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTPS client that resolves every `hosts` name to the gateway and trusts the
+/// test certificates.
+pub fn client(env: &Env, hosts: &[&str], http2: bool) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .use_native_tls()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60));
+    for name in ["default", "b"] {
+        let cert = reqwest::Certificate::from_pem(&env.cert_pem(name)).expect("cert");
+        b = b.add_root_certificate(cert);
+    }
+    for host in hosts {
+        b = b.resolve(host, SocketAddr::from(([127, 0, 0, 1], env.https)));
+    }
+    if !http2 {
+        b = b.http1_only();
+    }
+    b.build().expect("client")
+}

@@ -1,0 +1,536 @@
+//! The gateway core against the real binary: routing, TLS, redirect, forwarding,
+//! streaming both ways, upstream failures, graceful stop.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{client, Env, Upstream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+fn routes(a: &Upstream, b: &Upstream) -> String {
+    format!(
+        "routes:\n\
+         \x20 - host: a.test\n    upstream: {}\n\
+         \x20 - host: b.test\n    name: bee\n    upstream: {}\n    tls: {{ cert: certs/b.pem, key: certs/b.key }}\n\
+         \x20 - host: \"*.apps.test\"\n    upstream: {}\n    headers: {{ X-Frame-Options: null, X-Extra: yes }}\n",
+        a.addr, b.addr, b.addr
+    )
+}
+
+async fn get_json(
+    c: &reqwest::Client,
+    url: &str,
+) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+    let resp = c.get(url).send().await.expect("request");
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_host_and_wildcard_and_404s_the_rest() {
+    let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);
+    let env = Env::new();
+    let _gw = env.start(&(env.listen_and_tls() + &routes(&a, &b)));
+    let hosts = [
+        "a.test",
+        "b.test",
+        "x.apps.test",
+        "A.TEST",
+        "default.test",
+        "deep.x.apps.test",
+    ];
+    for http2 in [false, true] {
+        let c = client(&env, &hosts, http2);
+        let p = env.https;
+        let (s, _, body) = get_json(&c, &format!("https://a.test:{p}/echo")).await;
+        assert_eq!((s.as_u16(), body["upstream"].as_str()), (200, Some("A")));
+        let (_, _, body) = get_json(&c, &format!("https://A.TEST:{p}/echo")).await;
+        assert_eq!(body["upstream"], "A", "host match is case-insensitive");
+        let (_, _, body) = get_json(&c, &format!("https://b.test:{p}/echo")).await;
+        assert_eq!(body["upstream"], "B");
+        let (_, h, body) = get_json(&c, &format!("https://x.apps.test:{p}/echo")).await;
+        assert_eq!(body["upstream"], "B");
+        assert_eq!(h["x-extra"], "yes");
+        assert!(
+            h.get("x-frame-options").is_none(),
+            "route removed a default header"
+        );
+
+        for host in ["default.test", "deep.x.apps.test"] {
+            let resp = c
+                .get(format!("https://{host}:{p}/echo"))
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(resp.status(), 404, "{host}");
+            assert!(resp
+                .text()
+                .await
+                .unwrap_or_default()
+                .contains("No app is served at"));
+        }
+    }
+    assert_eq!(a.hits(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_host_and_proxy_headers() {
+    let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);
+    let env = Env::new();
+    let _gw = env.start(&(env.listen_and_tls() + &routes(&a, &b)));
+    let p = env.https;
+    for http2 in [false, true] {
+        let c = client(&env, &["a.test"], http2);
+        let resp = c
+            .get(format!("https://a.test:{p}/echo?q=1"))
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("x-real-ip", "6.6.6.6")
+            .header("x-request-id", "client-id-1")
+            .send()
+            .await
+            .expect("request");
+        let h = resp.headers().clone();
+        assert_eq!(h["x-request-id"], "client-id-1");
+        assert_eq!(h["strict-transport-security"], "max-age=31536000");
+        assert_eq!(h["x-frame-options"], "SAMEORIGIN");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        let body: Value = resp.json().await.expect("json");
+        let up = &body["headers"];
+        assert_eq!(
+            up["host"],
+            format!("a.test:{p}"),
+            "Host unchanged, port included"
+        );
+        assert_eq!(up["x-forwarded-host"], format!("a.test:{p}"));
+        assert_eq!(up["x-forwarded-proto"], "https");
+        assert_eq!(up["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+        assert_eq!(up["x-real-ip"], "127.0.0.1");
+        assert_eq!(up["x-request-id"], "client-id-1");
+        assert_eq!(body["uri"], "/echo?q=1");
+    }
+    // Without a client id, one is generated and returned.
+    let c = client(&env, &["a.test"], false);
+    let resp = c
+        .get(format!("https://a.test:{p}/echo"))
+        .send()
+        .await
+        .expect("request");
+    let id = resp.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(id.len(), 36);
+    assert_eq!(body["headers"]["x-request-id"], id.as_str());
+}
+
+/// The certificate the gateway presents for `sni` (None: no SNI at all).
+fn served_cert_names(port: u16, sni: Option<&str>) -> Vec<String> {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    let mut b = SslConnector::builder(SslMethod::tls()).expect("connector");
+    b.set_verify(SslVerifyMode::NONE);
+    let mut cfg = b.build().configure().expect("configure");
+    cfg.set_use_server_name_indication(sni.is_some());
+    cfg.set_verify_hostname(false);
+    let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let tls = cfg
+        .connect(sni.unwrap_or("ignored"), tcp)
+        .expect("handshake");
+    let cert = tls.ssl().peer_certificate().expect("peer cert");
+    let sans = cert.subject_alt_names().expect("SANs");
+    sans.iter()
+        .filter_map(|n| n.dnsname().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_picks_the_route_certificate_else_the_default() {
+    let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);
+    let env = Env::new();
+    let _gw = env.start(&(env.listen_and_tls() + &routes(&a, &b)));
+    let port = env.https;
+    tokio::task::spawn_blocking(move || {
+        assert_eq!(served_cert_names(port, Some("b.test")), ["b.test"]);
+        assert_eq!(served_cert_names(port, Some("B.Test")), ["b.test"]);
+        assert!(served_cert_names(port, Some("a.test")).contains(&"a.test".to_string()));
+        assert!(served_cert_names(port, Some("unknown.test")).contains(&"default.test".to_string()));
+        assert!(served_cert_names(port, None).contains(&"default.test".to_string()));
+    })
+    .await
+    .expect("sni checks");
+    // Full verification through a real client for the route certificate.
+    let c = client(&env, &["b.test"], true);
+    let (s, _, _) = get_json(&c, &format!("https://b.test:{port}/echo")).await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_versions_below_1_2_are_refused() {
+    let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);
+    let env = Env::new();
+    let _gw = env.start(&(env.listen_and_tls() + &routes(&a, &b)));
+    let port = env.https;
+    tokio::task::spawn_blocking(move || {
+        use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
+        let attempt = |max: SslVersion| {
+            let mut b = SslConnector::builder(SslMethod::tls()).expect("connector");
+            b.set_verify(SslVerifyMode::NONE);
+            b.set_min_proto_version(None).expect("min");
+            b.set_max_proto_version(Some(max)).expect("max");
+            b.set_security_level(0);
+            let _ = b.set_cipher_list("ALL:@SECLEVEL=0");
+            let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            b.build()
+                .connect("a.test", tcp)
+                .map(|s| s.ssl().version_str().to_string())
+        };
+        assert!(attempt(SslVersion::TLS1_1).is_err(), "TLS 1.1 accepted");
+        assert_eq!(attempt(SslVersion::TLS1_2).expect("TLS 1.2"), "TLSv1.2");
+        assert_eq!(attempt(SslVersion::TLS1_3).expect("TLS 1.3"), "TLSv1.3");
+    })
+    .await
+    .expect("version checks");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_redirects_to_https_with_port() {
+    let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("acme/.well-known/acme-challenge")).expect("mkdir");
+    std::fs::write(
+        env.path("acme/.well-known/acme-challenge/tok-EN_1"),
+        "tok-EN_1.thumb",
+    )
+    .expect("token");
+    let _gw = env.start(&(env.listen_and_tls() + "acme_webroot: acme\n" + &routes(&a, &b)));
+    let raw = |host: &str, path: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", env.http)).expect("connect http");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    let resp = raw(&format!("a.test:{}", env.http), "/some/path?x=1&y=2");
+    assert!(resp.starts_with("HTTP/1.1 301"), "{resp}");
+    let location = format!(
+        "location: https://a.test:{}/some/path?x=1&y=2\r\n",
+        env.https
+    );
+    assert!(resp.to_ascii_lowercase().contains(&location), "{resp}");
+    assert!(raw("x.apps.test", "/").starts_with("HTTP/1.1 301"));
+    assert!(raw("nobody.test", "/").starts_with("HTTP/1.1 404"));
+    assert!(raw("ev/il.apps.test", "/").starts_with("HTTP/1.1 404"));
+    assert_eq!(a.hits(), 0, "redirects never reach the upstream");
+
+    // certbot --webroot: challenge files are served on plain HTTP, for any host.
+    let resp = raw("new.example", "/.well-known/acme-challenge/tok-EN_1");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.ends_with("tok-EN_1.thumb"), "{resp}");
+    assert!(raw("a.test", "/.well-known/acme-challenge/missing").starts_with("HTTP/1.1 404"));
+    assert!(
+        raw("a.test", "/.well-known/acme-challenge/..%2Froutes.yaml").starts_with("HTTP/1.1 404")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echoes_over_tls() {
+    let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);
+    let env = Env::new();
+    let _gw = env.start(&(env.listen_and_tls() + &routes(&a, &b)));
+    let mut tls = native_tls::TlsConnector::builder();
+    tls.add_root_certificate(
+        native_tls::Certificate::from_pem(&env.cert_pem("default")).expect("cert"),
+    );
+    let connector = tokio_tungstenite::Connector::NativeTls(tls.build().expect("tls"));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", env.https))
+        .await
+        .expect("connect");
+    let url = format!("wss://a.test:{}/ws", env.https);
+    let (mut ws, resp) =
+        tokio_tungstenite::client_async_tls_with_config(url, tcp, None, Some(connector))
+            .await
+            .expect("websocket handshake");
+    assert_eq!(resp.status(), 101);
+    for i in 0..3 {
+        ws.send(tokio_tungstenite::tungstenite::Message::text(format!(
+            "hello {i}"
+        )))
+        .await
+        .expect("send");
+        let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("reply in time")
+            .expect("a message")
+            .expect("ok message");
+        assert_eq!(
+            reply.into_text().expect("text").as_str(),
+            format!("echo: hello {i}")
+        );
+    }
+    ws.close(None).await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_events_arrive_as_emitted_on_http1_and_http2() {
+    let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);
+    let env = Env::new();
+    let _gw = env.start(&(env.listen_and_tls() + &routes(&a, &b)));
+    for http2 in [false, true] {
+        let c = client(&env, &["a.test"], http2);
+        let start = Instant::now();
+        let resp = c
+            .get(format!("https://a.test:{}/sse", env.https))
+            .send()
+            .await
+            .expect("sse");
+        assert_eq!(
+            resp.version(),
+            if http2 {
+                http::Version::HTTP_2
+            } else {
+                http::Version::HTTP_11
+            }
+        );
+        let mut stream = resp.bytes_stream();
+        let mut text = String::new();
+        let mut arrivals = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
+            while arrivals.len() < text.matches("\n\n").count() {
+                arrivals.push(start.elapsed());
+            }
+        }
+        assert_eq!(arrivals.len(), 5, "{text}");
+        // The upstream spaces events 300 ms apart: 1.2 s from first to last.
+        assert!(
+            arrivals[0] < Duration::from_millis(600),
+            "first event late: {arrivals:?}"
+        );
+        assert!(
+            arrivals[4] - arrivals[0] >= Duration::from_millis(1000),
+            "buffered: {arrivals:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gib_upload_streams_intact_in_bounded_memory() {
+    const SIZE: u64 = 1 << 30;
+    const CHUNK: usize = 256 << 10;
+    let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);
+    let env = Env::new();
+    let config = env.listen_and_tls()
+        + &routes(&a, &b).replace("upstream: ", "max_body: 2G\n    upstream: ");
+    let gw = env.start(&config);
+    let c = client(&env, &["a.test"], false);
+    // Warm up, then take the baseline.
+    let _ = c
+        .get(format!("https://a.test:{}/echo", env.https))
+        .send()
+        .await;
+    let baseline = gw.rss();
+
+    let pid_rss = {
+        let pid = gw.pid();
+        move || {
+            let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map_or(0, |kb| kb * 1024)
+        }
+    };
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(pid_rss());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        })
+    };
+
+    let chunk: bytes::Bytes = (0..CHUNK)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let mut hasher = Sha256::new();
+    for _ in 0..SIZE / CHUNK as u64 {
+        hasher.update(&chunk);
+    }
+    let expected = format!("{:x}", hasher.finalize());
+    let body = futures_util::stream::iter(
+        (0..SIZE / CHUNK as u64).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    );
+    let started = Instant::now();
+    let resp = c
+        .post(format!("https://a.test:{}/upload", env.https))
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .expect("upload");
+    let elapsed = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().expect("sampler");
+    assert_eq!(resp.status(), 200);
+    let json: Value = resp.json().await.expect("json");
+    assert_eq!(json["bytes"], SIZE);
+    assert_eq!(json["sha256"], expected.as_str());
+    let growth = peak.saturating_sub(baseline);
+    eprintln!("1 GiB upload: {elapsed:?}, gateway RSS {baseline} -> peak {peak} (+{growth} bytes)");
+    assert!(growth < 64 << 20, "RSS grew by {growth} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_is_502_and_slow_is_504() {
+    let a = Upstream::start("A").await;
+    let closed = common::free_port();
+    let env = Env::new();
+    let config = format!(
+        "{}routes:\n  - host: down.test\n    name: voice\n    upstream: 127.0.0.1:{closed}\n\
+         \x20 - host: slow.test\n    upstream: {}\n    read_timeout: 1s\n\
+         \x20 - host: a.test\n    upstream: {}\n    read_timeout: 5s\n",
+        env.listen_and_tls(),
+        a.addr,
+        a.addr
+    );
+    let _gw = env.start(&config);
+    let c = client(&env, &["down.test", "slow.test", "a.test"], false);
+    let p = env.https;
+    let resp = c
+        .get(format!("https://down.test:{p}/"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 502);
+    assert_eq!(
+        resp.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+    let page = resp.text().await.expect("page");
+    assert!(page.contains("route voice"), "{page}");
+    assert!(
+        !page.contains(&closed.to_string()),
+        "internal address leaked: {page}"
+    );
+
+    let started = Instant::now();
+    let resp = c
+        .get(format!("https://slow.test:{p}/slow?ms=3000"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 504);
+    assert!(started.elapsed() < Duration::from_millis(2500));
+
+    // Slow but within the route's read_timeout: not cut.
+    let resp = c
+        .get(format!("https://a.test:{p}/slow?ms=2000"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.expect("body"), "done");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
+    let a = Upstream::start("A").await;
+    let env = Env::new();
+    let config = format!(
+        "{}shutdown_timeout: 10s\nroutes:\n  - host: a.test\n    upstream: {}\n",
+        env.listen_and_tls(),
+        a.addr
+    );
+    let mut gw = env.start(&config);
+    let c = client(&env, &["a.test"], false);
+    let url = format!("https://a.test:{}/slow?ms=1500", env.https);
+    let pending = tokio::spawn(async move { c.get(url).send().await.map(|r| r.status()) });
+    // Let the request reach the upstream, then ask the gateway to stop.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.hits() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopped = Instant::now();
+    gw.signal(libc::SIGTERM);
+    let status = pending
+        .await
+        .expect("join")
+        .expect("in-flight request finished");
+    assert_eq!(status, 200);
+    let exit = tokio::task::spawn_blocking(move || {
+        let exit = gw.wait_exit(Duration::from_secs(8));
+        (exit, gw)
+    })
+    .await
+    .expect("join");
+    let (exit, gw) = exit;
+    let took = stopped.elapsed();
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "exit {exit:?}:\n{}",
+        gw.log_text()
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "took {took:?}, not the whole shutdown_timeout"
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", env.https)).is_err(),
+        "still listening"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_run_without_certificates_generates_a_self_signed_one() {
+    let a = Upstream::start("A").await;
+    let env = Env::new();
+    let config = format!(
+        "listen:\n  https: \"127.0.0.1:{}\"\nroutes:\n  - host: up.test\n    upstream: {}\n",
+        env.https, a.addr
+    );
+    let gw = env.start(&config);
+    let pem = std::fs::read(env.path("certs/selfsigned.pem")).expect("generated cert");
+    let cert = openssl::x509::X509::from_pem(&pem).expect("pem");
+    let names: Vec<String> = cert
+        .subject_alt_names()
+        .expect("sans")
+        .iter()
+        .filter_map(|n| n.dnsname().map(str::to_string))
+        .collect();
+    assert!(names.contains(&"up.test".to_string()), "{names:?}");
+    assert!(gw.log_text().contains("event=self_signed_generated"));
+    let key_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(env.path("certs/selfsigned.key"))
+            .expect("key")
+            .permissions(),
+    );
+    assert_eq!(key_mode & 0o077, 0, "private key readable by others");
+    let c = reqwest::Client::builder()
+        .use_native_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("cert"))
+        .resolve("up.test", ([127, 0, 0, 1], env.https).into())
+        .build()
+        .expect("client");
+    let resp = c
+        .get(format!("https://up.test:{}/echo", env.https))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+}
