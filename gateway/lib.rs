@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod lifecycle;
+pub mod limits;
 pub mod proxy;
 pub mod redirect;
 pub mod router;

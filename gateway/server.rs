@@ -2,11 +2,15 @@
 //! redirect listener, the drain watcher. Holds no request logic.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
 
 use log::info;
 use pingora::prelude::Opt;
 use pingora::server::configuration::ServerConf;
-use pingora::server::Server;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
 use crate::config::{self, CertFiles, Config};
@@ -18,6 +22,31 @@ use crate::tls::{self, CertStore};
 
 /// Pingora's runtimes get this long to stop after the drain watcher has given up.
 const RUNTIME_STOP_SECS: u64 = 1;
+
+/// How often rate limiters forget clients whose bucket has refilled.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// Frees the state of idle rate-limit clients (the key bound holds regardless).
+struct LimitSweeper {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl BackgroundService for LimitSweeper {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    for limiter in self.shared.snapshot.load().limiters() {
+                        limiter.sweep();
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
 
 /// The default certificate: the configured one, or a self-signed pair generated (when
 /// `write`) beside the config. Logs when it generates one.
@@ -41,7 +70,7 @@ pub fn default_cert(config: &Config, write: bool) -> Result<CertFiles, Vec<confi
 pub fn run(config: Config) -> Result<(), Vec<config::Diagnostic>> {
     let default = default_cert(&config, true)?;
     let certs = CertStore::build(&config, Some(&default))?;
-    let shared = Shared::new(Snapshot::build(&config), certs);
+    let shared = Shared::new(Snapshot::build(&config, None), certs);
     let in_flight = InFlight::default();
 
     let threads = match config.threads {
@@ -85,6 +114,13 @@ pub fn run(config: Config) -> Result<(), Vec<config::Diagnostic>> {
         http.add_tcp(&addr.to_string());
         server.add_service(http);
     }
+
+    server.add_service(background_service(
+        "rate limit sweeper",
+        LimitSweeper {
+            shared: shared.clone(),
+        },
+    ));
 
     lifecycle::watch(
         server.watch_execution_phase(),

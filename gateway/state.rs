@@ -2,6 +2,7 @@
 //! request path reads (`Shared`). A request loads the snapshot once and keeps the
 //! `Arc<ActiveRoute>` it matched, so it never sees two configurations.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,10 @@ use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
 use pingora::upstreams::peer::HttpPeer;
 
+use ipnet::IpNet;
+
 use crate::config::{Config, Route};
+use crate::limits::RateLimiter;
 use crate::router::RouteTable;
 use crate::tls::CertStore;
 
@@ -28,10 +32,12 @@ pub struct ActiveRoute {
     pub max_body: Option<u64>,
     /// Added to responses that lack them.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Requests per client; `None`: not limited.
+    pub rate_limit: Option<Arc<RateLimiter>>,
 }
 
 impl ActiveRoute {
-    fn build(route: &Route) -> ActiveRoute {
+    fn build(route: &Route, rate_limit: Option<Arc<RateLimiter>>) -> ActiveRoute {
         let mut peer = HttpPeer::new(route.upstream, false, String::new());
         peer.options.connection_timeout = route.connect_timeout;
         peer.options.read_timeout = route.read_timeout;
@@ -42,6 +48,7 @@ impl ActiveRoute {
             peer,
             max_body: route.max_body,
             headers: route.headers.clone(),
+            rate_limit,
         }
     }
 }
@@ -56,20 +63,44 @@ pub struct Snapshot {
     pub default_headers: Vec<(HeaderName, HeaderValue)>,
     /// Where ACME HTTP-01 challenge files are read from, if anywhere.
     pub acme_webroot: Option<PathBuf>,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Each route's limiter by route name, for `build` to hand on to the next snapshot.
+    limiters: HashMap<String, Arc<RateLimiter>>,
 }
 
 impl Snapshot {
-    pub fn build(config: &Config) -> Snapshot {
+    /// Builds the runtime view of `config`. A route of `previous` with the same name and
+    /// the same `rate_limit` settings keeps its limiter, and with it its clients' buckets.
+    pub fn build(config: &Config, previous: Option<&Snapshot>) -> Snapshot {
         let mut routes = RouteTable::default();
+        let mut limiters = HashMap::new();
         for route in &config.routes {
-            routes.insert(&route.host, Arc::new(ActiveRoute::build(route)));
+            let limiter = route.rate_limit.as_ref().map(|settings| {
+                previous
+                    .and_then(|p| p.limiters.get(&route.name))
+                    .filter(|l| l.settings() == settings)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(RateLimiter::new(settings)))
+            });
+            if let Some(l) = &limiter {
+                limiters.insert(route.name.clone(), l.clone());
+            }
+            routes.insert(&route.host, Arc::new(ActiveRoute::build(route, limiter)));
         }
         Snapshot {
             routes,
             https_port: config.listen.https.port(),
             default_headers: config.headers.clone(),
             acme_webroot: config.acme_webroot.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
+            limiters,
         }
+    }
+
+    /// Every route's rate limiter.
+    pub fn limiters(&self) -> impl Iterator<Item = &Arc<RateLimiter>> {
+        self.limiters.values()
     }
 }
 

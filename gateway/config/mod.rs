@@ -4,6 +4,7 @@
 //! Depends on nothing else in the crate; nothing on the request path imports it.
 
 mod error;
+mod limits;
 mod model;
 mod raw;
 mod span;

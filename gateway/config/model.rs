@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
+pub use ipnet::IpNet;
 
 use super::error::Pos;
 
@@ -35,6 +36,8 @@ pub struct Config {
     /// Directory whose `.well-known/acme-challenge/` files the HTTP listener serves
     /// (certbot `--webroot -w DIR`). `None`: every HTTP request is redirected.
     pub acme_webroot: Option<PathBuf>,
+    /// Peers whose `X-Forwarded-For` is believed when finding the client's address.
+    pub trusted_proxies: Vec<IpNet>,
     pub routes: Vec<Route>,
 }
 
@@ -104,4 +107,24 @@ pub struct Route {
     /// Response headers added unless the upstream set them (defaults merged with the route's).
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub tls: Option<CertFiles>,
+    /// Requests per client key; `None`: not limited.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A GCRA token bucket: `count` requests per `per` refill it, `burst` is its capacity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    pub count: u32,
+    pub per: Duration,
+    pub burst: u32,
+    pub key: RateKey,
+}
+
+/// What identifies one client of a rate limit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RateKey {
+    /// The client's address (see `trusted_proxies`).
+    ClientIp,
+    /// The value of a request header (e.g. an API key); the client address without it.
+    Header(HeaderName),
 }

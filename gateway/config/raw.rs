@@ -15,6 +15,7 @@ pub struct RawConfig {
     pub shutdown_timeout: Option<Value>,
     pub threads: Option<Value>,
     pub acme_webroot: Option<Value>,
+    pub trusted_proxies: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -41,6 +42,7 @@ pub struct RawDefaults {
     pub read_timeout: Option<Value>,
     pub write_timeout: Option<Value>,
     pub headers: Option<Mapping>,
+    pub rate_limit: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -55,6 +57,7 @@ pub struct RawRoute {
     pub write_timeout: Option<Value>,
     pub headers: Option<Mapping>,
     pub tls: Option<RawCert>,
+    pub rate_limit: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -83,7 +83,7 @@ fn unknown_key_suggests_the_nearest() {
         [
             "routes.yaml:3:5: routes[0]: unknown field `upstrem`, expected one of `host`, `name`, \
           `upstream`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, `headers`, \
-          `tls`; did you mean `upstream`?"
+          `tls`, `rate_limit`; did you mean `upstream`?"
         ]
     );
 }

@@ -10,13 +10,14 @@ use http::{HeaderName, HeaderValue};
 use serde_yaml::{Mapping, Value};
 
 use super::error::{Diagnostic, Pos};
+use super::limits;
 use super::model::*;
 use super::raw::{RawCert, RawConfig, RawDefaults, RawRoute};
 use super::span::Spans;
 use super::units::{self, shown};
 
 /// Collects diagnostics, positioned by YAML path.
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     file: &'a Path,
     base: PathBuf,
     spans: &'a Spans,
@@ -24,7 +25,7 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn error(&mut self, path: &str, message: impl Display) {
+    pub(super) fn error(&mut self, path: &str, message: impl Display) {
         let pos = self.spans.find(path);
         let text = if path.is_empty() {
             message.to_string()
@@ -35,7 +36,7 @@ impl Checker<'_> {
     }
 
     /// Parses an optional value; `None` when absent or invalid (the error is recorded).
-    fn value<T>(
+    pub(super) fn value<T>(
         &mut self,
         path: &str,
         v: Option<&Value>,
@@ -127,6 +128,7 @@ struct Inherited {
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     headers: Vec<(HeaderName, HeaderValue)>,
+    rate_limit: Option<RateLimit>,
 }
 
 pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Vec<Diagnostic>> {
@@ -157,6 +159,7 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
         .value("threads", raw.threads.as_ref(), threads)
         .unwrap_or(0);
     let acme_webroot = c.file_path("acme_webroot", raw.acme_webroot.as_ref());
+    let trusted_proxies = limits::trusted_proxies(&mut c, raw.trusted_proxies.as_ref());
     let inherited = defaults(&mut c, raw.defaults.unwrap_or_default());
 
     let mut routes = Vec::new();
@@ -207,6 +210,7 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
             threads,
             headers: inherited.headers,
             acme_webroot,
+            trusted_proxies,
             routes,
         })
     } else {
@@ -293,6 +297,11 @@ fn defaults(c: &mut Checker, raw: RawDefaults) -> Inherited {
             )
             .unwrap_or(Some(DEFAULT_WRITE_TIMEOUT)),
         headers,
+        rate_limit: raw
+            .rate_limit
+            .as_ref()
+            .and_then(|v| limits::rate_limit(c, "defaults.rate_limit", v))
+            .flatten(),
     }
 }
 
@@ -329,6 +338,10 @@ fn route(c: &mut Checker, path: &str, raw: RawRoute, inherited: &Inherited) -> O
         raw.write_timeout.as_ref(),
         units::duration,
     );
+    let rate_limit = match &raw.rate_limit {
+        Some(v) => limits::rate_limit(c, &at("rate_limit"), v),
+        None => Some(inherited.rate_limit.clone()),
+    };
     let mut headers = inherited.headers.clone();
     if let Some(map) = &raw.headers {
         c.headers(&at("headers"), map, &mut headers);
@@ -350,6 +363,7 @@ fn route(c: &mut Checker, path: &str, raw: RawRoute, inherited: &Inherited) -> O
         write_timeout: write_timeout.unwrap_or(inherited.write_timeout),
         headers,
         tls,
+        rate_limit: rate_limit?,
     })
 }
 

@@ -1,7 +1,10 @@
 //! Headers the gateway adds on the way to the upstream (`X-Forwarded-*`, `X-Real-IP`,
 //! `X-Request-Id`) and the request id it keeps or makes.
 
+use std::net::IpAddr;
+
 use http::HeaderValue;
+use ipnet::IpNet;
 use pingora::http::RequestHeader;
 use pingora::Result;
 
@@ -34,23 +37,58 @@ pub fn client_host(req: &RequestHeader) -> Option<&[u8]> {
         })
 }
 
-/// Sets the forwarding headers on the upstream request. `client_ip` is the address the
-/// request came from (the TCP peer).
+/// The client's address: the TCP peer, unless the peer is a trusted proxy; then the
+/// right-most `X-Forwarded-For` entry that is not itself trusted (nginx's
+/// `real_ip_recursive on`). Entries left of it are the client's own words and are never
+/// believed, so a client cannot pick its own rate-limit bucket. When every entry is
+/// trusted, or one cannot be parsed, the last trusted address stands.
+pub fn client_ip(peer: IpAddr, req: &RequestHeader, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let values = req.headers.get_all("x-forwarded-for").iter().rev();
+    for entry in values.flat_map(|v| v.as_bytes().rsplit(|b| *b == b',')) {
+        let Some(ip) = parse_forwarded_ip(entry) else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` entry: `1.2.3.4`, `2001:db8::1`, or with a port
+/// (`1.2.3.4:5678`, `[2001:db8::1]:5678`).
+fn parse_forwarded_ip(entry: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(entry).ok()?.trim();
+    text.parse::<IpAddr>()
+        .ok()
+        .or_else(|| text.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+}
+
+/// Sets the forwarding headers on the upstream request: `peer` (the TCP peer) is appended
+/// to `X-Forwarded-For`, `client` (see `client_ip`) becomes `X-Real-IP`.
 pub fn apply(
     up: &mut RequestHeader,
-    client_ip: Option<&str>,
+    peer: Option<IpAddr>,
+    client: Option<IpAddr>,
     host: Option<&[u8]>,
     request_id: &HeaderValue,
 ) -> Result<()> {
-    if let Some(ip) = client_ip {
+    if let Some(peer) = peer {
         let forwarded_for = match joined(up, "x-forwarded-for") {
-            Some(prior) => format!("{prior}, {ip}"),
-            None => ip.to_string(),
+            Some(prior) => format!("{prior}, {peer}"),
+            None => peer.to_string(),
         };
         up.insert_header("x-forwarded-for", forwarded_for)?;
-        up.insert_header("x-real-ip", ip)?;
-    } else {
-        up.remove_header("x-real-ip");
+    }
+    match client.or(peer) {
+        Some(ip) => up.insert_header("x-real-ip", ip.to_string())?,
+        None => drop(up.remove_header("x-real-ip")),
     }
     up.insert_header("x-forwarded-proto", "https")?;
     match host {
@@ -104,11 +142,42 @@ mod tests {
             ("x-real-ip", "6.6.6.6"),
         ]);
         let id = HeaderValue::from_static("id");
-        apply(&mut up, Some("10.0.0.1"), Some(b"a.example:8443"), &id).unwrap();
+        let peer = "10.0.0.1".parse().ok();
+        apply(&mut up, peer, peer, Some(b"a.example:8443"), &id).unwrap();
         assert_eq!(up.headers["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
         assert_eq!(up.headers["x-real-ip"], "10.0.0.1");
         assert_eq!(up.headers["x-forwarded-proto"], "https");
         assert_eq!(up.headers["x-forwarded-host"], "a.example:8443");
         assert_eq!(up.headers["x-request-id"], "id");
+    }
+
+    #[test]
+    fn client_ip_believes_only_trusted_proxies() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        let spoofed = req(&[("x-forwarded-for", "6.6.6.6")]);
+        // An untrusted peer's header is ignored.
+        assert_eq!(
+            client_ip(ip("203.0.113.9"), &spoofed, &trusted),
+            ip("203.0.113.9")
+        );
+        // A trusted proxy: the right-most untrusted entry, not the client-supplied left one.
+        let chain = req(&[
+            ("x-forwarded-for", "6.6.6.6, 198.51.100.7"),
+            ("x-forwarded-for", "10.1.1.1"),
+        ]);
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &chain, &trusted),
+            ip("198.51.100.7")
+        );
+        let ported = req(&[("x-forwarded-for", "[2001:db8::5]:4711")]);
+        assert_eq!(client_ip(ip("::1"), &ported, &trusted), ip("2001:db8::5"));
+        // Garbage stops the walk at the last trusted hop.
+        let junk = req(&[("x-forwarded-for", "junk, 10.2.2.2")]);
+        assert_eq!(client_ip(ip("10.0.0.2"), &junk, &trusted), ip("10.2.2.2"));
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &req(&[]), &trusted),
+            ip("10.0.0.2")
+        );
     }
 }

@@ -3,20 +3,26 @@
 //!
 //! ```text
 //! request_filter ── route by host ──> 404 page ─┐
+//!        ├── declared body > max_body ─> 413 ──┤
+//!        ├── rate limit (client key) ──> 429 ──┤
 //!        │                                      │
 //! upstream_peer (route's prebuilt peer)         │
 //! upstream_request_filter (X-Forwarded-*, id)   │
-//! response_filter (security headers, id)        │
+//! request_body_filter (count; > max_body: 413) ─┤
+//! response_filter (security, RateLimit, id)    │
 //! fail_to_proxy (502/504 page) ─────────────────┤
 //! logging <─────────────────────────────────────┘
 //! ```
 
 mod forwarded;
+mod limits;
 mod page;
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::HeaderValue;
 use log::{debug, warn};
 use pingora::http::ResponseHeader;
@@ -42,6 +48,12 @@ pub struct RequestCtx {
     /// The route this request matched, held for its whole life (reload-safe).
     route: Option<Arc<ActiveRoute>>,
     request_id: Option<HeaderValue>,
+    /// The client's address (see `forwarded::client_ip`).
+    client: Option<IpAddr>,
+    /// The rate limiter's answer, for the response's `RateLimit` field.
+    rate: limits::RateState,
+    /// Request body bytes seen so far.
+    body_seen: u64,
     _ticket: Ticket,
 }
 
@@ -53,6 +65,9 @@ impl ProxyHttp for Gateway {
         RequestCtx {
             route: None,
             request_id: None,
+            client: None,
+            rate: None,
+            body_seen: 0,
             _ticket: self.in_flight.enter(),
         }
     }
@@ -81,15 +96,35 @@ impl ProxyHttp for Gateway {
                 status,
                 &detail,
                 &snapshot.default_headers,
+                &[],
                 Some(&request_id),
             )
             .await?;
             ctx.request_id = Some(request_id);
             return Ok(true);
         };
+        let route = route.clone();
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let client = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| {
+            forwarded::client_ip(peer, session.req_header(), &snapshot.trusted_proxies)
+        });
+        drop(snapshot);
         ctx.route = Some(route.clone());
-        ctx.request_id = Some(request_id);
-        Ok(false)
+        ctx.request_id = Some(request_id.clone());
+        ctx.client = Some(client);
+        if limits::declared_body(session, &route, &request_id).await? {
+            return Ok(true);
+        }
+        match limits::rate(session, &route, client, &request_id).await? {
+            limits::Rate::Answered => Ok(true),
+            limits::Rate::Pass(state) => {
+                ctx.rate = state;
+                Ok(false)
+            }
+        }
     }
 
     async fn upstream_peer(
@@ -109,15 +144,28 @@ impl ProxyHttp for Gateway {
         up: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let client_ip = session
+        let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
+            .map(|a| a.ip());
         let host = forwarded::client_host(session.req_header());
         if let Some(id) = &ctx.request_id {
-            forwarded::apply(up, client_ip.as_deref(), host, id)?;
+            forwarded::apply(up, peer, ctx.client, host, id)?;
         }
         Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        match &ctx.route {
+            Some(route) => limits::count_body(session, route, &mut ctx.body_seen, body.as_ref()),
+            None => Ok(()),
+        }
     }
 
     async fn response_filter(
@@ -132,6 +180,7 @@ impl ProxyHttp for Gateway {
                     resp.insert_header(name, value.clone())?;
                 }
             }
+            limits::response_headers(resp, route, &ctx.rate)?;
         }
         if let Some(id) = &ctx.request_id {
             resp.insert_header("x-request-id", id.clone())?;
@@ -167,9 +216,12 @@ impl ProxyHttp for Gateway {
         let code = status_for(e);
         if code > 0 && session.response_written().is_none() {
             let name = ctx.route.as_ref().map_or("this app", |r| r.name.as_str());
-            let detail = match code {
-                502 => format!("The app for route {name} is not answering. Try again shortly."),
-                504 => format!("The app for route {name} took too long to answer."),
+            let detail = match (code, ctx.route.as_ref().and_then(|r| r.max_body)) {
+                (413, Some(max)) => limits::too_large(name, max),
+                (502, _) => {
+                    format!("The app for route {name} is not answering. Try again shortly.")
+                }
+                (504, _) => format!("The app for route {name} took too long to answer."),
                 _ => String::new(),
             };
             let snapshot;
@@ -180,10 +232,19 @@ impl ProxyHttp for Gateway {
                     &snapshot.default_headers
                 }
             };
-            if let Err(e) =
-                page::send(session, code, &detail, headers, ctx.request_id.as_ref()).await
+            if let Err(e) = page::send(
+                session,
+                code,
+                &detail,
+                headers,
+                &[],
+                ctx.request_id.as_ref(),
+            )
+            .await
             {
                 debug!("event=error_page_failed error={e}");
+            } else if code == 413 {
+                limits::discard_body(session).await;
             }
         }
         FailToProxy {

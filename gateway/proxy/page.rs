@@ -8,20 +8,22 @@ use pingora::proxy::Session;
 use pingora::Result;
 
 /// Writes a complete response with a short explanation. `detail` is plain text and is
-/// HTML-escaped here.
+/// HTML-escaped here. `headers` are the route's (security) headers, `extra` those of this
+/// answer (e.g. `Retry-After`).
 pub async fn send(
     session: &mut Session,
     status: u16,
     detail: &str,
     headers: &[(HeaderName, HeaderValue)],
+    extra: &[(HeaderName, HeaderValue)],
     request_id: Option<&HeaderValue>,
 ) -> Result<()> {
     let body = Bytes::from(html(status, detail));
-    let mut resp = ResponseHeader::build(status, Some(6 + headers.len()))?;
+    let mut resp = ResponseHeader::build(status, Some(6 + headers.len() + extra.len()))?;
     resp.insert_header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    for (name, value) in headers {
+    for (name, value) in headers.iter().chain(extra) {
         resp.insert_header(name, value.clone())?;
     }
     if let Some(id) = request_id {

@@ -13,6 +13,24 @@ use std::time::{Duration, Instant};
 #[allow(unused_imports)]
 pub use upstream::Upstream;
 
+pub type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type WsError = tokio_tungstenite::tungstenite::Error;
+
+/// `POST https://HOST:PORT/upload` with `body`; panics when no response comes.
+pub async fn upload(
+    c: &reqwest::Client,
+    env: &Env,
+    host: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    c.post(format!("https://{host}:{}/upload", env.https))
+        .body(body)
+        .send()
+        .await
+        .expect("upload response")
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -70,6 +88,46 @@ impl Env {
 
     pub fn cert_pem(&self, name: &str) -> Vec<u8> {
         std::fs::read(self.path(&format!("certs/{name}.pem"))).expect("read cert")
+    }
+
+    /// A blocking TLS (HTTP/1.1) connection to the gateway for `host`, for byte-exact
+    /// requests that HTTP clients will not send (e.g. a header and no body yet).
+    pub fn tls_connect(&self, host: &str) -> native_tls::TlsStream<TcpStream> {
+        let mut b = native_tls::TlsConnector::builder();
+        b.add_root_certificate(
+            native_tls::Certificate::from_pem(&self.cert_pem("default")).expect("cert"),
+        );
+        let tcp = TcpStream::connect(("127.0.0.1", self.https)).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        b.build()
+            .expect("tls")
+            .connect(host, tcp)
+            .expect("handshake")
+    }
+
+    /// A WebSocket over TLS to `wss://HOST:PORT/PATH` through the gateway.
+    pub async fn ws_connect(
+        &self,
+        host: &str,
+        path: &str,
+    ) -> Result<
+        (
+            WsStream,
+            tokio_tungstenite::tungstenite::handshake::client::Response,
+        ),
+        WsError,
+    > {
+        let mut tls = native_tls::TlsConnector::builder();
+        tls.add_root_certificate(
+            native_tls::Certificate::from_pem(&self.cert_pem("default")).expect("cert"),
+        );
+        let connector = tokio_tungstenite::Connector::NativeTls(tls.build().expect("tls"));
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.https))
+            .await
+            .expect("connect");
+        let url = format!("wss://{host}:{}{path}", self.https);
+        tokio_tungstenite::client_async_tls_with_config(url, tcp, None, Some(connector)).await
     }
 
     /// The standard header: both listeners on their free ports, the default certificate.

@@ -1,0 +1,169 @@
+//! The keys of issue 3: `rate_limit` (in `defaults` and routes) and `trusted_proxies`.
+//! `max_body` is a plain size (see `units::size`).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::HeaderName;
+use serde_yaml::Value;
+
+use super::model::{IpNet, RateKey, RateLimit};
+use super::units::{is_off, shown};
+use super::validate::Checker;
+
+/// The largest `rate` count and `burst` accepted: far above any sane limit, and small
+/// enough that the arithmetic on them can never overflow.
+const MAX_COUNT: u64 = 1_000_000;
+
+/// `rate_limit`: `off`, or `{ rate: 20/s, burst: 40, key: client_ip }`. Returns
+/// `Some(None)` for `off`, `Some(Some(_))` for a valid limit, `None` after an error.
+pub(super) fn rate_limit(c: &mut Checker, path: &str, v: &Value) -> Option<Option<RateLimit>> {
+    if is_off(v) {
+        return Some(None);
+    }
+    let Value::Mapping(map) = v else {
+        c.error(
+            path,
+            format!(
+                "expected `off` or a mapping like {{ rate: 20/s, burst: 40 }}, found {}",
+                shown(v)
+            ),
+        );
+        return None;
+    };
+    let mut ok = true;
+    for key in map.keys() {
+        let known = matches!(key.as_str(), Some("rate" | "burst" | "key"));
+        if !known {
+            let name = key.as_str().map_or_else(|| shown(key), str::to_string);
+            c.error(
+                &format!("{path}.{name}"),
+                format!("unknown key {name:?}; expected `rate`, `burst` or `key`"),
+            );
+            ok = false;
+        }
+    }
+    let rate = match map.get("rate") {
+        Some(v) => c.value(&format!("{path}.rate"), Some(v), rate),
+        None => {
+            c.error(path, "missing `rate`; expected e.g. rate: 20/s");
+            None
+        }
+    };
+    let burst = map
+        .get("burst")
+        .map(|v| c.value(&format!("{path}.burst"), Some(v), burst));
+    let key = map
+        .get("key")
+        .map(|v| c.value(&format!("{path}.key"), Some(v), rate_key));
+    let (count, per) = rate?;
+    let burst = match burst {
+        Some(b) => b?,
+        // One period's worth: `60/m` lets a page load its assets in one go.
+        None => count,
+    };
+    let key = match key {
+        Some(k) => k?,
+        None => RateKey::ClientIp,
+    };
+    ok.then_some(Some(RateLimit {
+        count,
+        per,
+        burst,
+        key,
+    }))
+}
+
+/// `20/s`, `60/m`, `1000/h` (also `/sec`, `/min`, `/hour`).
+fn rate(v: &Value) -> Result<(u32, Duration), String> {
+    let err = || {
+        format!(
+            "invalid rate {}; expected requests per second, minute or hour like 20/s, 60/m or 1000/h",
+            shown(v)
+        )
+    };
+    let text = v.as_str().ok_or_else(err)?;
+    let (count, unit) = text.split_once('/').ok_or_else(err)?;
+    let count: u64 = count.trim().parse().map_err(|_| err())?;
+    let per = match unit.trim().to_ascii_lowercase().as_str() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        _ => return Err(err()),
+    };
+    if !(1..=MAX_COUNT).contains(&count) {
+        return Err(format!(
+            "invalid rate {}; the count must be from 1 to {MAX_COUNT} (use `off` for no limit)",
+            shown(v)
+        ));
+    }
+    Ok((count as u32, per))
+}
+
+fn burst(v: &Value) -> Result<u32, String> {
+    match v.as_u64() {
+        Some(n) if (1..=MAX_COUNT).contains(&n) => Ok(n as u32),
+        _ => Err(format!(
+            "invalid burst {}; expected a whole number of requests from 1 to {MAX_COUNT}",
+            shown(v)
+        )),
+    }
+}
+
+/// `client_ip` or `header:X-Api-Key`.
+fn rate_key(v: &Value) -> Result<RateKey, String> {
+    let err = || {
+        format!(
+            "invalid key {}; expected client_ip or header:NAME (e.g. header:X-Api-Key)",
+            shown(v)
+        )
+    };
+    let text = v.as_str().ok_or_else(err)?.trim();
+    if text == "client_ip" {
+        return Ok(RateKey::ClientIp);
+    }
+    let name = text.strip_prefix("header:").ok_or_else(err)?.trim();
+    HeaderName::from_bytes(name.as_bytes())
+        .map(RateKey::Header)
+        .map_err(|_| err())
+}
+
+/// `trusted_proxies: ["10.0.0.0/8", "192.168.1.7"]`: CIDRs or single addresses.
+pub(super) fn trusted_proxies(c: &mut Checker, v: Option<&Value>) -> Vec<IpNet> {
+    let Some(v) = v else { return Vec::new() };
+    let items = match v {
+        Value::Sequence(items) => items.as_slice(),
+        Value::Null => return Vec::new(),
+        _ => {
+            c.error(
+                "trusted_proxies",
+                format!(
+                    "expected a list of CIDRs like [\"10.0.0.0/8\"], found {}",
+                    shown(v)
+                ),
+            );
+            return Vec::new();
+        }
+    };
+    let mut nets = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("trusted_proxies[{i}]");
+        if let Some(net) = c.value(&path, Some(item), cidr) {
+            nets.push(net);
+        }
+    }
+    nets
+}
+
+fn cidr(v: &Value) -> Result<IpNet, String> {
+    let text = v.as_str().map(str::trim).unwrap_or_default();
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+        format!(
+            "invalid CIDR {}; expected an address or network like 10.0.0.0/8 or ::1",
+            shown(v)
+        )
+    })
+}

@@ -1,0 +1,159 @@
+//! Per-route rate limits: a GCRA token bucket per client key (governor), answered at the
+//! gateway with 429 and the IETF `RateLimit` / `RateLimit-Policy` fields. Pure logic: no
+//! I/O, no Pingora types; `proxy` asks, `state` builds and keeps one limiter per route.
+//!
+//! Body limits need no state: `ActiveRoute::max_body` is compared by the proxy phases.
+
+mod store;
+
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::{Quota, RateLimiter as Gcra};
+use http::{HeaderName, HeaderValue};
+
+use crate::config::{RateKey, RateLimit};
+use store::BoundedStore;
+
+/// Most client keys one route remembers (about 10 MB at most, measured; see docs/configuration.md).
+pub const MAX_KEYS_PER_ROUTE: usize = 100_000;
+
+/// The policy name in the `RateLimit` fields.
+const POLICY: &str = "\"default\"";
+
+type Limiter = Gcra<u64, BoundedStore, DefaultClock, StateInformationMiddleware>;
+
+/// The limiter of one route. Kept across reloads while its settings are unchanged, so
+/// clients' buckets survive a reload.
+pub struct RateLimiter {
+    settings: RateLimit,
+    limiter: Limiter,
+    hasher: std::hash::RandomState,
+    /// `RateLimit-Policy`, the same on every response.
+    policy: HeaderValue,
+    /// Time for one token to come back.
+    interval: Duration,
+}
+
+/// The answer for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward it. `remaining` requests are left in the bucket, which is full again after
+    /// `reset` seconds.
+    Allowed { remaining: u32, reset: u64 },
+    /// Answer 429; a request may succeed again after `retry_after` seconds (at least 1).
+    Limited { retry_after: u64 },
+}
+
+impl RateLimiter {
+    pub fn new(settings: &RateLimit) -> RateLimiter {
+        let interval = settings.per / settings.count.max(1);
+        let burst = NonZeroU32::new(settings.burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(interval)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+            .allow_burst(burst);
+        let limiter = Gcra::<u64, _, _>::new(
+            quota,
+            BoundedStore::new(MAX_KEYS_PER_ROUTE),
+            DefaultClock::default(),
+        )
+        .with_middleware::<StateInformationMiddleware>();
+        // The window in which `burst` requests are allowed on average: burst × interval.
+        let window = ceil_secs(interval * settings.burst).max(1);
+        let policy = HeaderValue::from_str(&format!("{POLICY};q={};w={window}", settings.burst))
+            .unwrap_or_else(|_| HeaderValue::from_static(POLICY));
+        RateLimiter {
+            settings: settings.clone(),
+            limiter,
+            hasher: std::hash::RandomState::new(),
+            policy,
+            interval,
+        }
+    }
+
+    /// The settings this limiter was built from (reload reuses it when they are equal).
+    pub fn settings(&self) -> &RateLimit {
+        &self.settings
+    }
+
+    /// The header whose value keys the bucket, if not the client address.
+    pub fn key_header(&self) -> Option<&HeaderName> {
+        match &self.settings.key {
+            RateKey::ClientIp => None,
+            RateKey::Header(name) => Some(name),
+        }
+    }
+
+    /// Takes one token for the client identified by `header` (the value of `key_header`,
+    /// when the route keys by a header and the request has it) or else by `client`.
+    pub fn check(&self, client: IpAddr, header: Option<&[u8]>) -> Verdict {
+        // Domain-separated so a header value can never collide with an address on purpose.
+        let key = match header {
+            Some(value) => self.hasher.hash_one((1u8, value)),
+            None => self.hasher.hash_one((0u8, client)),
+        };
+        match self.limiter.check_key(&key) {
+            Ok(state) => {
+                let remaining = state.remaining_burst_capacity();
+                let used = self.settings.burst.saturating_sub(remaining);
+                Verdict::Allowed {
+                    remaining,
+                    reset: ceil_secs(self.interval * used),
+                }
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.limiter.clock().now());
+                Verdict::Limited {
+                    retry_after: ceil_secs(wait).max(1),
+                }
+            }
+        }
+    }
+
+    /// Value of `RateLimit-Policy`, e.g. `"default";q=40;w=2`.
+    pub fn policy_header(&self) -> &HeaderValue {
+        &self.policy
+    }
+
+    /// Forgets clients whose bucket has refilled; run now and then by the sweeper.
+    pub fn sweep(&self) {
+        self.limiter.retain_recent();
+    }
+
+    /// How many client keys are remembered now.
+    pub fn keys(&self) -> usize {
+        self.limiter.len()
+    }
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verdict {
+    /// Value of the `RateLimit` field for this answer, e.g. `"default";r=39;t=1`.
+    pub fn header(&self) -> HeaderValue {
+        let (remaining, reset) = match *self {
+            Verdict::Allowed { remaining, reset } => (remaining, reset),
+            Verdict::Limited { retry_after } => (0, retry_after),
+        };
+        HeaderValue::from_str(&format!("{POLICY};r={remaining};t={reset}"))
+            .unwrap_or_else(|_| HeaderValue::from_static(POLICY))
+    }
+}
+
+/// Whole seconds, rounded up.
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests;

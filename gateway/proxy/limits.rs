@@ -1,0 +1,208 @@
+//! The limit checks of the proxy phases: a declared body over `max_body` (413 before any
+//! byte goes upstream), the rate limit (429), and the streamed body count (413 and an
+//! aborted upstream request). Every answer here is made before the app does any work.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::{header, HeaderName, HeaderValue};
+use pingora::proxy::Session;
+use pingora::{Error, ErrorType, Result};
+
+use super::page;
+use crate::limits::Verdict;
+use crate::state::ActiveRoute;
+
+/// Longest the gateway keeps reading a rejected body so the client sees the answer.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// What the request path decided, for `response_filter`'s headers.
+pub type RateState = Option<Verdict>;
+
+/// The outcome of the rate check.
+pub enum Rate {
+    /// 429 has been sent.
+    Answered,
+    /// Go on; `RateState` for the response headers.
+    Pass(RateState),
+}
+
+/// The request's declared body length, when it has a valid one.
+fn content_length(session: &Session) -> Option<u64> {
+    let value = session.req_header().headers.get(header::CONTENT_LENGTH)?;
+    value.to_str().ok()?.trim().parse().ok()
+}
+
+/// After an early answer (413, 429) on HTTP/1.1, reads and discards what the client is
+/// still sending of its body, for at most `LINGER`. Closing with unread bytes in the
+/// socket makes the kernel send a reset, which destroys the answer before the client
+/// reads it (nginx's `lingering_close` solves the same problem). A body read to its end
+/// leaves the connection reusable; otherwise it is closed.
+///
+/// An `Expect: 100-continue` client that has not started its body will not send it: the
+/// connection is closed at once instead.
+pub async fn discard_body(session: &mut Session) {
+    if session.as_downstream().is_http2() {
+        return; // the stream is reset on its own, the connection lives on
+    }
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue && session.as_downstream().body_bytes_read() == 0 {
+        session.set_keepalive(None);
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + LINGER;
+    loop {
+        match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => return,
+            Ok(Err(_)) | Err(_) => {
+                session.set_keepalive(None);
+                return;
+            }
+        }
+    }
+}
+
+/// 413 when the declared `Content-Length` is over the route's limit. An `Expect:
+/// 100-continue` client gets this instead of the 100 and never sends the body.
+pub async fn declared_body(
+    session: &mut Session,
+    route: &ActiveRoute,
+    request_id: &HeaderValue,
+) -> Result<bool> {
+    let (Some(max), Some(len)) = (route.max_body, content_length(session)) else {
+        return Ok(false);
+    };
+    if len <= max {
+        return Ok(false);
+    }
+    let detail = too_large(&route.name, max);
+    page::send(session, 413, &detail, &route.headers, &[], Some(request_id)).await?;
+    discard_body(session).await;
+    Ok(true)
+}
+
+/// Takes a token from the route's limiter, answering 429 when there is none.
+pub async fn rate(
+    session: &mut Session,
+    route: &ActiveRoute,
+    client: IpAddr,
+    request_id: &HeaderValue,
+) -> Result<Rate> {
+    let Some(limiter) = &route.rate_limit else {
+        return Ok(Rate::Pass(None));
+    };
+    let header = limiter
+        .key_header()
+        .and_then(|name| session.req_header().headers.get(name))
+        .map(HeaderValue::as_bytes);
+    let verdict = limiter.check(client, header);
+    let Verdict::Limited { retry_after } = verdict else {
+        return Ok(Rate::Pass(Some(verdict)));
+    };
+    let extra = [
+        (header::RETRY_AFTER, HeaderValue::from(retry_after)),
+        (policy_name(), limiter.policy_header().clone()),
+        (ratelimit_name(), verdict.header()),
+    ];
+    let detail = format!(
+        "Too many requests to route {}. Try again in {retry_after} s.",
+        route.name
+    );
+    page::send(
+        session,
+        429,
+        &detail,
+        &route.headers,
+        &extra,
+        Some(request_id),
+    )
+    .await?;
+    discard_body(session).await;
+    Ok(Rate::Answered)
+}
+
+/// Counts a streamed body chunk; past `max_body` the request fails with 413, which
+/// aborts the upstream request mid-body (the app sees a broken upload, never a
+/// complete one) and answers the client if its response has not started.
+pub fn count_body(
+    session: &Session,
+    route: &ActiveRoute,
+    seen: &mut u64,
+    chunk: Option<&bytes::Bytes>,
+) -> Result<()> {
+    let (Some(max), Some(chunk)) = (route.max_body, chunk) else {
+        return Ok(());
+    };
+    // After a WebSocket upgrade the "body" is the socket's traffic, not an upload.
+    if session.was_upgraded() {
+        return Ok(());
+    }
+    *seen += chunk.len() as u64;
+    if *seen > max {
+        return Error::e_explain(
+            ErrorType::HTTPStatus(413),
+            format!("request body over max_body ({max} bytes)"),
+        );
+    }
+    Ok(())
+}
+
+/// The explanation on a 413 page.
+pub fn too_large(route: &str, max: u64) -> String {
+    format!(
+        "The request body is larger than the {} that route {route} accepts.",
+        human_size(max)
+    )
+}
+
+/// Adds the rate-limit fields to an allowed response.
+pub fn response_headers(
+    resp: &mut pingora::http::ResponseHeader,
+    route: &ActiveRoute,
+    state: &RateState,
+) -> Result<()> {
+    if let (Some(limiter), Some(verdict)) = (&route.rate_limit, state) {
+        resp.insert_header(policy_name(), limiter.policy_header().clone())?;
+        resp.insert_header(ratelimit_name(), verdict.header())?;
+    }
+    Ok(())
+}
+
+fn policy_name() -> HeaderName {
+    HeaderName::from_static("ratelimit-policy")
+}
+
+fn ratelimit_name() -> HeaderName {
+    HeaderName::from_static("ratelimit")
+}
+
+/// `1 GiB`, `500 MiB`, `1536 KiB`, `100 bytes`: exact, in the largest unit that divides.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (1 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ];
+    UNITS
+        .iter()
+        .find(|(size, _)| bytes.is_multiple_of(*size))
+        .map(|(size, unit)| format!("{} {unit}", bytes / size))
+        .unwrap_or_else(|| format!("{bytes} bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_like_the_config() {
+        assert_eq!(super::human_size(1 << 30), "1 GiB");
+        assert_eq!(super::human_size(500 << 20), "500 MiB");
+        assert_eq!(super::human_size(1536 << 10), "1536 KiB");
+        assert_eq!(super::human_size(1000), "1000 bytes");
+    }
+}
