@@ -4,12 +4,17 @@
 CARGO ?= cargo
 CONFIG ?= routes.yaml
 
-.PHONY: run test check build prereqs
+# tool:package pairs. Pingora builds zlib-ng with cmake and OpenSSL with perl and make.
+BUILD_TOOLS := cmake:cmake perl:perl make:make cc:gcc
+# The observability tests run promtool and a real Prometheus server.
+TEST_TOOLS := $(BUILD_TOOLS) promtool:prometheus prometheus:prometheus
+
+.PHONY: run test check build prereqs test-prereqs
 
 run: prereqs
 	$(CARGO) run --release -- run -c $(CONFIG)
 
-test: prereqs
+test: test-prereqs
 	$(CARGO) test
 
 check: prereqs
@@ -18,18 +23,8 @@ check: prereqs
 build: prereqs
 	$(CARGO) build --release
 
-# Pingora builds zlib-ng with cmake and OpenSSL from source with perl and make.
 prereqs:
-	@missing=""; \
-	for tool in cmake perl make cc; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
-	pkgs=$$(echo "$$missing" | sed 's/\bcc\b/gcc/'); \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing:$$pkgs"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkgs >/dev/null || exit 1; \
-	  else \
-	    echo "missing build tools:$$missing"; \
-	    echo "run: sudo apt-get install -y$$pkgs"; \
-	    exit 1; \
-	  fi; \
-	fi
+	@./.ci/install-missing $(BUILD_TOOLS)
+
+test-prereqs:
+	@./.ci/install-missing $(TEST_TOOLS)

@@ -3,41 +3,24 @@
 #
 # Every request carries a new random X-Api-Key, and the route keys its rate limit by
 # that header: the worst case for the limiter's memory (each request is a new client).
-# Prints requests sent, keys the gateway could have remembered, and its RSS before and
-# after. Needs wrk and nginx (apt-get install wrk nginx-light), a release build.
+# Prints requests sent and the gateway's RSS before and after.
 #
-#   bench/flood.sh [SECONDS]        (default 30)
+#   bench/flood.sh [SECONDS]        (default 30; needs wrk and nginx-light)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 secs=${1:-30}
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; nginx -p "$work" -c nginx.conf -s stop 2>/dev/null || true; rm -rf "$work"' EXIT
-
-cargo build --release -q
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 up=$(port); https=$(port)
-
-cat >"$work/nginx.conf" <<NGINX
-worker_processes 1; daemon on; pid $work/nginx.pid; error_log $work/error.log;
-events { worker_connections 1024; }
-http { access_log off;
-  server { listen 127.0.0.1:$up; location / { return 200 "ok\n"; } } }
-NGINX
-nginx -p "$work" -c nginx.conf
-
+start_upstream "$up"
 mkdir -p "$work/certs"
 cat >"$work/routes.yaml" <<YAML
 listen: { https: "127.0.0.1:$https" }
+access_log: off
 routes:
   - host: flood.test
     upstream: 127.0.0.1:$up
     rate_limit: { rate: 1/m, burst: 5, key: "header:X-Api-Key" }
 YAML
-RUST_LOG=warn target/release/gateway run -c "$work/routes.yaml" 2>"$work/gateway.log" &
-gw=$!
-for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$https) 2>/dev/null && break; sleep 0.1; done
-rss() { awk '/VmRSS/ {print $2}' /proc/$gw/status; }
-
+start_gateway "$work/routes.yaml" "$https"
 cat >"$work/keys.lua" <<'LUA'
 math.randomseed(os.time())
 request = function()
@@ -46,8 +29,8 @@ request = function()
   return wrk.format("GET", "/")
 end
 LUA
-before=$(rss)
+before=$(rss_kib "$gw")
 wrk -t2 -c64 -d"${secs}s" -s "$work/keys.lua" "https://127.0.0.1:$https/" | tee "$work/wrk.txt"
-after=$(rss)
+after=$(rss_kib "$gw")
 sent=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
 echo "distinct keys sent: $sent; gateway RSS ${before} KiB -> ${after} KiB (+$(( (after - before) / 1024 )) MiB); key cap per route: 100000"

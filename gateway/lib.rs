@@ -3,12 +3,16 @@
 //! Dependencies point one way:
 //! `config` ← `router`, `tls` ← `state` ← `proxy`, `redirect` ← `server` ← `main`.
 
+pub mod access_log;
+pub mod admin;
 pub mod config;
 pub mod lifecycle;
 pub mod limits;
+pub mod metrics;
 pub mod proxy;
 pub mod redirect;
 pub mod router;
 pub mod server;
+pub mod services;
 pub mod state;
 pub mod tls;

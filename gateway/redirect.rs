@@ -83,7 +83,8 @@ async fn acme_challenge(root: &Path, token: &str) -> Response<Vec<u8>> {
     }
 }
 
-fn plain(status: StatusCode, body: Vec<u8>) -> Response<Vec<u8>> {
+/// A small `text/plain` response.
+pub(crate) fn plain(status: StatusCode, body: Vec<u8>) -> Response<Vec<u8>> {
     let len = body.len();
     let mut resp = Response::new(body);
     *resp.status_mut() = status;

@@ -2,51 +2,29 @@
 //! redirect listener, the drain watcher. Holds no request logic.
 
 use std::sync::Arc;
-use std::time::Duration;
-
-use async_trait::async_trait;
 
 use log::info;
 use pingora::prelude::Opt;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{Server, ShutdownWatch};
-use pingora::services::background::{background_service, BackgroundService};
+use pingora::server::Server;
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::config::{self, CertFiles, Config};
+use prometheus::IntGauge;
+
+use crate::access_log::{AccessLog, Target};
+use crate::admin::Admin;
+use crate::config::{self, AccessLogTarget, CertFiles, Config};
 use crate::lifecycle::{self, InFlight};
+use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::redirect::Redirect;
+use crate::services::{Counted, LimitSweeper, LogReopener};
 use crate::state::{Shared, Snapshot};
 use crate::tls::{self, CertStore};
 
 /// Pingora's runtimes get this long to stop after the drain watcher has given up.
 const RUNTIME_STOP_SECS: u64 = 1;
-
-/// How often rate limiters forget clients whose bucket has refilled.
-const SWEEP_EVERY: Duration = Duration::from_secs(10);
-
-/// Frees the state of idle rate-limit clients (the key bound holds regardless).
-struct LimitSweeper {
-    shared: Arc<Shared>,
-}
-
-#[async_trait]
-impl BackgroundService for LimitSweeper {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(SWEEP_EVERY);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    for limiter in self.shared.snapshot.load().limiters() {
-                        limiter.sweep();
-                    }
-                }
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
-}
 
 /// The default certificate: the configured one, or a self-signed pair generated (when
 /// `write`) beside the config. Logs when it generates one.
@@ -70,7 +48,32 @@ pub fn default_cert(config: &Config, write: bool) -> Result<CertFiles, Vec<confi
 pub fn run(config: Config) -> Result<(), Vec<config::Diagnostic>> {
     let default = default_cert(&config, true)?;
     let certs = CertStore::build(&config, Some(&default))?;
-    let shared = Shared::new(Snapshot::build(&config, None), certs);
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        vec![config::Diagnostic::new(
+            &config.file,
+            None,
+            format!("{what}: {e}"),
+        )]
+    };
+    let metrics = match config.listen.metrics {
+        Some(_) => Some(Metrics::new(env!("CARGO_PKG_VERSION")).map_err(|e| fail("metrics", &e))?),
+        None => None,
+    };
+    if let Some(m) = &metrics {
+        m.set_cert_expiry(certs.expiry());
+    }
+    let access_log = match &config.access_log {
+        AccessLogTarget::Off => None,
+        AccessLogTarget::Stdout => {
+            Some(AccessLog::start(Target::Stdout).map_err(|e| fail("access_log", &e)))
+        }
+        AccessLogTarget::File(path) => Some(
+            AccessLog::start(Target::File(path.clone()))
+                .map_err(|e| fail(&format!("access_log: cannot open {}", path.display()), &e)),
+        ),
+    }
+    .transpose()?;
+    let shared = Shared::new(Snapshot::build(&config, None, metrics.as_deref()), certs);
     let in_flight = InFlight::default();
 
     let threads = match config.threads {
@@ -90,9 +93,24 @@ pub fn run(config: Config) -> Result<(), Vec<config::Diagnostic>> {
     let gateway = Gateway {
         shared: shared.clone(),
         in_flight: in_flight.clone(),
+        access_log: access_log.clone(),
     };
-    let mut https =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "https");
+    let open = |listener: &str| {
+        metrics
+            .as_ref()
+            .map_or_else(
+                || IntGauge::new("unused", "unused"),
+                |m| Ok(m.connections(listener)),
+            )
+            .map_err(|e| fail("metrics", &e))
+    };
+    let mut https = Service::new(
+        "https".to_string(),
+        Counted {
+            app: Arc::new(pingora::proxy::http_proxy(&server.configuration, gateway)),
+            open: open("https")?,
+        },
+    );
     let tls_settings =
         tls::settings(shared.certs.clone(), config.tls.min_version).map_err(|e| {
             vec![config::Diagnostic::new(
@@ -107,20 +125,31 @@ pub fn run(config: Config) -> Result<(), Vec<config::Diagnostic>> {
     if let Some(addr) = config.listen.http {
         let mut http = Service::new(
             "http".to_string(),
-            Redirect {
-                shared: Arc::clone(&shared),
+            Counted {
+                app: Arc::new(Redirect {
+                    shared: Arc::clone(&shared),
+                }),
+                open: open("http")?,
             },
         );
         http.add_tcp(&addr.to_string());
         server.add_service(http);
     }
 
+    if let (Some(addr), Some(m)) = (config.listen.metrics, &metrics) {
+        let mut admin = Service::new("metrics".to_string(), Admin { metrics: m.clone() });
+        admin.add_tcp(&addr.to_string());
+        server.add_service(admin);
+    }
     server.add_service(background_service(
         "rate limit sweeper",
         LimitSweeper {
             shared: shared.clone(),
         },
     ));
+    if let Some(log) = access_log {
+        server.add_service(background_service("access log reopen", LogReopener { log }));
+    }
 
     lifecycle::watch(
         server.watch_execution_phase(),

@@ -15,6 +15,7 @@ use ipnet::IpNet;
 
 use crate::config::{Config, Route};
 use crate::limits::RateLimiter;
+use crate::metrics::{Metrics, RouteMetrics, UNMATCHED};
 use crate::router::RouteTable;
 use crate::tls::CertStore;
 
@@ -34,10 +35,16 @@ pub struct ActiveRoute {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Requests per client; `None`: not limited.
     pub rate_limit: Option<Arc<RateLimiter>>,
+    /// This route's series; `None` when no metrics listener is configured.
+    pub metrics: Option<Arc<RouteMetrics>>,
 }
 
 impl ActiveRoute {
-    fn build(route: &Route, rate_limit: Option<Arc<RateLimiter>>) -> ActiveRoute {
+    fn build(
+        route: &Route,
+        rate_limit: Option<Arc<RateLimiter>>,
+        metrics: Option<Arc<RouteMetrics>>,
+    ) -> ActiveRoute {
         let mut peer = HttpPeer::new(route.upstream, false, String::new());
         peer.options.connection_timeout = route.connect_timeout;
         peer.options.read_timeout = route.read_timeout;
@@ -49,6 +56,7 @@ impl ActiveRoute {
             max_body: route.max_body,
             headers: route.headers.clone(),
             rate_limit,
+            metrics,
         }
     }
 }
@@ -65,6 +73,8 @@ pub struct Snapshot {
     pub acme_webroot: Option<PathBuf>,
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<IpNet>,
+    /// Series of requests that matched no route.
+    pub unmatched: Option<Arc<RouteMetrics>>,
     /// Each route's limiter by route name, for `build` to hand on to the next snapshot.
     limiters: HashMap<String, Arc<RateLimiter>>,
 }
@@ -72,7 +82,11 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds the runtime view of `config`. A route of `previous` with the same name and
     /// the same `rate_limit` settings keeps its limiter, and with it its clients' buckets.
-    pub fn build(config: &Config, previous: Option<&Snapshot>) -> Snapshot {
+    pub fn build(
+        config: &Config,
+        previous: Option<&Snapshot>,
+        metrics: Option<&Metrics>,
+    ) -> Snapshot {
         let mut routes = RouteTable::default();
         let mut limiters = HashMap::new();
         for route in &config.routes {
@@ -86,7 +100,11 @@ impl Snapshot {
             if let Some(l) = &limiter {
                 limiters.insert(route.name.clone(), l.clone());
             }
-            routes.insert(&route.host, Arc::new(ActiveRoute::build(route, limiter)));
+            let series = metrics.map(|m| m.route(&route.name));
+            routes.insert(
+                &route.host,
+                Arc::new(ActiveRoute::build(route, limiter, series)),
+            );
         }
         Snapshot {
             routes,
@@ -94,6 +112,7 @@ impl Snapshot {
             default_headers: config.headers.clone(),
             acme_webroot: config.acme_webroot.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
+            unmatched: metrics.map(|m| m.route(UNMATCHED)),
             limiters,
         }
     }

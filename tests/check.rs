@@ -28,8 +28,8 @@ fn a_good_config_prints_a_summary() {
     assert_eq!(
         out,
         format!(
-            "routes.yaml: ok: 2 routes, 1 route certificates, listeners: https 127.0.0.1:{}, http 127.0.0.1:{}\n",
-            env.https, env.http
+            "routes.yaml: ok: 2 routes, 1 route certificates, listeners: https 127.0.0.1:{}, http 127.0.0.1:{}, metrics 127.0.0.1:{}\n",
+            env.https, env.http, env.metrics
         )
     );
 }

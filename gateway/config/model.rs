@@ -38,7 +38,17 @@ pub struct Config {
     pub acme_webroot: Option<PathBuf>,
     /// Peers whose `X-Forwarded-For` is believed when finding the client's address.
     pub trusted_proxies: Vec<IpNet>,
+    /// Where the JSON access log goes.
+    pub access_log: AccessLogTarget,
     pub routes: Vec<Route>,
+}
+
+/// `access_log`: `stdout` (default), `off`, or a file path (appended; reopened on SIGUSR1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stdout,
+    Off,
+    File(PathBuf),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,6 +16,7 @@ pub struct RawConfig {
     pub threads: Option<Value>,
     pub acme_webroot: Option<Value>,
     pub trusted_proxies: Option<Value>,
+    pub access_log: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

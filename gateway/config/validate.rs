@@ -160,6 +160,14 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
         .unwrap_or(0);
     let acme_webroot = c.file_path("acme_webroot", raw.acme_webroot.as_ref());
     let trusted_proxies = limits::trusted_proxies(&mut c, raw.trusted_proxies.as_ref());
+    let access_log = match raw.access_log.as_ref() {
+        None => AccessLogTarget::Stdout,
+        Some(v) if units::is_off(v) => AccessLogTarget::Off,
+        Some(Value::String(s)) if s.trim() == "stdout" => AccessLogTarget::Stdout,
+        v => c
+            .file_path("access_log", v)
+            .map_or(AccessLogTarget::Stdout, AccessLogTarget::File),
+    };
     let inherited = defaults(&mut c, raw.defaults.unwrap_or_default());
 
     let mut routes = Vec::new();
@@ -211,6 +219,7 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
             headers: inherited.headers,
             acme_webroot,
             trusted_proxies,
+            access_log,
             routes,
         })
     } else {

@@ -16,6 +16,7 @@
 
 mod forwarded;
 mod limits;
+mod observe;
 mod page;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -24,14 +25,17 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::HeaderValue;
-use log::{debug, warn};
+use log::debug;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
 
+use crate::access_log::AccessLog;
 use crate::lifecycle::{InFlight, Ticket};
+use crate::metrics::{Reject, RouteMetrics};
 use crate::state::{ActiveRoute, Shared};
+use observe::{GaugeGuard, Timing};
 
 /// Idle time allowed between requests on a client's keep-alive connection (nginx: 75 s).
 /// Pingora's default keeps idle HTTP/1.1 connections forever.
@@ -41,6 +45,8 @@ const DOWNSTREAM_KEEPALIVE_SECS: u64 = 75;
 pub struct Gateway {
     pub shared: Arc<Shared>,
     pub in_flight: InFlight,
+    /// `None` when `access_log: off`.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 /// Per-request state.
@@ -54,6 +60,14 @@ pub struct RequestCtx {
     rate: limits::RateState,
     /// Request body bytes seen so far.
     body_seen: u64,
+    /// The series this request is counted in (its route's, or `_unmatched`).
+    metrics: Option<Arc<RouteMetrics>>,
+    /// Why the gateway answered itself, if it did.
+    reason: Option<Reject>,
+    upstream_error: Option<crate::metrics::UpstreamError>,
+    timing: Timing,
+    _in_flight: Option<GaugeGuard>,
+    _websocket: Option<GaugeGuard>,
     _ticket: Ticket,
 }
 
@@ -68,6 +82,12 @@ impl ProxyHttp for Gateway {
             client: None,
             rate: None,
             body_seen: 0,
+            metrics: None,
+            reason: None,
+            upstream_error: None,
+            timing: Timing::new(),
+            _in_flight: None,
+            _websocket: None,
             _ticket: self.in_flight.enter(),
         }
     }
@@ -79,47 +99,51 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         let request_id = forwarded::request_id(req);
         let snapshot = self.shared.snapshot.load();
-        let route = forwarded::client_host(req).and_then(|host| snapshot.routes.lookup(host));
-        let Some(route) = route else {
-            let detail = match forwarded::client_host(req) {
-                Some(host) => format!("No app is served at {}.", String::from_utf8_lossy(host)),
-                None => "The request names no host.".to_string(),
-            };
-            let status = if forwarded::client_host(req).is_some() {
-                404
-            } else {
-                400
-            };
-            debug!("event=no_route status={status}");
-            page::send(
-                session,
-                status,
-                &detail,
-                &snapshot.default_headers,
-                &[],
-                Some(&request_id),
-            )
-            .await?;
-            ctx.request_id = Some(request_id);
-            return Ok(true);
-        };
-        let route = route.clone();
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let client = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| {
-            forwarded::client_ip(peer, session.req_header(), &snapshot.trusted_proxies)
+            forwarded::client_ip(peer, req, &snapshot.trusted_proxies)
         });
-        drop(snapshot);
-        ctx.route = Some(route.clone());
-        ctx.request_id = Some(request_id.clone());
         ctx.client = Some(client);
+        ctx.request_id = Some(request_id.clone());
+        let route = forwarded::client_host(req).and_then(|host| snapshot.routes.lookup(host));
+        let Some(route) = route else {
+            ctx.metrics = snapshot.unmatched.clone();
+            ctx._in_flight = ctx.metrics.as_ref().map(|m| GaugeGuard::new(&m.in_flight));
+            let (status, reason, detail) = match forwarded::client_host(req) {
+                Some(host) => (
+                    404,
+                    Reject::NoRoute,
+                    format!("No app is served at {}.", String::from_utf8_lossy(host)),
+                ),
+                None => (
+                    400,
+                    Reject::BadRequest,
+                    "The request names no host.".to_string(),
+                ),
+            };
+            ctx.reason = Some(reason);
+            let headers = snapshot.default_headers.clone();
+            drop(snapshot);
+            page::send(session, status, &detail, &headers, &[], Some(&request_id)).await?;
+            return Ok(true);
+        };
+        let route = route.clone();
+        drop(snapshot);
+        ctx.metrics = route.metrics.clone();
+        ctx._in_flight = ctx.metrics.as_ref().map(|m| GaugeGuard::new(&m.in_flight));
+        ctx.route = Some(route.clone());
         if limits::declared_body(session, &route, &request_id).await? {
+            ctx.reason = Some(Reject::BodyTooLarge);
             return Ok(true);
         }
         match limits::rate(session, &route, client, &request_id).await? {
-            limits::Rate::Answered => Ok(true),
+            limits::Rate::Answered => {
+                ctx.reason = Some(Reject::RateLimit);
+                Ok(true)
+            }
             limits::Rate::Pass(state) => {
                 ctx.rate = state;
                 Ok(false)
@@ -162,10 +186,14 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        match &ctx.route {
-            Some(route) => limits::count_body(session, route, &mut ctx.body_seen, body.as_ref()),
-            None => Ok(()),
+        let Some(route) = &ctx.route else {
+            return Ok(());
+        };
+        let counted = limits::count_body(session, route, &mut ctx.body_seen, body.as_ref());
+        if counted.is_err() {
+            ctx.reason = Some(Reject::BodyTooLarge);
         }
+        counted
     }
 
     async fn response_filter(
@@ -174,6 +202,11 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(m) = &ctx.metrics {
+                ctx._websocket = Some(GaugeGuard::new(&m.websockets));
+            }
+        }
         if let Some(route) = &ctx.route {
             for (name, value) in &route.headers {
                 if !resp.headers.contains_key(name) {
@@ -194,17 +227,34 @@ impl ProxyHttp for Gateway {
         true
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.timing.upstream_connected = Some(std::time::Instant::now());
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.timing
+            .upstream_header
+            .get_or_insert_with(std::time::Instant::now);
+        Ok(())
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let Some(e) = e else { return };
-        let route = ctx.route.as_ref().map_or("_unmatched", |r| r.name.as_str());
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        match e.esource() {
-            ErrorSource::Upstream => warn!(
-                "event=upstream_error route={route} status={status} kind={}",
-                e.etype().as_str()
-            ),
-            _ => debug!("event=request_error route={route} status={status} error={e}"),
-        }
+        observe::finish(self.access_log.as_deref(), session, e, ctx);
     }
 
     async fn fail_to_proxy(

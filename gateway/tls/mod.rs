@@ -85,6 +85,13 @@ impl CertKey {
         &self.leaf
     }
 
+    /// The leaf's notAfter as unix seconds (0 if it cannot be read).
+    pub fn not_after(&self) -> i64 {
+        openssl::asn1::Asn1Time::from_unix(0)
+            .and_then(|epoch| epoch.diff(self.leaf.not_after()))
+            .map_or(0, |d| i64::from(d.days) * 86_400 + i64::from(d.secs))
+    }
+
     fn install(&self, ssl: &mut SslRef) -> Result<(), openssl::error::ErrorStack> {
         ext::ssl_use_certificate(ssl, &self.leaf)?;
         ext::ssl_use_private_key(ssl, &self.key)?;
@@ -99,6 +106,9 @@ impl CertKey {
 pub struct CertStore {
     by_host: HostMap<Arc<CertKey>>,
     default: Arc<CertKey>,
+    /// notAfter (unix seconds) of the certificate each route host is served, and of the
+    /// default one (`_default`), for `gateway_tls_certificate_expiry_timestamp_seconds`.
+    expiry: Vec<(String, i64)>,
 }
 
 impl CertStore {
@@ -127,13 +137,27 @@ impl CertStore {
             None => CertKey::throwaway().map(Arc::new).ok(),
         };
         let mut by_host = HostMap::default();
+        let mut route_certs = Vec::new();
         for route in &config.routes {
-            if let Some(ck) = route.tls.as_ref().and_then(&mut load) {
-                by_host.insert(&route.host, ck);
+            let ck = route.tls.as_ref().and_then(&mut load);
+            if let Some(ck) = &ck {
+                by_host.insert(&route.host, ck.clone());
             }
+            route_certs.push((route.host.to_string(), ck));
         }
         match default {
-            Some(default) if errors.is_empty() => Ok(CertStore { by_host, default }),
+            Some(default) if errors.is_empty() => {
+                let mut expiry: Vec<(String, i64)> = route_certs
+                    .into_iter()
+                    .map(|(host, ck)| (host, ck.as_ref().unwrap_or(&default).not_after()))
+                    .collect();
+                expiry.push(("_default".to_string(), default.not_after()));
+                Ok(CertStore {
+                    by_host,
+                    default,
+                    expiry,
+                })
+            }
             _ => Err(errors),
         }
     }
@@ -143,6 +167,11 @@ impl CertStore {
         server_name
             .and_then(|name| self.by_host.lookup(name.as_bytes()))
             .unwrap_or(&self.default)
+    }
+
+    /// (host, notAfter unix seconds) for every route host, and `_default`.
+    pub fn expiry(&self) -> &[(String, i64)] {
+        &self.expiry
     }
 
     /// How many route-specific certificates, besides the default.

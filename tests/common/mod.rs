@@ -130,12 +130,30 @@ impl Env {
         tokio_tungstenite::client_async_tls_with_config(url, tcp, None, Some(connector)).await
     }
 
-    /// The standard header: both listeners on their free ports, the default certificate.
+    /// `GET http://127.0.0.1:METRICS{path}` on the metrics listener: (status, body).
+    /// Retried briefly: the listener may come up a moment after the HTTPS one.
+    pub async fn metrics_get(&self, path: &str) -> (u16, String) {
+        let url = format!("http://127.0.0.1:{}{path}", self.metrics);
+        let mut last = None;
+        for _ in 0..50 {
+            match reqwest::get(&url).await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    return (status, resp.text().await.unwrap_or_default());
+                }
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("metrics listener not answering: {last:?}")
+    }
+
+    /// The standard header: all three listeners on their free ports, the default certificate.
     pub fn listen_and_tls(&self) -> String {
         format!(
-            "listen:\n  http: \"127.0.0.1:{}\"\n  https: \"127.0.0.1:{}\"\n\
+            "listen:\n  http: \"127.0.0.1:{}\"\n  https: \"127.0.0.1:{}\"\n  metrics: \"127.0.0.1:{}\"\n\
              tls:\n  cert: certs/default.pem\n  key: certs/default.key\nthreads: 2\n",
-            self.http, self.https
+            self.http, self.https, self.metrics
         )
     }
 

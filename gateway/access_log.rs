@@ -1,0 +1,168 @@
+//! The JSON access log: one object per request per line, to stdout or a file.
+//!
+//! Request tasks never write or lock: they hand the finished line to a bounded channel
+//! and a dedicated thread writes it (buffered, flushed whenever the channel is empty). If
+//! the writer falls behind by `QUEUE` lines, further lines are dropped and counted rather
+//! than slowing requests down. `reopen` (SIGUSR1) makes the writer reopen its file, for
+//! logrotate.
+
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// Lines that may wait for the writer.
+const QUEUE: usize = 65_536;
+
+/// Where lines go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Stdout,
+    File(PathBuf),
+}
+
+enum Msg {
+    Line(Vec<u8>),
+    Reopen,
+}
+
+pub struct AccessLog {
+    tx: SyncSender<Msg>,
+    dropped: AtomicU64,
+}
+
+impl AccessLog {
+    /// Opens the target (a file is created or appended to) and starts the writer thread.
+    pub fn start(target: Target) -> io::Result<Arc<AccessLog>> {
+        let out = open(&target)?;
+        let (tx, rx) = sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_loop(rx, target, out))?;
+        Ok(Arc::new(AccessLog {
+            tx,
+            dropped: AtomicU64::new(0),
+        }))
+    }
+
+    /// Queues one entry; never blocks.
+    pub fn write(&self, entry: &Entry) {
+        let mut line = match serde_json::to_vec(entry) {
+            Ok(line) => line,
+            Err(_) => return,
+        };
+        line.push(b'\n');
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(Msg::Line(line)) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Asks the writer to reopen its file (after logrotate moved it).
+    pub fn reopen(&self) {
+        let _ = self.tx.try_send(Msg::Reopen);
+    }
+
+    /// Lines dropped because the writer was behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+fn open(target: &Target) -> io::Result<Box<dyn Write + Send>> {
+    Ok(match target {
+        Target::Stdout => Box::new(io::stdout()),
+        Target::File(path) => Box::new(OpenOptions::new().create(true).append(true).open(path)?),
+    })
+}
+
+fn write_loop(rx: Receiver<Msg>, target: Target, out: Box<dyn Write + Send>) {
+    let mut out = BufWriter::with_capacity(64 << 10, out);
+    while let Ok(mut msg) = rx.recv() {
+        loop {
+            match msg {
+                Msg::Line(line) => {
+                    if let Err(e) = out.write_all(&line) {
+                        log::warn!("event=access_log_write_failed error={e}");
+                    }
+                }
+                Msg::Reopen => {
+                    let _ = out.flush();
+                    match open(&target) {
+                        Ok(file) => out = BufWriter::with_capacity(64 << 10, file),
+                        Err(e) => log::warn!("event=access_log_reopen_failed error={e}"),
+                    }
+                }
+            }
+            msg = match rx.try_recv() {
+                Ok(next) => next,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            };
+        }
+        let _ = out.flush();
+    }
+    let _ = out.flush();
+}
+
+/// Longest path, host and user agent kept in a line (bytes); longer ones are cut.
+const MAX_FIELD: usize = 2048;
+
+/// One access log line. Never holds a query string, `Authorization` or `Cookie`.
+#[derive(Debug, Serialize)]
+pub struct Entry<'a> {
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+    pub request_id: &'a str,
+    pub client_ip: String,
+    pub route: &'a str,
+    pub host: &'a str,
+    pub method: &'a str,
+    /// The path only: the query string may hold secrets and is never logged.
+    pub path: &'a str,
+    pub protocol: &'static str,
+    /// 0 when the client left before any response.
+    pub status: u16,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub duration_ms: f64,
+    /// Time from the request to the upstream connection being ready (null: none).
+    pub upstream_connect_ms: Option<f64>,
+    /// Time from the request to the upstream's response header (null: none).
+    pub upstream_header_ms: Option<f64>,
+    pub user_agent: &'a str,
+    /// Why the gateway answered itself (`rate_limit`, `body_too_large`, `no_route`…).
+    pub reason: Option<&'static str>,
+    /// What failed talking to the upstream (`connect`, `timeout`, `reset`…).
+    pub upstream_error: Option<&'static str>,
+}
+
+/// `text` cut to `MAX_FIELD` bytes at a character boundary.
+pub fn clip(text: &str) -> &str {
+    if text.len() <= MAX_FIELD {
+        return text;
+    }
+    let mut end = MAX_FIELD;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The current time as RFC 3339 with milliseconds, e.g. `2026-11-29T07:30:00.123Z`.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clip_keeps_char_boundaries() {
+        let long = "é".repeat(2000);
+        let cut = super::clip(&long);
+        assert!(cut.len() <= super::MAX_FIELD && cut.chars().all(|c| c == 'é'));
+        assert_eq!(super::clip("/short"), "/short");
+    }
+}

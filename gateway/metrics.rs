@@ -1,0 +1,434 @@
+//! Prometheus metrics: one owned registry, created once and passed around as an `Arc`.
+//!
+//! The request path never looks a series up by its labels (which takes the vector's
+//! lock): each route's series are resolved when a snapshot is built (`RouteMetrics`),
+//! and its per-(method, status) counters once each, on first use. Recording is then a
+//! few atomic adds. Labels come from the config only (`route` = a route's name or
+//! `_unmatched`), never from traffic, so the series count is bounded by the config.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The `route` label of requests whose host matches no route.
+pub const UNMATCHED: &str = "_unmatched";
+
+/// Request duration buckets, 5 ms to 1 h: AI generation jobs run for minutes.
+const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    1800.0, 3600.0,
+];
+
+/// The `method` label values; anything else is `OTHER`.
+const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "OTHER",
+];
+
+/// Status codes 100..=599 get a pre-sized slot each.
+const CODES: usize = 500;
+
+/// Why the gateway answered a request itself instead of forwarding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    RateLimit,
+    BodyTooLarge,
+    NoRoute,
+    BadRequest,
+}
+
+impl Reject {
+    const ALL: [Reject; 4] = [
+        Reject::RateLimit,
+        Reject::BodyTooLarge,
+        Reject::NoRoute,
+        Reject::BadRequest,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reject::RateLimit => "rate_limit",
+            Reject::BodyTooLarge => "body_too_large",
+            Reject::NoRoute => "no_route",
+            Reject::BadRequest => "bad_request",
+        }
+    }
+}
+
+/// What went wrong talking to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// Refused, unreachable, or the socket could not be set up.
+    Connect,
+    /// Connect, read or write timeout.
+    Timeout,
+    /// The connection closed or broke mid-request.
+    Reset,
+    /// The upstream spoke invalid HTTP.
+    Protocol,
+    Other,
+}
+
+impl UpstreamError {
+    const ALL: [UpstreamError; 5] = [
+        UpstreamError::Connect,
+        UpstreamError::Timeout,
+        UpstreamError::Reset,
+        UpstreamError::Protocol,
+        UpstreamError::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamError::Connect => "connect",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::Reset => "reset",
+            UpstreamError::Protocol => "protocol",
+            UpstreamError::Other => "other",
+        }
+    }
+}
+
+/// Every metric family of the gateway.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    request_bytes: IntCounterVec,
+    response_bytes: IntCounterVec,
+    in_flight: IntGaugeVec,
+    websockets: IntGaugeVec,
+    rejected: IntCounterVec,
+    upstream_errors: IntCounterVec,
+    connections: IntGaugeVec,
+    reloads: IntCounterVec,
+    last_reload_ok: IntGauge,
+    last_reload_time: Gauge,
+    cert_expiry: GaugeVec,
+    /// Each route's resolved series by route name, reused across reloads.
+    routes: Mutex<HashMap<String, Arc<RouteMetrics>>>,
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help)
+}
+
+impl Metrics {
+    /// Creates and registers every family; `version` labels `gateway_build_info`.
+    pub fn new(version: &str) -> Result<Arc<Metrics>, prometheus::Error> {
+        let registry = Registry::new();
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(opts(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let gauge =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+                let g = IntGaugeVec::new(opts(name, help), labels)?;
+                registry.register(Box::new(g.clone()))?;
+                Ok(g)
+            };
+        let requests = counter(
+            "gateway_requests_total",
+            "Requests answered, by route, method and status code.",
+            &["route", "method", "code"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gateway_request_duration_seconds",
+                "Time from request header to the end of the response.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        registry.register(Box::new(duration.clone()))?;
+        let request_bytes = counter(
+            "gateway_request_body_bytes_total",
+            "Request body bytes read from clients.",
+            &["route"],
+        )?;
+        let response_bytes = counter(
+            "gateway_response_body_bytes_total",
+            "Response body bytes sent to clients.",
+            &["route"],
+        )?;
+        let in_flight = gauge(
+            "gateway_in_flight_requests",
+            "Requests in progress.",
+            &["route"],
+        )?;
+        let websockets = gauge(
+            "gateway_websocket_sessions",
+            "Open upgraded (WebSocket) connections.",
+            &["route"],
+        )?;
+        let rejected = counter(
+            "gateway_rejected_total",
+            "Requests answered by the gateway itself, by reason.",
+            &["route", "reason"],
+        )?;
+        let upstream_errors = counter(
+            "gateway_upstream_errors_total",
+            "Failures talking to upstreams, by kind.",
+            &["route", "kind"],
+        )?;
+        let connections = gauge(
+            "gateway_open_connections",
+            "Open client connections, by listener.",
+            &["listener"],
+        )?;
+        for listener in ["http", "https"] {
+            connections.with_label_values(&[listener]).set(0);
+        }
+        let reloads = counter(
+            "gateway_config_reloads_total",
+            "Configuration reloads, by result.",
+            &["result"],
+        )?;
+        for result in ["success", "failure"] {
+            reloads.with_label_values(&[result]).reset();
+        }
+        let last_reload_ok = IntGauge::new(
+            "gateway_config_last_reload_successful",
+            "1 if the last configuration load succeeded.",
+        )?;
+        registry.register(Box::new(last_reload_ok.clone()))?;
+        last_reload_ok.set(1);
+        let last_reload_time = Gauge::new(
+            "gateway_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load.",
+        )?;
+        registry.register(Box::new(last_reload_time.clone()))?;
+        last_reload_time.set(unix_now());
+        let cert_expiry = GaugeVec::new(
+            opts(
+                "gateway_tls_certificate_expiry_timestamp_seconds",
+                "notAfter of the certificate served for each host, unix time.",
+            ),
+            &["host"],
+        )?;
+        registry.register(Box::new(cert_expiry.clone()))?;
+        let build_info = gauge(
+            "gateway_build_info",
+            "Always 1; labelled with the version.",
+            &["version"],
+        )?;
+        build_info.with_label_values(&[version]).set(1);
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(Arc::new(Metrics {
+            registry,
+            requests,
+            duration,
+            request_bytes,
+            response_bytes,
+            in_flight,
+            websockets,
+            rejected,
+            upstream_errors,
+            connections,
+            reloads,
+            last_reload_ok,
+            last_reload_time,
+            cert_expiry,
+            routes: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The series of route `name` (created with zeroed counters on first use).
+    pub fn route(&self, name: &str) -> Arc<RouteMetrics> {
+        let mut routes = self.routes.lock();
+        routes
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(RouteMetrics::new(self, name)))
+            .clone()
+    }
+
+    /// The open-connections gauge of a listener (`http` or `https`).
+    pub fn connections(&self, listener: &str) -> IntGauge {
+        self.connections.with_label_values(&[listener])
+    }
+
+    /// Records the outcome of a configuration load (startup counts as the first).
+    pub fn reload_result(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads.with_label_values(&[result]).inc();
+        self.last_reload_ok.set(i64::from(ok));
+        if ok {
+            self.last_reload_time.set(unix_now());
+        }
+    }
+
+    /// Replaces the certificate expiry series: one per host, unix seconds.
+    pub fn set_cert_expiry(&self, expiries: &[(String, i64)]) {
+        self.cert_expiry.reset();
+        for (host, not_after) in expiries {
+            self.cert_expiry
+                .with_label_values(&[host])
+                .set(*not_after as f64);
+        }
+    }
+
+    /// The text exposition (format 0.0.4) of every family.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 << 10);
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            log::warn!("event=metrics_encode_failed error={e}");
+        }
+        out
+    }
+}
+
+/// One route's series, resolved ahead of the request path.
+pub struct RouteMetrics {
+    name: String,
+    requests: IntCounterVec,
+    /// `gateway_requests_total` children by method × status, created on first use.
+    by_status: Box<[OnceLock<IntCounter>]>,
+    duration: Histogram,
+    request_bytes: IntCounter,
+    response_bytes: IntCounter,
+    pub in_flight: IntGauge,
+    pub websockets: IntGauge,
+    rejected: Vec<IntCounter>,
+    upstream_errors: Vec<IntCounter>,
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteMetrics")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouteMetrics {
+    fn new(m: &Metrics, name: &str) -> RouteMetrics {
+        let rejected = Reject::ALL
+            .iter()
+            .map(|r| m.rejected.with_label_values(&[name, r.as_str()]))
+            .collect();
+        let upstream_errors = UpstreamError::ALL
+            .iter()
+            .map(|k| m.upstream_errors.with_label_values(&[name, k.as_str()]))
+            .collect();
+        RouteMetrics {
+            name: name.to_string(),
+            requests: m.requests.clone(),
+            by_status: (0..METHODS.len() * CODES)
+                .map(|_| OnceLock::new())
+                .collect(),
+            duration: m.duration.with_label_values(&[name]),
+            request_bytes: m.request_bytes.with_label_values(&[name]),
+            response_bytes: m.response_bytes.with_label_values(&[name]),
+            in_flight: m.in_flight.with_label_values(&[name]),
+            websockets: m.websockets.with_label_values(&[name]),
+            rejected,
+            upstream_errors,
+        }
+    }
+
+    /// Records one finished request.
+    pub fn request(&self, method: &http::Method, status: u16, seconds: f64, req: u64, resp: u64) {
+        let m = METHODS
+            .iter()
+            .position(|name| *name == method.as_str())
+            .unwrap_or(METHODS.len() - 1);
+        match usize::from(status).checked_sub(100).filter(|c| *c < CODES) {
+            Some(c) => self.by_status[m * CODES + c]
+                .get_or_init(|| {
+                    self.requests
+                        .with_label_values(&[&self.name, METHODS[m], &status.to_string()])
+                })
+                .inc(),
+            None => self
+                .requests
+                .with_label_values(&[&self.name, METHODS[m], &status.to_string()])
+                .inc(),
+        }
+        self.duration.observe(seconds);
+        self.request_bytes.inc_by(req);
+        self.response_bytes.inc_by(resp);
+    }
+
+    pub fn rejected(&self, reason: Reject) {
+        if let Some(c) = Reject::ALL.iter().position(|r| *r == reason) {
+            self.rejected[c].inc();
+        }
+    }
+
+    pub fn upstream_error(&self, kind: UpstreamError) {
+        if let Some(c) = UpstreamError::ALL.iter().position(|k| *k == kind) {
+            self.upstream_errors[c].inc();
+        }
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_exported_from_the_start() {
+        let m = Metrics::new("1.2.3").expect("metrics");
+        let r = m.route("voice");
+        r.request(&http::Method::POST, 200, 0.2, 10, 20);
+        r.request(
+            &http::Method::from_bytes(b"PURGE").expect("method"),
+            404,
+            0.01,
+            0,
+            5,
+        );
+        r.rejected(Reject::RateLimit);
+        let text = String::from_utf8(m.encode()).expect("utf8");
+        for line in [
+            "gateway_requests_total{code=\"200\",method=\"POST\",route=\"voice\"} 1",
+            "gateway_requests_total{code=\"404\",method=\"OTHER\",route=\"voice\"} 1",
+            "gateway_rejected_total{reason=\"rate_limit\",route=\"voice\"} 1",
+            "gateway_rejected_total{reason=\"body_too_large\",route=\"voice\"} 0",
+            "gateway_upstream_errors_total{kind=\"connect\",route=\"voice\"} 0",
+            "gateway_config_reloads_total{result=\"failure\"} 0",
+            "gateway_config_last_reload_successful 1",
+            "gateway_open_connections{listener=\"https\"} 0",
+            "gateway_build_info{version=\"1.2.3\"} 1",
+            "gateway_request_body_bytes_total{route=\"voice\"} 10",
+            "gateway_request_duration_seconds_bucket{route=\"voice\",le=\"3600\"} 2",
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
+        assert!(Arc::ptr_eq(&r, &m.route("voice")), "series are reused");
+    }
+
+    /// What the request path pays per request (docs/performance.md quotes the release
+    /// figure: `cargo test --release --lib recording_cost -- --nocapture`).
+    #[test]
+    fn recording_cost_per_request() {
+        let m = Metrics::new("test").expect("metrics");
+        let r = m.route("voice");
+        const N: u32 = 1_000_000;
+        let started = std::time::Instant::now();
+        for i in 0..N {
+            r.in_flight.inc();
+            let status = if i % 10 == 0 { 404 } else { 200 };
+            r.request(&http::Method::GET, status, 0.003, 0, 512);
+            r.in_flight.dec();
+        }
+        let per = started.elapsed() / N;
+        eprintln!("metrics recording: {per:?} per request");
+        assert!(per < std::time::Duration::from_micros(5), "{per:?}");
+    }
+}
