@@ -5,12 +5,14 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod client;
 pub mod config;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod redirect;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod services;

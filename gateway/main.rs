@@ -1,4 +1,4 @@
-//! The `gateway` command: `run` (default), `check`, `--version`.
+//! The `gateway` command: `run` (default), `check`, `reload`, `--version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,22 +24,38 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve (the default)
-    Run,
+    Run {
+        /// Take the listening sockets over from the running gateway (binary upgrade):
+        /// start this, then send SIGQUIT to the old process within 5 s
+        #[arg(long)]
+        upgrade: bool,
+    },
     /// Validate the configuration and the certificates it names, then exit
     Check,
+    /// Ask the running gateway to reload its configuration (POST /-/reload on the
+    /// metrics listener named in the configuration)
+    Reload,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    match cli.command.unwrap_or(Command::Run) {
+    match cli.command.unwrap_or(Command::Run { upgrade: false }) {
         Command::Check => check(&cli.config),
-        Command::Run => run(&cli.config),
+        Command::Run { upgrade } => run(&cli.config, upgrade),
+        Command::Reload => reload(&cli.config),
     }
 }
 
-fn run(path: &std::path::Path) -> ExitCode {
-    let result = config::load(path).and_then(gateway::server::run);
+fn run(path: &std::path::Path, upgrade: bool) -> ExitCode {
+    // SIGHUP (reload) and SIGUSR1 (reopen the access log) would end the process until
+    // their handlers are installed, a moment after start: ignore them until then.
+    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+    }
+    let result = config::load(path).and_then(|config| gateway::server::run(path, config, upgrade));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(errors) => {
@@ -49,9 +65,22 @@ fn run(path: &std::path::Path) -> ExitCode {
     }
 }
 
+fn reload(path: &std::path::Path) -> ExitCode {
+    match gateway::client::reload(path) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(text) => {
+            eprint!("{text}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn check(path: &std::path::Path) -> ExitCode {
     let result = config::load(path).and_then(|config| {
-        let default = gateway::server::default_cert(&config, false)?;
+        let default = gateway::tls::default_cert(&config, false)?;
         let self_signed = config.tls.default_cert.is_none();
         // A self-signed default is generated on first start: nothing to load before that.
         let default = (!self_signed || default.cert.exists()).then_some(&default);

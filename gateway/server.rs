@@ -1,6 +1,7 @@
 //! Assembles the Pingora server from a validated `Config`: the HTTPS proxy, the HTTP
 //! redirect listener, the drain watcher. Holds no request logic.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use log::info;
@@ -14,11 +15,12 @@ use prometheus::IntGauge;
 
 use crate::access_log::{AccessLog, Target};
 use crate::admin::Admin;
-use crate::config::{self, AccessLogTarget, CertFiles, Config};
+use crate::config::{self, AccessLogTarget, Config};
 use crate::lifecycle::{self, InFlight};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::redirect::Redirect;
+use crate::reload::{ReloadService, Reloader};
 use crate::services::{Counted, LimitSweeper, LogReopener};
 use crate::state::{Shared, Snapshot};
 use crate::tls::{self, CertStore};
@@ -26,27 +28,10 @@ use crate::tls::{self, CertStore};
 /// Pingora's runtimes get this long to stop after the drain watcher has given up.
 const RUNTIME_STOP_SECS: u64 = 1;
 
-/// The default certificate: the configured one, or a self-signed pair generated (when
-/// `write`) beside the config. Logs when it generates one.
-pub fn default_cert(config: &Config, write: bool) -> Result<CertFiles, Vec<config::Diagnostic>> {
-    if let Some(files) = &config.tls.default_cert {
-        return Ok(files.clone());
-    }
-    let (files, generated) = tls::ensure_self_signed(config, write)
-        .map_err(|e| vec![config::Diagnostic::new(&config.file, None, e)])?;
-    if generated {
-        info!(
-            "event=self_signed_generated cert={} key={} note=\"tls names no certificate; browsers will warn\"",
-            files.cert.display(),
-            files.key.display()
-        );
-    }
-    Ok(files)
-}
-
-/// Validates certificates, binds the listeners and serves until a signal stops it.
-pub fn run(config: Config) -> Result<(), Vec<config::Diagnostic>> {
-    let default = default_cert(&config, true)?;
+/// Validates certificates, binds the listeners (or, with `upgrade`, takes them over from
+/// the running process) and serves until a signal stops it.
+pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config::Diagnostic>> {
+    let default = tls::default_cert(&config, true)?;
     let certs = CertStore::build(&config, Some(&default))?;
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         vec![config::Diagnostic::new(
@@ -74,6 +59,13 @@ pub fn run(config: Config) -> Result<(), Vec<config::Diagnostic>> {
     }
     .transpose()?;
     let shared = Shared::new(Snapshot::build(&config, None, metrics.as_deref()), certs);
+    let reloader = Reloader::new(
+        path,
+        config.clone(),
+        default,
+        shared.clone(),
+        metrics.clone(),
+    );
     let in_flight = InFlight::default();
 
     let threads = match config.threads {
@@ -82,12 +74,18 @@ pub fn run(config: Config) -> Result<(), Vec<config::Diagnostic>> {
     };
     let conf = ServerConf {
         threads,
-        // The drain watcher exits earlier (as soon as nothing is in flight).
-        grace_period_seconds: Some(config.shutdown_timeout.as_secs() + 1),
+        // The drain watcher exits earlier (as soon as nothing is in flight, or at the
+        // deadline of the kind of stop under way).
+        grace_period_seconds: Some(config.shutdown_timeout.max(config.upgrade_grace).as_secs() + 1),
         graceful_shutdown_timeout_seconds: Some(RUNTIME_STOP_SECS),
+        upgrade_sock: config.upgrade_sock.display().to_string(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
     let gateway = Gateway {
@@ -109,6 +107,7 @@ pub fn run(config: Config) -> Result<(), Vec<config::Diagnostic>> {
         Counted {
             app: Arc::new(pingora::proxy::http_proxy(&server.configuration, gateway)),
             open: open("https")?,
+            in_flight: in_flight.clone(),
         },
     );
     let tls_settings =
@@ -130,6 +129,7 @@ pub fn run(config: Config) -> Result<(), Vec<config::Diagnostic>> {
                     shared: Arc::clone(&shared),
                 }),
                 open: open("http")?,
+                in_flight: in_flight.clone(),
             },
         );
         http.add_tcp(&addr.to_string());
@@ -137,10 +137,15 @@ pub fn run(config: Config) -> Result<(), Vec<config::Diagnostic>> {
     }
 
     if let (Some(addr), Some(m)) = (config.listen.metrics, &metrics) {
-        let mut admin = Service::new("metrics".to_string(), Admin { metrics: m.clone() });
+        let admin = Admin {
+            metrics: m.clone(),
+            reloader: reloader.clone(),
+        };
+        let mut admin = Service::new("metrics".to_string(), admin);
         admin.add_tcp(&addr.to_string());
         server.add_service(admin);
     }
+    server.add_service(background_service("reload", ReloadService { reloader }));
     server.add_service(background_service(
         "rate limit sweeper",
         LimitSweeper {
@@ -155,7 +160,7 @@ pub fn run(config: Config) -> Result<(), Vec<config::Diagnostic>> {
         server.watch_execution_phase(),
         in_flight,
         config.shutdown_timeout,
-        config.shutdown_timeout,
+        config.upgrade_grace,
     );
     info!(
         "event=starting routes={} https={} http={} threads={threads}",

@@ -12,15 +12,25 @@ use pingora::services::background::BackgroundService;
 use prometheus::IntGauge;
 
 use crate::access_log::AccessLog;
+use crate::lifecycle::InFlight;
 use crate::state::Shared;
 
 /// How often rate limiters forget clients whose bucket has refilled.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
-/// Wraps a listener's app to keep `gateway_open_connections` up to date.
+/// After the listeners close (SIGTERM, binary upgrade), how long idle keep-alive
+/// connections stay open before they are closed. A busy client's next request arrives
+/// meanwhile and is answered with `Connection: close`; closing at once would race with
+/// requests already on the wire (a reset the client cannot retry safely).
+const IDLE_CLOSE_DELAY: Duration = Duration::from_secs(2);
+
+/// Wraps a listener's app: keeps `gateway_open_connections` up to date, counts each
+/// connection as in flight (the drain waits for it), and delays closing idle
+/// keep-alive connections at shutdown by `IDLE_CLOSE_DELAY`.
 pub struct Counted<A> {
     pub app: Arc<A>,
     pub open: IntGauge,
+    pub in_flight: InFlight,
 }
 
 /// Decrements on drop, so a cancelled connection task is counted out too.
@@ -41,10 +51,15 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Counted<A> {
     ) -> Option<Stream> {
         self.open.inc();
         let _open = Open(self.open.clone());
+        let _ticket = self.in_flight.enter();
         self.app.process_new(stream, shutdown).await
     }
 
     async fn cleanup(&self) {
+        let deadline = tokio::time::Instant::now() + IDLE_CLOSE_DELAY;
+        while self.open.get() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         self.app.cleanup().await;
     }
 }

@@ -28,6 +28,26 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
     parse(path, &text)
 }
 
+/// The `listen.metrics` address of the file at `path`, read leniently: a file with
+/// other errors still names its metrics listener (`gateway reload` needs it to ask the
+/// running gateway, which then reports those errors).
+pub fn metrics_address(path: &Path) -> Result<Option<std::net::SocketAddr>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read configuration: {e}\n", path.display()))?;
+    // Unparsable YAML names no address: report the file's errors here instead.
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|_| match parse(path, &text) {
+            Err(errors) => render(&errors),
+            Ok(_) => format!("{}: not YAML\n", path.display()),
+        })?;
+    match value.get("listen").and_then(|l| l.get("metrics")) {
+        None => Ok(None),
+        Some(v) => units::listen_addr(v)
+            .map(Some)
+            .map_err(|e| format!("{}: listen.metrics: {e}\n", path.display())),
+    }
+}
+
 /// Validates `text` as the contents of `path` (relative paths in it resolve against the
 /// directory of `path`). Returns every problem found, in file order where possible.
 pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {

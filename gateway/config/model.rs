@@ -18,6 +18,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// A binary upgrade lets the old process finish its requests for this long: long enough
+/// for a generation job or a WebSocket session (Pingora's 300 s would cut them).
+pub const DEFAULT_UPGRADE_GRACE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_HTTPS: &str = "0.0.0.0:443";
 
 #[derive(Debug, Clone)]
@@ -28,6 +31,10 @@ pub struct Config {
     pub tls: Tls,
     /// How long SIGTERM waits for in-flight requests before exiting.
     pub shutdown_timeout: Duration,
+    /// How long the old process of a binary upgrade may finish its requests.
+    pub upgrade_grace: Duration,
+    /// The Unix socket over which a binary upgrade hands the listening sockets over.
+    pub upgrade_sock: PathBuf,
     /// Worker threads for the proxy (0 means one per CPU).
     pub threads: usize,
     /// `defaults.headers` (or the built-in security headers): sent on the gateway's own

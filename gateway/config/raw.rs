@@ -17,6 +17,8 @@ pub struct RawConfig {
     pub acme_webroot: Option<Value>,
     pub trusted_proxies: Option<Value>,
     pub access_log: Option<Value>,
+    pub upgrade_grace: Option<Value>,
+    pub upgrade_sock: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

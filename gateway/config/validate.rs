@@ -155,6 +155,14 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
             units::required_duration,
         )
         .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+    let upgrade_grace = c
+        .value(
+            "upgrade_grace",
+            raw.upgrade_grace.as_ref(),
+            units::required_duration,
+        )
+        .unwrap_or(DEFAULT_UPGRADE_GRACE);
+    let upgrade_sock = c.file_path("upgrade_sock", raw.upgrade_sock.as_ref());
     let threads = c
         .value("threads", raw.threads.as_ref(), threads)
         .unwrap_or(0);
@@ -209,12 +217,15 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
         routes.push(r);
     }
 
+    let upgrade_sock = upgrade_sock.unwrap_or_else(|| default_upgrade_sock(&listen));
     if c.errors.is_empty() {
         Ok(Config {
             file: file.to_path_buf(),
             listen,
             tls,
             shutdown_timeout,
+            upgrade_grace,
+            upgrade_sock,
             threads,
             headers: inherited.headers,
             acme_webroot,
@@ -225,6 +236,12 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
     } else {
         Err(c.errors)
     }
+}
+
+/// `$TMPDIR/gateway-upgrade-PORT.sock`: one per HTTPS port, so two gateways on one
+/// machine never take over each other's sockets.
+fn default_upgrade_sock(listen: &Listen) -> PathBuf {
+    std::env::temp_dir().join(format!("gateway-upgrade-{}.sock", listen.https.port()))
 }
 
 fn listen(c: &mut Checker, raw: super::raw::RawListen) -> Listen {

@@ -31,6 +31,24 @@ const TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-
 ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
 ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
+/// The default certificate: the configured one, or a self-signed pair generated (when
+/// `write`) beside the config. Logs when it generates one.
+pub fn default_cert(config: &Config, write: bool) -> Result<CertFiles, Vec<Diagnostic>> {
+    if let Some(files) = &config.tls.default_cert {
+        return Ok(files.clone());
+    }
+    let (files, generated) = ensure_self_signed(config, write)
+        .map_err(|e| vec![Diagnostic::new(&config.file, None, e)])?;
+    if generated {
+        log::info!(
+            "event=self_signed_generated cert={} key={} note=\"tls names no certificate; browsers will warn\"",
+            files.cert.display(),
+            files.key.display()
+        );
+    }
+    Ok(files)
+}
+
 /// A parsed certificate chain and the private key that matches its leaf.
 pub struct CertKey {
     leaf: X509,

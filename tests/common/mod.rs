@@ -166,23 +166,30 @@ impl Env {
     /// Starts `gateway run` on `config` and waits until the HTTPS port accepts.
     pub fn start(&self, config: &str) -> Gateway {
         let path = self.write_config(config);
-        let log = self.path("gateway.log");
+        let mut gw = self.spawn(&path, &[], "gateway.log");
+        gw.wait_ready();
+        gw
+    }
+
+    /// Starts `gateway run ARGS -c CONFIG` without waiting, logging to `log_name`.
+    pub fn spawn(&self, path: &Path, args: &[&str], log_name: &str) -> Gateway {
+        let log = self.path(log_name);
         let log_file = std::fs::File::create(&log).expect("create log");
         let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-            .args(["run", "-c"])
-            .arg(&path)
+            .arg("run")
+            .args(args)
+            .arg("-c")
+            .arg(path)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
             .expect("spawn gateway");
-        let mut gw = Gateway {
+        Gateway {
             child,
             log,
             https: self.https,
-        };
-        gw.wait_ready();
-        gw
+        }
     }
 }
 
@@ -208,7 +215,7 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    fn wait_ready(&mut self) {
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {

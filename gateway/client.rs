@@ -1,0 +1,59 @@
+//! `gateway reload`: the operator's side of `POST /-/reload` on the metrics listener.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config;
+
+/// How long a reload may take to answer (it loads every certificate).
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Asks the gateway configured by `path` to reload: its answer, or why not.
+pub fn reload(path: &Path) -> Result<String, String> {
+    let addr = config::metrics_address(path)?.ok_or_else(|| {
+        format!(
+            "{}: listen.metrics is not set, so there is no reload endpoint; \
+             send SIGHUP to the gateway instead (e.g. systemctl reload gateway)\n",
+            path.display()
+        )
+    })?;
+    let addr = reachable(addr);
+    let (status, body) = post(addr, "/-/reload")
+        .map_err(|e| format!("cannot reach the gateway at {addr} (listen.metrics): {e}\n"))?;
+    match status {
+        200 => Ok(body),
+        _ => Err(body),
+    }
+}
+
+/// A wildcard listening address is reached on loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
+}
+
+/// A minimal HTTP/1.1 POST with no body: (status, response body).
+fn post(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_write_timeout(Some(TIMEOUT))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {head:?}")))?;
+    Ok((status, body.to_string()))
+}

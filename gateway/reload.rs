@@ -1,0 +1,241 @@
+//! Configuration reload (SIGHUP, `POST /-/reload`) and certificate renewal pick-up.
+//!
+//! A reload reads and fully validates the file, loads and checks every certificate, and
+//! builds the new snapshot before anything changes; only then are the snapshot and the
+//! certificate store swapped (one atomic store each). A request holds the snapshot it
+//! started with, so in-flight requests, uploads, streams and WebSockets finish on the
+//! configuration they began with. Any error leaves the running configuration untouched.
+//!
+//! Settings bound to listening sockets or to the process (listeners, threads, TLS
+//! version, access log, timeouts of shutdown and upgrade) cannot change in place: a
+//! reload that changes them is refused with a message pointing at a binary upgrade.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use log::{info, warn};
+use parking_lot::Mutex;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::config::{self, CertFiles, Config, Diagnostic};
+use crate::metrics::Metrics;
+use crate::state::{Shared, Snapshot};
+use crate::tls::{self, CertStore};
+
+/// How often certificate files are checked for replacement (certbot renewals).
+pub const CERT_CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// What identifies one version of a file on disk (symlinks followed, as certbot's
+/// `live/` links are).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    path: PathBuf,
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: u64,
+}
+
+fn fingerprint(path: &Path) -> Fingerprint {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok();
+    Fingerprint {
+        path: path.to_path_buf(),
+        len: meta.as_ref().map_or(0, |m| m.len()),
+        modified: meta.as_ref().and_then(|m| m.modified().ok()),
+        inode: meta.as_ref().map_or(0, |m| m.ino()),
+    }
+}
+
+/// The configuration in force and the certificate files it was loaded from.
+struct Current {
+    config: Config,
+    default_cert: CertFiles,
+    files: Vec<Fingerprint>,
+}
+
+impl Current {
+    fn cert_files(config: &Config, default_cert: &CertFiles) -> Vec<Fingerprint> {
+        std::iter::once(default_cert)
+            .chain(config.routes.iter().filter_map(|r| r.tls.as_ref()))
+            .flat_map(|f| [fingerprint(&f.cert), fingerprint(&f.key)])
+            .collect()
+    }
+}
+
+pub struct Reloader {
+    path: PathBuf,
+    shared: Arc<Shared>,
+    metrics: Option<Arc<Metrics>>,
+    /// Held for the whole of a reload: reloads never interleave.
+    current: Mutex<Current>,
+}
+
+impl Reloader {
+    pub fn new(
+        path: &Path,
+        config: Config,
+        default_cert: CertFiles,
+        shared: Arc<Shared>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Arc<Reloader> {
+        let files = Current::cert_files(&config, &default_cert);
+        Arc::new(Reloader {
+            path: path.to_path_buf(),
+            shared,
+            metrics,
+            current: Mutex::new(Current {
+                config,
+                default_cert,
+                files,
+            }),
+        })
+    }
+
+    /// Reloads the configuration file: a one-line summary, or every problem found.
+    pub fn reload(&self) -> Result<String, Vec<Diagnostic>> {
+        let result = self.try_reload();
+        match &result {
+            Ok(summary) => info!("event=reload result=success {summary}"),
+            Err(errors) => {
+                for e in errors {
+                    warn!("event=reload result=failure error=\"{e}\"");
+                }
+            }
+        }
+        if let Some(m) = &self.metrics {
+            m.reload_result(result.is_ok());
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<String, Vec<Diagnostic>> {
+        let mut current = self.current.lock();
+        let config = config::load(&self.path)?;
+        let fixed = fixed_changes(&current.config, &config);
+        if !fixed.is_empty() {
+            return Err(fixed);
+        }
+        let default_cert = tls::default_cert(&config, true)?;
+        let certs = CertStore::build(&config, Some(&default_cert))?;
+        let snapshot = Snapshot::build(
+            &config,
+            Some(&*self.shared.snapshot.load_full()),
+            self.metrics.as_deref(),
+        );
+        if let Some(m) = &self.metrics {
+            m.set_cert_expiry(certs.expiry());
+        }
+        let summary = format!(
+            "routes={} route_certificates={}",
+            config.routes.len(),
+            certs.route_certs()
+        );
+        self.shared.certs.store(Arc::new(certs));
+        self.shared.snapshot.store(Arc::new(snapshot));
+        current.files = Current::cert_files(&config, &default_cert);
+        current.config = config;
+        current.default_cert = default_cert;
+        Ok(summary)
+    }
+
+    /// Reloads the certificates of the configuration in force if any of their files
+    /// changed on disk. A pair caught half-replaced (new certificate, old key) fails to
+    /// load and is tried again on the next check; until then the old one is served.
+    pub fn check_certificates(&self) {
+        let mut current = self.current.lock();
+        let files = Current::cert_files(&current.config, &current.default_cert);
+        if files == current.files {
+            return;
+        }
+        match CertStore::build(&current.config, Some(&current.default_cert)) {
+            Ok(certs) => {
+                if let Some(m) = &self.metrics {
+                    m.set_cert_expiry(certs.expiry());
+                }
+                self.shared.certs.store(Arc::new(certs));
+                current.files = files;
+                info!("event=certificates_reloaded reason=files_changed");
+            }
+            Err(errors) => {
+                for e in errors {
+                    warn!("event=certificates_reload_failed error=\"{e}\" note=\"old certificates still served; retrying\"");
+                }
+            }
+        }
+    }
+}
+
+/// Settings that only a restart or a binary upgrade can change.
+fn fixed_changes(old: &Config, new: &Config) -> Vec<Diagnostic> {
+    let mut changed = Vec::new();
+    let mut check = |key: &str, differs: bool| {
+        if differs {
+            changed.push(Diagnostic::new(
+                &new.file,
+                None,
+                format!(
+                    "{key} changed: it cannot change on reload; nothing was reloaded. \
+                     Revert it, or apply it with a binary upgrade (`gateway run --upgrade`, see docs/operations.md)"
+                ),
+            ));
+        }
+    };
+    check("listen.https", old.listen.https != new.listen.https);
+    check("listen.http", old.listen.http != new.listen.http);
+    check("listen.metrics", old.listen.metrics != new.listen.metrics);
+    check("threads", old.threads != new.threads);
+    check(
+        "tls.min_version",
+        old.tls.min_version != new.tls.min_version,
+    );
+    check("access_log", old.access_log != new.access_log);
+    check(
+        "shutdown_timeout",
+        old.shutdown_timeout != new.shutdown_timeout,
+    );
+    check("upgrade_grace", old.upgrade_grace != new.upgrade_grace);
+    // The default socket follows the HTTPS port, already reported above.
+    let https_same = old.listen.https == new.listen.https;
+    check(
+        "upgrade_sock",
+        https_same && old.upgrade_sock != new.upgrade_sock,
+    );
+    changed
+}
+
+/// Reloads on SIGHUP and checks certificate files every `CERT_CHECK_EVERY`.
+pub struct ReloadService {
+    pub reloader: Arc<Reloader>,
+}
+
+#[async_trait]
+impl BackgroundService for ReloadService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!("event=sighup_unavailable error={e}");
+                None
+            }
+        };
+        let mut tick = tokio::time::interval(CERT_CHECK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let reloader = self.reloader.clone();
+            tokio::select! {
+                Some(()) = async { hup.as_mut()?.recv().await } => {
+                    info!("event=sighup");
+                    let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+                }
+                _ = tick.tick() => {
+                    let _ = tokio::task::spawn_blocking(move || reloader.check_certificates()).await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

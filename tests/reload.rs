@@ -1,0 +1,369 @@
+//! Issue 5 against the real binary: reloads under load drop nothing, streams opened
+//! before a reload finish, a broken config changes nothing, renewed certificate files are
+//! picked up, and a binary upgrade under load drops nothing.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{client, Env, Upstream};
+use futures_util::{SinkExt, StreamExt};
+use sha2::{Digest, Sha256};
+
+fn route(host: &str, up: &Upstream, extra: &str) -> String {
+    format!("  - host: {host}\n    upstream: {}\n{extra}", up.addr)
+}
+
+fn config(env: &Env, top: &str, routes: &str) -> String {
+    format!("{}{top}routes:\n{routes}", env.listen_and_tls())
+}
+
+/// Keep-alive clients (half HTTP/1.1, half HTTP/2) hammering `url` until `stop`;
+/// returns (requests that got 200, failures as text).
+fn load(
+    env: &Env,
+    host: &'static str,
+    clients: usize,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
+    let url = format!("https://{host}:{}/echo", env.https);
+    let clients: Vec<reqwest::Client> = (0..clients)
+        .map(|i| client(env, &[host], i % 2 == 1))
+        .collect();
+    tokio::spawn(async move {
+        let ok = Arc::new(AtomicUsize::new(0));
+        let tasks = clients.into_iter().map(|c| {
+            let (url, stop, ok) = (url.clone(), stop.clone(), ok.clone());
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match c.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => match r.bytes().await {
+                            Ok(_) => drop(ok.fetch_add(1, Ordering::Relaxed)),
+                            Err(e) => failures.push(format!("body: {e}")),
+                        },
+                        Ok(r) => failures.push(format!("status {}", r.status())),
+                        Err(e) => failures.push(format!("error: {e:?}")),
+                    }
+                }
+                failures
+            })
+        });
+        let mut failures = Vec::new();
+        for t in tasks.collect::<Vec<_>>() {
+            failures.extend(t.await.unwrap_or_else(|e| vec![format!("task: {e}")]));
+        }
+        (ok.load(Ordering::Relaxed), failures)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_reloads_under_load_drop_nothing_and_new_routes_answer_within_a_second() {
+    let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);
+    let env = Env::new();
+    let one = config(&env, "", &route("a.test", &a, ""));
+    let two = config(
+        &env,
+        "",
+        &(route("a.test", &a, "    headers: { X-Config: two }\n") + &route("up.test", &b, "")),
+    );
+    let gw = env.start(&one);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = load(&env, "a.test", 6, stop.clone());
+    let probe = client(&env, &["up.test"], false);
+    let up_url = format!("https://up.test:{}/echo", env.https);
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for i in 0..20 {
+        let second = i % 2 == 0;
+        env.write_config(if second { &two } else { &one });
+        let sent = Instant::now();
+        gw.signal(libc::SIGHUP);
+        // The added route answers (or the removed one is gone) within 1 s.
+        let want = if second { 200 } else { 404 };
+        loop {
+            let status = probe.get(&up_url).send().await.map(|r| r.status().as_u16());
+            if status.as_ref().ok() == Some(&want) {
+                break;
+            }
+            assert!(
+                sent.elapsed() < Duration::from_secs(1),
+                "reload {i}: up.test still {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        slowest = slowest.max(sent.elapsed());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(started.elapsed())).await;
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failures) = load.await.expect("load");
+    eprintln!("20 reloads under load: {ok} requests ok, {} failed; slowest reload visible after {slowest:?}", failures.len());
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(ok > 200, "the load ran: {ok}");
+    assert!(gw.log_text().matches("event=reload result=success").count() >= 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_opened_before_a_reload_finish_on_the_old_config() {
+    let a = Upstream::start("A").await;
+    let env = Env::new();
+    let gw = env.start(&config(&env, "", &route("a.test", &a, "")));
+    let c = client(&env, &["a.test"], false);
+
+    let (mut ws, _) = env.ws_connect("a.test", "/ws").await.expect("websocket");
+    let mut sse = c
+        .get(format!("https://a.test:{}/sse", env.https))
+        .send()
+        .await
+        .expect("sse")
+        .bytes_stream();
+    let first = sse.next().await.expect("first event").expect("bytes");
+    assert!(String::from_utf8_lossy(&first).contains("event 0"));
+    // An upload that streams for about 1.5 s, across the reload.
+    let chunk = bytes::Bytes::from(vec![42u8; 256 << 10]);
+    let mut hasher = Sha256::new();
+    for _ in 0..30 {
+        hasher.update(&chunk);
+    }
+    let expected = format!("{:x}", hasher.finalize());
+    let body = futures_util::stream::unfold(0, move |i| {
+        let chunk = chunk.clone();
+        async move {
+            if i == 30 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Some((Ok::<_, std::io::Error>(chunk), i + 1))
+        }
+    });
+    let upload = tokio::spawn({
+        let c = c.clone();
+        let url = format!("https://a.test:{}/upload", env.https);
+        async move {
+            c.post(url)
+                .body(reqwest::Body::wrap_stream(body))
+                .send()
+                .await
+        }
+    });
+
+    // The new configuration drops the route altogether.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.write_config(&config(&env, "", &route("up.test", &a, "")));
+    gw.signal(libc::SIGHUP);
+    let fresh = client(&env, &["a.test"], false);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while fresh
+        .get(format!("https://a.test:{}/echo", env.https))
+        .send()
+        .await
+        .map(|r| r.status())
+        .ok()
+        != Some(reqwest::StatusCode::NOT_FOUND)
+    {
+        assert!(Instant::now() < deadline, "the reload did not take effect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Everything opened before it goes on.
+    ws.send(tokio_tungstenite::tungstenite::Message::text("after"))
+        .await
+        .expect("ws send");
+    let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("ws reply in time")
+        .expect("ws open")
+        .expect("ws frame");
+    assert_eq!(reply.into_text().expect("text").as_str(), "echo: after");
+    let mut events = String::from_utf8_lossy(&first).into_owned();
+    while let Some(chunk) = sse.next().await {
+        events.push_str(&String::from_utf8_lossy(&chunk.expect("sse chunk")));
+    }
+    for i in 0..5 {
+        assert!(events.contains(&format!("event {i}")), "{events}");
+    }
+    let resp = upload.await.expect("task").expect("upload");
+    assert_eq!(resp.status(), 200);
+    let json: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(json["sha256"], expected.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_config_changes_nothing_and_says_where() {
+    let a = Upstream::start("A").await;
+    let env = Env::new();
+    let good = config(&env, "", &route("a.test", &a, ""));
+    let _gw = env.start(&good);
+    let c = client(&env, &["a.test"], false);
+    let url = format!("https://a.test:{}/echo", env.https);
+    let broken = [
+        (format!("{good}  - host: [\n"), "routes.yaml:13:1: "),
+        (
+            good.replace("upstream:", "upstrem:"),
+            "unknown field `upstrem`",
+        ),
+        (
+            good.replace("key: certs/default.key", "key: certs/missing.key"),
+            "certs/missing.key: No such file",
+        ),
+        (
+            good.replace("https: \"127.0.0.1:", "https: \"127.0.0.2:"),
+            "listen.https changed",
+        ),
+    ];
+    for (text, expected) in &broken {
+        env.write_config(text);
+        let reload = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{}/-/reload", env.metrics))
+            .send()
+            .await
+            .expect("reload");
+        assert_eq!(reload.status(), 400);
+        let answer = reload.text().await.unwrap_or_default();
+        assert!(
+            answer.contains(expected),
+            "expected {expected:?} in:\n{answer}"
+        );
+        let cli = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(["reload", "-c"])
+            .arg(env.path("routes.yaml"))
+            .output()
+            .expect("gateway reload");
+        assert!(!cli.status.success());
+        assert!(String::from_utf8_lossy(&cli.stderr).contains(expected));
+        let resp = c.get(&url).send().await.expect("old route");
+        assert_eq!(resp.status(), 200, "the old config still serves");
+        let (_, text) = env.metrics_get("/metrics").await;
+        assert!(text.contains("gateway_config_last_reload_successful 0"));
+    }
+    env.write_config(&good);
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["reload", "-c"])
+        .arg(env.path("routes.yaml"))
+        .output()
+        .expect("gateway reload");
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert!(String::from_utf8_lossy(&cli.stdout).starts_with("reloaded: routes=1"));
+    let (_, text) = env.metrics_get("/metrics").await;
+    assert!(text.contains("gateway_config_last_reload_successful 1"));
+    // 4 refused POSTs, and 3 refused `gateway reload`s (with YAML it cannot parse, the
+    // command reports the error itself and does not ask the gateway).
+    assert!(
+        text.contains("gateway_config_reloads_total{result=\"failure\"} 7"),
+        "{text}"
+    );
+}
+
+/// The serial number of the certificate the gateway serves for `host`.
+fn served_serial(env: &Env, host: &str) -> String {
+    let mut b = native_tls::TlsConnector::builder();
+    b.danger_accept_invalid_certs(true);
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", env.https)).expect("connect");
+    let tls = b
+        .build()
+        .expect("tls")
+        .connect(host, tcp)
+        .expect("handshake");
+    let der = tls
+        .peer_certificate()
+        .expect("peer")
+        .expect("a certificate")
+        .to_der()
+        .expect("der");
+    let cert = openssl::x509::X509::from_der(&der).expect("x509");
+    let serial = cert.serial_number().to_bn().expect("bn");
+    serial.to_hex_str().expect("hex").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_replaced_on_disk_is_served_within_60s() {
+    let a = Upstream::start("A").await;
+    let env = Env::new();
+    let tls = "    tls: { cert: certs/b.pem, key: certs/b.key }\n";
+    let _gw = env.start(&config(&env, "", &route("b.test", &a, tls)));
+    let before = tokio::task::block_in_place(|| served_serial(&env, "b.test"));
+    // certbot writes new files and swaps what the path points at.
+    env.write_cert("b-renewed", &["b.test"]);
+    for ext in ["pem", "key"] {
+        std::fs::rename(
+            env.path(&format!("certs/b-renewed.{ext}")),
+            env.path(&format!("certs/b.{ext}")),
+        )
+        .expect("replace");
+    }
+    let replaced = Instant::now();
+    loop {
+        let now = tokio::task::block_in_place(|| served_serial(&env, "b.test"));
+        if now != before {
+            eprintln!(
+                "renewed certificate served {:?} after the files changed",
+                replaced.elapsed()
+            );
+            break;
+        }
+        assert!(
+            replaced.elapsed() < Duration::from_secs(60),
+            "still the old certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (_, text) = env.metrics_get("/metrics").await;
+    assert!(text.contains("gateway_tls_certificate_expiry_timestamp_seconds{host=\"b.test\"}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_binary_upgrade_under_load_drops_nothing() {
+    let a = Upstream::start("A").await;
+    let env = Env::new();
+    let top = format!(
+        "upgrade_sock: {}\nupgrade_grace: 30s\n",
+        env.path("upgrade.sock").display()
+    );
+    let text = config(&env, &top, &route("a.test", &a, ""));
+    let mut old = env.start(&text);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = load(&env, "a.test", 6, stop.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mut new = env.spawn(&env.path("routes.yaml"), &["--upgrade"], "gateway-new.log");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    old.signal(libc::SIGQUIT);
+    let status = tokio::task::block_in_place(|| old.wait_exit(Duration::from_secs(30)));
+    assert_eq!(
+        status.map(|s| s.code()),
+        Some(Some(0)),
+        "old process:\n{}",
+        old.log_text()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failures) = load.await.expect("load");
+    eprintln!(
+        "binary upgrade under load: {ok} requests ok, {} failed",
+        failures.len()
+    );
+    assert!(
+        new.child.try_wait().ok().flatten().is_none(),
+        "new process:\n{}",
+        new.log_text()
+    );
+    assert!(
+        failures.is_empty(),
+        "{failures:?}\nold:\n{}",
+        old.log_text()
+    );
+    let c = client(&env, &["a.test"], false);
+    let resp = c
+        .get(format!("https://a.test:{}/echo", env.https))
+        .send()
+        .await
+        .expect("served by the new process");
+    assert_eq!(resp.status(), 200);
+}
