@@ -53,6 +53,7 @@ fn each_kind_of_bad_config_is_reported_with_its_line() {
         ("trusted_proxies: [\"10.0.0.0/33\"]\n", "routes.yaml:1:19: trusted_proxies[0]: invalid CIDR \"10.0.0.0/33\""),
         ("tls:\n  cert: certs/missing.pem\n  key: certs/default.key\n", "routes.yaml:2:9: tls.cert: cannot read "),
         ("tls:\n  cert: certs/b.pem\n  key: certs/default.key\n", "routes.yaml:2:9: tls.cert: key "),
+        ("tls:\n  cert: certs/b.pem\n  key: certs/none.key\n", "routes.yaml:3:8: tls.key: cannot read "),
         ("tls:\n  cert: certs/b.key\n  key: certs/b.key\n", "routes.yaml:2:9: tls.cert: "),
         (
             "routes:\n  - host: a.test\n    upstream: 1\n    tls:\n      cert: certs/nope.pem\n      key: certs/nope.key\n",

@@ -207,7 +207,7 @@ async fn a_broken_config_changes_nothing_and_says_where() {
         ),
         (
             good.replace("key: certs/default.key", "key: certs/missing.key"),
-            "certs/missing.key: No such file",
+            "routes.yaml:7:8: tls.key: cannot read",
         ),
         (
             good.replace("https: \"127.0.0.1:", "https: \"127.0.0.2:"),

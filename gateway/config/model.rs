@@ -87,7 +87,9 @@ pub struct CertFiles {
     pub key: PathBuf,
     /// YAML path of the `cert` key (e.g. `routes[1].tls.cert`), for diagnostics.
     pub path: String,
+    /// Where `cert` and `key` are written in the file.
     pub pos: Option<Pos>,
+    pub key_pos: Option<Pos>,
 }
 
 /// Which `Host` values a route answers.

@@ -83,6 +83,7 @@ impl Checker<'_> {
             cert: cert_file?,
             key: key_file?,
             pos: self.spans.find(&cert_path),
+            key_pos: self.spans.find(&key_path),
             path: cert_path,
         })
     }

@@ -49,6 +49,20 @@ pub fn default_cert(config: &Config, write: bool) -> Result<CertFiles, Vec<Diagn
     Ok(files)
 }
 
+/// Why a certificate pair failed to load, and whether the key file (not the
+/// certificate) is at fault, for the diagnostic's position.
+#[derive(Debug)]
+pub struct LoadError {
+    pub at_key: bool,
+    pub message: String,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// A parsed certificate chain and the private key that matches its leaf.
 pub struct CertKey {
     leaf: X509,
@@ -57,29 +71,37 @@ pub struct CertKey {
 }
 
 impl CertKey {
-    /// Reads and checks a PEM chain and key; the message names the file at fault.
-    pub fn load(files: &CertFiles) -> Result<CertKey, String> {
+    /// Reads and checks a PEM chain and key; the error names the file at fault.
+    pub fn load(files: &CertFiles) -> Result<CertKey, LoadError> {
         let read =
             |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
-        let pem = read(&files.cert)?;
+        let at_cert = |message| LoadError {
+            at_key: false,
+            message,
+        };
+        let at_key = |message| LoadError {
+            at_key: true,
+            message,
+        };
+        let pem = read(&files.cert).map_err(at_cert)?;
         let mut certs = X509::stack_from_pem(&pem)
-            .map_err(|_| format!("{} is not a PEM certificate", files.cert.display()))?
+            .map_err(|_| at_cert(format!("{} is not a PEM certificate", files.cert.display())))?
             .into_iter();
         let leaf = certs
             .next()
-            .ok_or_else(|| format!("{} holds no certificate", files.cert.display()))?;
-        let key = PKey::private_key_from_pem(&read(&files.key)?)
-            .map_err(|_| format!("{} is not a PEM private key", files.key.display()))?;
+            .ok_or_else(|| at_cert(format!("{} holds no certificate", files.cert.display())))?;
+        let key = PKey::private_key_from_pem(&read(&files.key).map_err(at_key)?)
+            .map_err(|_| at_key(format!("{} is not a PEM private key", files.key.display())))?;
         let matches = leaf
             .public_key()
             .map(|pk| pk.public_eq(&key))
             .unwrap_or(false);
         if !matches {
-            return Err(format!(
+            return Err(at_cert(format!(
                 "key {} does not match certificate {}",
                 files.key.display(),
                 files.cert.display()
-            ));
+            )));
         }
         Ok(CertKey {
             leaf,
@@ -142,11 +164,11 @@ impl CertStore {
             CertKey::load(files)
                 .map(Arc::new)
                 .map_err(|e| {
-                    errors.push(Diagnostic::new(
-                        &config.file,
-                        files.pos,
-                        format!("{}: {e}", files.path),
-                    ))
+                    let (pos, path) = match e.at_key {
+                        true => (files.key_pos, files.path.replace(".cert", ".key")),
+                        false => (files.pos, files.path.clone()),
+                    };
+                    errors.push(Diagnostic::new(&config.file, pos, format!("{path}: {e}")))
                 })
                 .ok()
         };

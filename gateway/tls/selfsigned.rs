@@ -49,6 +49,7 @@ pub fn ensure_self_signed(config: &Config, write: bool) -> Result<(CertFiles, bo
         key: base.join(SELF_SIGNED_KEY),
         path: "tls".to_string(),
         pos: None,
+        key_pos: None,
     };
     let names = wanted_names(config);
     if current(&files, &names) || !write {
