@@ -1,0 +1,274 @@
+"""End to end: real Gradio and Streamlit apps behind the real gateway, checked with HTTP
+clients (HTTP/1.1 and HTTP/2) and headless Chromium. Run by tests/e2e/run.
+
+Everything stays on loopback: the apps and the gateway listen on 127.0.0.1, the
+clients map voice.test and image.test to 127.0.0.1 themselves (no /etc/hosts), Gradio
+analytics and Streamlit usage stats are off, Chromium runs without background
+networking.
+"""
+
+import hashlib
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpcore
+import httpx
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+GATEWAY = Path(os.environ.get("GATEWAY_BIN", ROOT / "target/debug/gateway"))
+VOICE, IMAGE = "voice.test", "image.test"
+# docs/img/ when regenerating the screenshots (E2E_SCREENSHOTS=1), else a scratch dir.
+SHOTS = ROOT / "docs/img" if os.environ.get("E2E_SCREENSHOTS") == "1" else None
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, what, seconds=90):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{what} did not listen on {port} within {seconds} s")
+
+
+class Stack:
+    """The two apps and the gateway, on free loopback ports."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.procs = []
+        self.https = free_port()
+        self.metrics = free_port()
+        gradio_port, streamlit_port = free_port(), free_port()
+        env = dict(os.environ)
+        env.update(
+            GRADIO_ANALYTICS_ENABLED="False",
+            STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
+            HF_HUB_OFFLINE="1",
+            GRADIO_TEMP_DIR=str(work / "gradio-tmp"),
+        )
+        self.gradio = self.spawn(
+            [sys.executable, str(HERE / "apps/gradio_app.py")],
+            dict(env, PORT=str(gradio_port)),
+            "gradio.log",
+        )
+        self.streamlit = self.spawn(
+            [
+                sys.executable, "-m", "streamlit", "run", str(HERE / "apps/streamlit_app.py"),
+                "--server.address", "127.0.0.1", "--server.port", str(streamlit_port),
+                "--server.headless", "true", "--browser.gatherUsageStats", "false",
+                "--server.maxUploadSize", "200",
+            ],
+            env,
+            "streamlit.log",
+        )
+        self.config = work / "routes.yaml"
+        self.config.write_text(
+            f"""listen:
+  https: "127.0.0.1:{self.https}"
+  metrics: "127.0.0.1:{self.metrics}"
+access_log: {work / "access.log"}
+routes:
+  - host: {VOICE}
+    name: voice
+    upstream: 127.0.0.1:{gradio_port}
+    max_body: 100M          # pairs with Gradio's max_file_size="100mb"
+  - host: {IMAGE}
+    name: image
+    upstream: 127.0.0.1:{streamlit_port}
+    max_body: 1M            # well under Streamlit's server.maxUploadSize (200 MB)
+    rate_limit: {{ rate: 50/s, burst: 300 }}
+"""
+        )
+        self.gateway = self.spawn(
+            [str(GATEWAY), "run", "-c", str(self.config)],
+            dict(env, RUST_LOG="info"),
+            "gateway.log",
+        )
+        wait_port(self.https, self.gateway, "gateway", 30)
+        wait_port(gradio_port, self.gradio, "gradio")
+        wait_port(streamlit_port, self.streamlit, "streamlit")
+        self.ca = work / "certs/selfsigned.pem"
+
+    def spawn(self, args, env, log):
+        out = open(self.work / log, "wb")
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=self.work)
+        self.procs.append(proc)
+        return proc
+
+    def origin(self, host):
+        return f"https://{host}:{self.https}"
+
+    def stop(self):
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.fixture(scope="session")
+def stack():
+    with tempfile.TemporaryDirectory() as work:
+        s = Stack(Path(work))
+        try:
+            yield s
+        finally:
+            s.stop()
+
+
+class Loopback(httpcore.SyncBackend):
+    """Connects every host name to 127.0.0.1: the URL (and so SNI, Host and
+    :authority) keeps the public name, as for a real client."""
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        return super().connect_tcp("127.0.0.1", port, timeout, local_address, socket_options)
+
+
+def client(stack, http2=False):
+    ctx = ssl.create_default_context(cafile=str(stack.ca))
+    if http2:
+        ctx.set_alpn_protocols(["h2"])
+    transport = httpx.HTTPTransport(verify=ctx, http2=http2)
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=ctx, http1=not http2, http2=http2, network_backend=Loopback()
+    )
+    return httpx.Client(transport=transport, timeout=120)
+
+
+def gradio_call(c, origin, api, data):
+    """Gradio's REST API: POST starts the job, GET streams its events (SSE).
+    Returns [(seconds since start, event, data)]."""
+    started = time.time()
+    r = c.post(f"{origin}/gradio_api/call/{api}", json={"data": data})
+    r.raise_for_status()
+    event_id = r.json()["event_id"]
+    events, event = [], None
+    with c.stream("GET", f"{origin}/gradio_api/call/{api}/{event_id}") as resp:
+        resp.raise_for_status()
+        for line in resp.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                events.append((time.time() - started, event, json.loads(line[5:])))
+    return resp, events
+
+
+def test_gradio_page_and_urls_point_at_the_public_origin(stack):
+    with client(stack) as c:
+        page = c.get(stack.origin(VOICE) + "/")
+        assert page.status_code == 200 and "gradio" in page.text.lower()
+        config = c.get(stack.origin(VOICE) + "/config").json()
+        assert config["root"].rstrip("/") == stack.origin(VOICE), config["root"]
+        _, events = gradio_call(c, stack.origin(VOICE), "make_file", ["hello"])
+        result = events[-1][2][0]
+        assert result["url"].startswith(stack.origin(VOICE) + "/"), result["url"]
+        download = c.get(result["url"])
+        assert download.status_code == 200 and download.text == "hello"
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["http1.1", "http2"])
+def test_gradio_stream_arrives_incrementally(stack, http2):
+    with client(stack, http2) as c:
+        resp, events = gradio_call(c, stack.origin(VOICE), "generate", [8])
+        assert resp.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
+    generating = [t for t, event, _ in events if event == "generating"]
+    done = [t for t, event, _ in events if event == "complete"]
+    assert len(generating) >= 6 and done, events
+    # Eight tokens 0.4 s apart: the first must arrive well before the last.
+    assert done[0] - generating[0] > 2.0, events
+    assert events[-1][2][0].strip().endswith("token7")
+
+
+def test_gradio_50mb_upload_arrives_intact(stack, tmp_path):
+    blob = tmp_path / "audio.bin"
+    data = os.urandom(1 << 20) * 50
+    blob.write_bytes(data)
+    expected = f"{len(data)} {hashlib.sha256(data).hexdigest()}"
+    with client(stack) as c, open(blob, "rb") as f:
+        r = c.post(stack.origin(VOICE) + "/gradio_api/upload", files={"files": ("audio.bin", f)})
+        assert r.status_code == 200, r.text
+        path = r.json()[0]
+        file_data = {"path": path, "meta": {"_type": "gradio.FileData"}}
+        _, events = gradio_call(c, stack.origin(VOICE), "measure", [file_data])
+    assert events[-1][1] == "complete", events
+    assert events[-1][2][0] == expected
+
+
+def browser(stack, scenario, host):
+    """Runs browser.mjs SCENARIO ORIGIN in headless Chromium; returns its JSON report."""
+    shots = SHOTS or stack.work
+    out = subprocess.run(
+        ["node", str(HERE / "browser.mjs"), scenario, stack.origin(host), str(shots)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=dict(os.environ, HOST_RULES=f"MAP {VOICE} 127.0.0.1, MAP {IMAGE} 127.0.0.1"),
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    print(scenario, report)
+    return report
+
+
+def test_streamlit_in_chromium_counter_upload_and_413(stack):
+    report = browser(stack, "streamlit", IMAGE)
+    assert report["counts"] == ["count: 1", "count: 2"], report
+    assert report["uploaded"].startswith("received 4096 bytes"), report
+    assert "413" in report["too_large"], report
+    assert report["after"] == "count: 3", report
+    log = (stack.work / "access.log").read_text()
+    refused = [json.loads(l) for l in log.splitlines() if '"reason":"body_too_large"' in l]
+    assert refused and refused[0]["route"] == "image", log[-2000:]
+
+
+def test_gradio_in_chromium_shows_output_growing(stack):
+    report = browser(stack, "gradio", VOICE)
+    values = report["values"]
+    assert values[-1].strip().endswith("token7"), values
+    partial = [v for v in values if v and not v.strip().endswith("token7")]
+    assert partial, f"only the final output was ever seen: {values}"
+
+
+def test_gradio_urls_on_port_443(stack):
+    """On the standard port the public origin has no port: Gradio must not add one."""
+    if os.geteuid() != 0:
+        pytest.skip("binding 127.0.0.1:443 needs root (CI runs as root)")
+    text = stack.config.read_text()
+    text = text.replace(f'https: "127.0.0.1:{stack.https}"', 'https: "127.0.0.1:443"')
+    text = text.replace(f'metrics: "127.0.0.1:{stack.metrics}"', f'metrics: "127.0.0.1:{free_port()}"')
+    config = stack.work / "routes-443.yaml"
+    config.write_text(text.replace("access.log", "access-443.log"))
+    gw = stack.spawn([str(GATEWAY), "run", "-c", str(config)], dict(os.environ), "gateway-443.log")
+    try:
+        wait_port(443, gw, "gateway on 443", 30)
+        origin = f"https://{VOICE}"
+        with client(stack) as c:
+            assert c.get(origin + "/config").json()["root"].rstrip("/") == origin
+            _, events = gradio_call(c, origin, "make_file", ["on 443"])
+            url = events[-1][2][0]["url"]
+            assert url.startswith(origin + "/"), url
+            assert c.get(url).text == "on 443"
+    finally:
+        gw.terminate()
+        gw.wait(10)
