@@ -107,7 +107,7 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
         Counted {
             app: Arc::new(pingora::proxy::http_proxy(&server.configuration, gateway)),
             open: open("https")?,
-            in_flight: in_flight.clone(),
+            in_flight: Some(in_flight.clone()),
         },
     );
     let tls_settings =
@@ -129,7 +129,7 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
                     shared: Arc::clone(&shared),
                 }),
                 open: open("http")?,
-                in_flight: in_flight.clone(),
+                in_flight: None,
             },
         );
         http.add_tcp(&addr.to_string());

@@ -25,12 +25,14 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 const IDLE_CLOSE_DELAY: Duration = Duration::from_secs(2);
 
 /// Wraps a listener's app: keeps `gateway_open_connections` up to date, counts each
-/// connection as in flight (the drain waits for it), and delays closing idle
-/// keep-alive connections at shutdown by `IDLE_CLOSE_DELAY`.
+/// connection as in flight when given `in_flight` (the drain then waits for it), and
+/// delays closing idle keep-alive connections at shutdown by `IDLE_CLOSE_DELAY`.
 pub struct Counted<A> {
     pub app: Arc<A>,
     pub open: IntGauge,
-    pub in_flight: InFlight,
+    /// `None` for the redirect listener: Pingora never closes its idle keep-alive
+    /// connections early, and nothing is lost when a redirect connection is cut.
+    pub in_flight: Option<InFlight>,
 }
 
 /// Decrements on drop, so a cancelled connection task is counted out too.
@@ -51,7 +53,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Counted<A> {
     ) -> Option<Stream> {
         self.open.inc();
         let _open = Open(self.open.clone());
-        let _ticket = self.in_flight.enter();
+        let _ticket = self.in_flight.as_ref().map(InFlight::enter);
         self.app.process_new(stream, shutdown).await
     }
 

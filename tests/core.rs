@@ -456,6 +456,16 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
         a.addr
     );
     let mut gw = env.start(&config);
+    // Idle keep-alive connections on both listeners must not hold the exit up.
+    let idle = client(&env, &["a.test"], false);
+    let resp = idle
+        .get(format!("https://a.test:{}/echo", env.https))
+        .send()
+        .await
+        .expect("idle https");
+    assert_eq!(resp.status(), 200);
+    let mut idle_http = TcpStream::connect(("127.0.0.1", env.http)).expect("connect http");
+    write!(idle_http, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").expect("write");
     let c = client(&env, &["a.test"], false);
     let url = format!("https://a.test:{}/slow?ms=1500", env.https);
     let pending = tokio::spawn(async move { c.get(url).send().await.map(|r| r.status()) });
@@ -492,6 +502,7 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
         TcpStream::connect(("127.0.0.1", env.https)).is_err(),
         "still listening"
     );
+    drop((idle, idle_http));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
