@@ -7,6 +7,11 @@ use clap::{Parser, Subcommand};
 
 use gateway::config;
 
+/// glibc's allocator serialises Pingora's per-request buffers on its arena locks (seen as
+/// futex waits in perf); mimalloc's per-thread heaps do not. See docs/performance.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "gateway",
