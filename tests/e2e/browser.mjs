@@ -2,10 +2,9 @@
 // Drives Debian's /usr/bin/chromium with playwright-core (no browser download) and
 // prints one JSON line with what it saw. HOST_RULES maps only our test hosts.
 import { chromium } from "playwright-core";
-import { writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
-import { mkdtempSync } from "node:fs";
 
 const [scenario, origin, shots] = process.argv.slice(2);
 const deadline = (ms) => Date.now() + ms;
