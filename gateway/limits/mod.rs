@@ -30,8 +30,12 @@ type Limiter = Gcra<u64, BoundedStore, DefaultClock, StateInformationMiddleware>
 /// The limiter of one route. Kept across reloads while its settings are unchanged, so
 /// clients' buckets survive a reload.
 pub struct RateLimiter {
+    /// What it was built from; compared on reload only, never read per request.
     settings: RateLimit,
     limiter: Limiter,
+    burst: u32,
+    /// The header keying the buckets (`key: header:NAME`), else the client address.
+    key_header: Option<HeaderName>,
     hasher: std::hash::RandomState,
     /// `RateLimit-Policy`, the same on every response.
     policy: HeaderValue,
@@ -69,6 +73,11 @@ impl RateLimiter {
         RateLimiter {
             settings: settings.clone(),
             limiter,
+            burst: settings.burst,
+            key_header: match &settings.key {
+                RateKey::ClientIp => None,
+                RateKey::Header(name) => Some(name.clone()),
+            },
             hasher: std::hash::RandomState::new(),
             policy,
             interval,
@@ -82,10 +91,7 @@ impl RateLimiter {
 
     /// The header whose value keys the bucket, if not the client address.
     pub fn key_header(&self) -> Option<&HeaderName> {
-        match &self.settings.key {
-            RateKey::ClientIp => None,
-            RateKey::Header(name) => Some(name),
-        }
+        self.key_header.as_ref()
     }
 
     /// Takes one token for the client identified by `header` (the value of `key_header`,
@@ -99,7 +105,7 @@ impl RateLimiter {
         match self.limiter.check_key(&key) {
             Ok(state) => {
                 let remaining = state.remaining_burst_capacity();
-                let used = self.settings.burst.saturating_sub(remaining);
+                let used = self.burst.saturating_sub(remaining);
                 Verdict::Allowed {
                     remaining,
                     reset: ceil_secs(self.interval * used),
