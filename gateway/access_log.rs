@@ -2,17 +2,17 @@
 //!
 //! Request tasks never write or lock: they hand the finished line to a bounded channel
 //! and a dedicated thread writes it (buffered, flushed whenever the channel is empty). If
-//! the writer falls behind by `QUEUE` lines, further lines are dropped and counted rather
-//! than slowing requests down. `reopen` (SIGUSR1) makes the writer reopen its file, for
+//! the writer falls behind by `QUEUE` lines, further lines are dropped (and counted in
+//! `gateway_access_log_dropped_total`) rather than slowing requests down. `reopen` (SIGUSR1) makes the writer reopen its file, for
 //! logrotate.
 
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 
+use prometheus::IntCounter;
 use serde::Serialize;
 
 /// Lines that may wait for the writer.
@@ -32,21 +32,19 @@ enum Msg {
 
 pub struct AccessLog {
     tx: SyncSender<Msg>,
-    dropped: AtomicU64,
+    /// Lines dropped because the writer was behind (`None`: metrics are off).
+    dropped: Option<IntCounter>,
 }
 
 impl AccessLog {
     /// Opens the target (a file is created or appended to) and starts the writer thread.
-    pub fn start(target: Target) -> io::Result<Arc<AccessLog>> {
+    pub fn start(target: Target, dropped: Option<IntCounter>) -> io::Result<Arc<AccessLog>> {
         let out = open(&target)?;
         let (tx, rx) = sync_channel(QUEUE);
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || write_loop(rx, target, out))?;
-        Ok(Arc::new(AccessLog {
-            tx,
-            dropped: AtomicU64::new(0),
-        }))
+        Ok(Arc::new(AccessLog { tx, dropped }))
     }
 
     /// Queues one entry; never blocks.
@@ -56,19 +54,16 @@ impl AccessLog {
             Err(_) => return,
         };
         line.push(b'\n');
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(Msg::Line(line)) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        if let (Err(TrySendError::Full(_)), Some(dropped)) =
+            (self.tx.try_send(Msg::Line(line)), &self.dropped)
+        {
+            dropped.inc();
         }
     }
 
     /// Asks the writer to reopen its file (after logrotate moved it).
     pub fn reopen(&self) {
         let _ = self.tx.try_send(Msg::Reopen);
-    }
-
-    /// Lines dropped because the writer was behind.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
     }
 }
 

@@ -109,6 +109,7 @@ pub struct Metrics {
     last_reload_ok: IntGauge,
     last_reload_time: Gauge,
     cert_expiry: GaugeVec,
+    access_log_dropped: IntCounter,
     /// Each route's resolved series by route name, reused across reloads.
     routes: Mutex<HashMap<String, Arc<RouteMetrics>>>,
 }
@@ -213,6 +214,11 @@ impl Metrics {
             &["host"],
         )?;
         registry.register(Box::new(cert_expiry.clone()))?;
+        let access_log_dropped = IntCounter::new(
+            "gateway_access_log_dropped_total",
+            "Access log lines dropped because the writer could not keep up.",
+        )?;
+        registry.register(Box::new(access_log_dropped.clone()))?;
         let build_info = gauge(
             "gateway_build_info",
             "Always 1; labelled with the version.",
@@ -238,6 +244,7 @@ impl Metrics {
             last_reload_ok,
             last_reload_time,
             cert_expiry,
+            access_log_dropped,
             routes: Mutex::new(HashMap::new()),
         }))
     }
@@ -254,6 +261,11 @@ impl Metrics {
     /// The open-connections gauge of a listener (`http` or `https`).
     pub fn connections(&self, listener: &str) -> IntGauge {
         self.connections.with_label_values(&[listener])
+    }
+
+    /// The counter of access log lines dropped under back-pressure.
+    pub fn access_log_dropped(&self) -> IntCounter {
+        self.access_log_dropped.clone()
     }
 
     /// Records the outcome of a configuration load (startup counts as the first).

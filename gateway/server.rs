@@ -47,13 +47,14 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
     if let Some(m) = &metrics {
         m.set_cert_expiry(certs.expiry());
     }
+    let dropped = metrics.as_ref().map(|m| m.access_log_dropped());
     let access_log = match &config.access_log {
         AccessLogTarget::Off => None,
         AccessLogTarget::Stdout => {
-            Some(AccessLog::start(Target::Stdout).map_err(|e| fail("access_log", &e)))
+            Some(AccessLog::start(Target::Stdout, dropped).map_err(|e| fail("access_log", &e)))
         }
         AccessLogTarget::File(path) => Some(
-            AccessLog::start(Target::File(path.clone()))
+            AccessLog::start(Target::File(path.clone()), dropped)
                 .map_err(|e| fail(&format!("access_log: cannot open {}", path.display()), &e)),
         ),
     }

@@ -158,6 +158,7 @@ async fn metrics_count_every_request_by_label() {
         (r#"gateway_in_flight_requests{route="a.test"}"#, 0.0),
         (r#"gateway_config_reloads_total{result="failure"}"#, 0.0),
         ("gateway_config_last_reload_successful", 1.0),
+        ("gateway_access_log_dropped_total", 0.0),
         (r#"gateway_open_connections{listener="http"}"#, 0.0),
     ];
     for (series, value) in expect {

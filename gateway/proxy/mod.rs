@@ -125,9 +125,10 @@ impl ProxyHttp for Gateway {
                 ),
             };
             ctx.reason = Some(reason);
-            let headers = snapshot.default_headers.clone();
-            drop(snapshot);
-            page::send(session, status, &detail, &headers, &[], Some(&request_id)).await?;
+            // An owned handle (no copy of the headers) to hold across the write.
+            let snapshot = arc_swap::Guard::into_inner(snapshot);
+            let headers = &snapshot.default_headers;
+            page::send(session, status, &detail, headers, &[], Some(&request_id)).await?;
             return Ok(true);
         };
         let route = route.clone();
