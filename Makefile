@@ -14,8 +14,10 @@ TEST_TOOLS := $(BUILD_TOOLS) promtool:prometheus prometheus:prometheus
 run: prereqs
 	$(CARGO) run --release -- run -c $(CONFIG)
 
+# --no-fail-fast: every test binary runs even when one fails, so one failure never hides
+# the rest; cargo still exits non-zero if any test failed.
 test: test-prereqs
-	$(CARGO) test
+	$(CARGO) test --no-fail-fast
 
 check: prereqs
 	$(CARGO) run --release -- check -c $(CONFIG)

@@ -93,6 +93,62 @@ impl UpstreamError {
     }
 }
 
+/// Why a client's TLS handshake failed. The client's doing, not the operator's: counted
+/// and logged at debug, never at error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The client refused our certificate (an alert such as `certificate unknown` or
+    /// `unknown ca`): a browser that does not trust a self-signed certificate.
+    CertificateRejected,
+    /// The client offers only protocol versions below the configured minimum.
+    Version,
+    /// No cipher suite, group or signature algorithm in common.
+    Cipher,
+    /// Not TLS at all (e.g. plain HTTP sent to the HTTPS port).
+    NotTls,
+    /// The client closed or reset the connection mid-handshake.
+    Closed,
+    /// The handshake did not finish within the handshake timeout.
+    Timeout,
+    Other,
+}
+
+impl HandshakeFailure {
+    pub const ALL: [HandshakeFailure; 7] = [
+        HandshakeFailure::CertificateRejected,
+        HandshakeFailure::Version,
+        HandshakeFailure::Cipher,
+        HandshakeFailure::NotTls,
+        HandshakeFailure::Closed,
+        HandshakeFailure::Timeout,
+        HandshakeFailure::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailure::CertificateRejected => "certificate_rejected",
+            HandshakeFailure::Version => "version",
+            HandshakeFailure::Cipher => "cipher",
+            HandshakeFailure::NotTls => "not_tls",
+            HandshakeFailure::Closed => "closed",
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Other => "other",
+        }
+    }
+}
+
+/// `gateway_tls_handshake_failures_total`, one counter per reason, resolved up front.
+#[derive(Clone)]
+pub struct HandshakeFailures(Vec<IntCounter>);
+
+impl HandshakeFailures {
+    pub fn inc(&self, reason: HandshakeFailure) {
+        if let Some(c) = HandshakeFailure::ALL.iter().position(|r| *r == reason) {
+            self.0[c].inc();
+        }
+    }
+}
+
 /// Every metric family of the gateway.
 pub struct Metrics {
     registry: Registry,
@@ -110,6 +166,7 @@ pub struct Metrics {
     last_reload_time: Gauge,
     cert_expiry: GaugeVec,
     access_log_dropped: IntCounter,
+    handshake_failures: IntCounterVec,
     /// Each route's resolved series by route name, reused across reloads.
     routes: Mutex<HashMap<String, Arc<RouteMetrics>>>,
 }
@@ -219,6 +276,16 @@ impl Metrics {
             "Access log lines dropped because the writer could not keep up.",
         )?;
         registry.register(Box::new(access_log_dropped.clone()))?;
+        let handshake_failures = counter(
+            "gateway_tls_handshake_failures_total",
+            "Client TLS handshakes that failed, by reason.",
+            &["reason"],
+        )?;
+        for reason in HandshakeFailure::ALL {
+            handshake_failures
+                .with_label_values(&[reason.as_str()])
+                .reset();
+        }
         let build_info = gauge(
             "gateway_build_info",
             "Always 1; labelled with the version.",
@@ -245,6 +312,7 @@ impl Metrics {
             last_reload_time,
             cert_expiry,
             access_log_dropped,
+            handshake_failures,
             routes: Mutex::new(HashMap::new()),
         }))
     }
@@ -266,6 +334,16 @@ impl Metrics {
     /// The counter of access log lines dropped under back-pressure.
     pub fn access_log_dropped(&self) -> IntCounter {
         self.access_log_dropped.clone()
+    }
+
+    /// The handshake failure counters of the HTTPS listener.
+    pub fn handshake_failures(&self) -> HandshakeFailures {
+        HandshakeFailures(
+            HandshakeFailure::ALL
+                .iter()
+                .map(|r| self.handshake_failures.with_label_values(&[r.as_str()]))
+                .collect(),
+        )
     }
 
     /// Records the outcome of a configuration load (startup counts as the first).
@@ -417,6 +495,7 @@ mod tests {
             "gateway_config_last_reload_successful 1",
             "gateway_open_connections{listener=\"https\"} 0",
             "gateway_build_info{version=\"1.2.3\"} 1",
+            "gateway_tls_handshake_failures_total{reason=\"certificate_rejected\"} 0",
             "gateway_request_body_bytes_total{route=\"voice\"} 10",
             "gateway_request_duration_seconds_bucket{route=\"voice\",le=\"3600\"} 2",
         ] {

@@ -23,7 +23,7 @@ use crate::redirect::Redirect;
 use crate::reload::{ReloadService, Reloader};
 use crate::services::{Counted, LimitSweeper, LogReopener};
 use crate::state::{Shared, Snapshot};
-use crate::tls::{self, CertStore};
+use crate::tls::{self, CertStore, Tls};
 
 /// Pingora's runtimes get this long to stop after the drain watcher has given up.
 const RUNTIME_STOP_SECS: u64 = 1;
@@ -103,23 +103,24 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
             )
             .map_err(|e| fail("metrics", &e))
     };
+    // The HTTPS listener is plain TCP: `Tls` does the handshakes (see tls/accept.rs).
+    let proxy = Arc::new(pingora::proxy::http_proxy(&server.configuration, gateway));
+    let tls = Tls::build(
+        proxy,
+        shared.certs.clone(),
+        config.tls.min_version,
+        metrics.as_ref().map(|m| m.handshake_failures()),
+    )
+    .map_err(|e| fail("TLS setup failed", &e))?;
     let mut https = Service::new(
         "https".to_string(),
         Counted {
-            app: Arc::new(pingora::proxy::http_proxy(&server.configuration, gateway)),
+            app: Arc::new(tls),
             open: open("https")?,
             in_flight: Some(in_flight.clone()),
         },
     );
-    let tls_settings =
-        tls::settings(shared.certs.clone(), config.tls.min_version).map_err(|e| {
-            vec![config::Diagnostic::new(
-                &config.file,
-                None,
-                format!("TLS setup failed: {e}"),
-            )]
-        })?;
-    https.add_tls_with_settings(&config.listen.https.to_string(), None, tls_settings);
+    https.add_tcp(&config.listen.https.to_string());
     server.add_service(https);
 
     if let Some(addr) = config.listen.http {

@@ -130,3 +130,29 @@ fn version_flag() {
         format!("gateway {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn three_different_problems_give_three_positioned_lines() {
+    let env = Env::new();
+    let text = "\
+routes:
+  - host: a.test
+    upstream: 1
+    max_bdy: 1G
+  - host: A.test
+    upstream: 2
+    rate_limit: { rate: fast }
+";
+    let (ok, _, err) = check_text(&env, text);
+    assert!(!ok);
+    assert_eq!(
+        err.lines().collect::<Vec<_>>(),
+        [
+            "routes.yaml:4:5: routes[0]: unknown field `max_bdy`, expected one of `host`, `name`, \
+             `upstream`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, \
+             `headers`, `tls`, `rate_limit`; did you mean `max_body`?",
+            "routes.yaml:5:11: routes[1].host: duplicate host \"a.test\" (first at 2:11); expected each host once",
+            "routes.yaml:7:25: routes[1].rate_limit.rate: invalid rate \"fast\"; expected requests per second, minute or hour like 20/s, 60/m or 1000/h",
+        ]
+    );
+}

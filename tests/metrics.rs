@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{client, free_port, upload, Env, Upstream};
+use common::{client, free_port, sample, upload, Env, Upstream};
 use serde_json::Value;
 
 /// Two routes, a route whose app is down, limits to trip, plus `top` keys.
@@ -63,12 +63,6 @@ async fn traffic(env: &Env, first: bool) {
     assert_eq!(status("default.test").await, 404);
 }
 
-/// The value of one exposition line, e.g. `gateway_requests_total{code="200",...}`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// `promtool ARGS…` (Debian package `prometheus`, installed by `make test` / `.ci/run`).
 fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
     use std::io::Write;
@@ -99,8 +93,6 @@ async fn metrics_count_every_request_by_label() {
 
     // A WebSocket held open shows in the sessions and connections gauges.
     let (ws, _) = env.ws_connect("up.test", "/ws").await.expect("websocket");
-    let (status, text) = env.metrics_get("/metrics").await;
-    assert_eq!(status, 200);
     let expect = [
         (
             r#"gateway_requests_total{code="200",method="GET",route="a.test"}"#,
@@ -161,9 +153,14 @@ async fn metrics_count_every_request_by_label() {
         ("gateway_access_log_dropped_total", 0.0),
         (r#"gateway_open_connections{listener="http"}"#, 0.0),
     ];
-    for (series, value) in expect {
-        assert_eq!(sample(&text, series), Some(value), "{series}\n{text}");
-    }
+    // Requests are counted as they finish, just after their response went out.
+    let text = env
+        .metrics_until("series never reached their values", |text| {
+            expect
+                .iter()
+                .all(|(series, value)| sample(text, series) == Some(*value))
+        })
+        .await;
     assert!(sample(&text, r#"gateway_open_connections{listener="https"}"#) >= Some(1.0));
     // The 100-byte upload, plus what was read and discarded of the refused 4 KiB one.
     let body_bytes = sample(&text, r#"gateway_request_body_bytes_total{route="up"}"#);
@@ -193,15 +190,10 @@ async fn metrics_count_every_request_by_label() {
 
     // The WebSocket gauge falls back when the socket closes.
     drop(ws);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (_, text) = env.metrics_get("/metrics").await;
-        if sample(&text, r#"gateway_websocket_sessions{route="up"}"#) == Some(0.0) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "websocket gauge stuck:\n{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    env.metrics_until("websocket gauge stuck", |text| {
+        sample(text, r#"gateway_websocket_sessions{route="up"}"#) == Some(0.0)
+    })
+    .await;
 
     // Metrics are never served on the public listeners.
     let c = client(&env, &["default.test"], false);
@@ -273,6 +265,18 @@ impl Prometheus {
         Prometheus { child, port }
     }
 
+    /// Waits (up to 60 s) until `expr` returns a series.
+    async fn wait_for(&self, expr: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.query(expr).await.1 > 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "Prometheus never saw {expr}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Evaluates `expr` now: (status, number of result series).
     async fn query(&self, expr: &str) -> (String, usize, Value) {
         let url = format!("http://127.0.0.1:{}/api/v1/query", self.port);
@@ -338,23 +342,13 @@ async fn prometheus_evaluates_every_dashboard_and_alert_expression() {
     traffic(&env, true).await;
     let prom = Prometheus::start(&env);
 
-    // Wait until Prometheus has scraped the gateway a few times (rates need two samples).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, n, _) = prom
-            .query("count_over_time(up{job=\"gateway\"}[1m]) >= 3")
-            .await;
-        if n > 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus never scraped the gateway"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    traffic(&env, false).await; // a second round, so rates are above zero
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Rates need two samples: wait until Prometheus has scraped the gateway a few times.
+    prom.wait_for("count_over_time(up{job=\"gateway\"}[1m]) >= 3")
+        .await;
+    // A second round, so rates are above zero, and a scrape that has seen it.
+    traffic(&env, false).await;
+    prom.wait_for("gateway_requests_total{route=\"_unmatched\",code=\"404\"} >= 2")
+        .await;
 
     let mut failures = Vec::new();
     for expr in dashboard_exprs() {
@@ -461,4 +455,87 @@ async fn wait_lines(path: &Path, n: usize) -> Vec<String> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Issue 10: a client's failed TLS handshake is counted by reason, and logged at debug,
+/// never at error (a browser refusing a first run's self-signed certificate is not the
+/// operator's problem).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_handshakes_are_counted_by_reason_and_not_logged_as_errors() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);
+    let env = Env::new();
+    let gw = env.start(&config(&env, &a, &b, ""));
+    let port = env.https;
+    let series =
+        |reason: &str| format!("gateway_tls_handshake_failures_total{{reason=\"{reason}\"}}");
+    // The readiness probe of `env.start` connected and closed: that counts too.
+    let (_, before) = env.metrics_get("/metrics").await;
+    let count = |text: &str, reason: &str| sample(text, &series(reason)).unwrap_or(-1.0);
+    tokio::task::spawn_blocking(move || {
+        use openssl::ssl::{SslConnector, SslMethod, SslVersion};
+        // A client that does not trust the certificate (the system roots only).
+        let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let refused = SslConnector::builder(SslMethod::tls())
+            .expect("connector")
+            .build()
+            .connect("a.test", tcp);
+        assert!(refused.is_err(), "the test certificate was trusted");
+        // A client that speaks TLS 1.1 at most.
+        let mut old = SslConnector::builder(SslMethod::tls()).expect("connector");
+        old.set_min_proto_version(None).expect("min");
+        old.set_max_proto_version(Some(SslVersion::TLS1_1))
+            .expect("max");
+        old.set_security_level(0);
+        let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        assert!(
+            old.build().connect("a.test", tcp).is_err(),
+            "TLS 1.1 accepted"
+        );
+        // Plain HTTP sent to the HTTPS port.
+        let mut plain = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        plain
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        plain
+            .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .expect("write");
+        let _ = plain.read(&mut [0u8; 64]);
+        // A client that connects and goes away.
+        drop(TcpStream::connect(("127.0.0.1", port)).expect("connect"));
+    })
+    .await
+    .expect("handshakes");
+
+    let added = [
+        ("certificate_rejected", 1.0),
+        ("version", 1.0),
+        ("not_tls", 1.0),
+        ("closed", 1.0),
+        ("timeout", 0.0),
+        ("cipher", 0.0),
+    ];
+    env.metrics_until("handshake failures not counted", |text| {
+        added
+            .iter()
+            .all(|(reason, n)| count(text, reason) == count(&before, reason) + n)
+    })
+    .await;
+    // A good handshake after them is served, and counts nothing.
+    let c = client(&env, &["a.test"], false);
+    let resp = c
+        .get(format!("https://a.test:{port}/echo"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    let (_, text) = env.metrics_get("/metrics").await;
+    assert_eq!(count(&text, "other"), 0.0, "{text}");
+    let log = gw.log_text();
+    assert!(
+        !log.lines().any(|l| l.contains(" ERROR ")),
+        "a client's failed handshake logged at error:\n{log}"
+    );
 }

@@ -49,55 +49,33 @@ pub fn metrics_address(path: &Path) -> Result<Option<std::net::SocketAddr>, Stri
 }
 
 /// Validates `text` as the contents of `path` (relative paths in it resolve against the
-/// directory of `path`). Returns every problem found, in file order where possible.
+/// directory of `path`). Returns every problem found, in file order.
 pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
-    let raw: Option<raw::RawConfig> =
+    let doc: serde_yaml::Value =
         serde_yaml::from_str(text).map_err(|e| vec![yaml_error(path, &e)])?;
     let spans = span::Spans::index(text);
-    validate::validate(path, raw.unwrap_or_default(), &spans).map_err(|mut errors| {
-        errors.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
-        errors
-    })
+    let (raw, mut errors) = raw::read(path, doc, &spans);
+    match validate::validate(path, raw, &spans) {
+        Ok(config) if errors.is_empty() => return Ok(config),
+        Ok(_) => {}
+        Err(more) => errors.extend(more),
+    }
+    errors.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
+    Err(errors)
 }
 
-/// A syntax error or unknown key from serde_yaml, with its position moved to the front
-/// and, for a misspelt key, the nearest valid one suggested.
+/// A YAML syntax error from serde_yaml, with its position moved to the front.
 fn yaml_error(path: &Path, e: &serde_yaml::Error) -> Diagnostic {
     let text = e.to_string();
-    let (mut message, pos) = match (e.location(), text.rfind(" at line ")) {
-        (Some(loc), Some(cut)) => (
-            text[..cut].to_string(),
-            Some(Pos {
-                line: loc.line(),
-                col: loc.column(),
-            }),
-        ),
-        (loc, _) => (
-            text,
-            loc.map(|l| Pos {
-                line: l.line(),
-                col: l.column(),
-            }),
-        ),
+    let pos = e.location().map(|l| Pos {
+        line: l.line(),
+        col: l.column(),
+    });
+    let message = match (pos, text.rfind(" at line ")) {
+        (Some(_), Some(cut)) => text[..cut].to_string(),
+        _ => text,
     };
-    if let Some(suggestion) = nearest_key(&message) {
-        message.push_str(&format!("; did you mean `{suggestion}`?"));
-    }
     Diagnostic::new(path, pos, message)
-}
-
-/// For "unknown field `x`, expected one of `a`, `b`", the expected key closest to `x`.
-fn nearest_key(message: &str) -> Option<&str> {
-    let rest = &message[message.find("unknown field `")? + "unknown field `".len()..];
-    let (unknown, expected) = rest.split_once('`')?;
-    expected
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .map(|k| (strsim::jaro_winkler(unknown, k), k))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, k)| k)
 }
 
 #[cfg(test)]

@@ -1,17 +1,154 @@
 //! The shape of routes.yaml as written. Every scalar stays a `serde_yaml::Value` so that a
 //! wrong value becomes a diagnostic with its position (collected with all the others)
-//! instead of stopping the parse. Unknown keys are refused here, by serde.
+//! instead of stopping the parse. Unknown keys and misshapen containers are refused here,
+//! by serde, and `read` carries on past each one so that a single run reports them all.
+
+use std::path::Path;
 
 use serde::Deserialize;
+use serde_path_to_error::Segment;
 use serde_yaml::{Mapping, Value};
 
+use super::error::Diagnostic;
+use super::span::Spans;
+
+/// Reads the document's shape. serde stops at the first structural problem (an unknown
+/// key, a list where a mapping belongs); each one is recorded with its position, the node
+/// at fault is cut out of the document, and the read goes on, so that `gateway check`
+/// lists every problem in one pass. What could be read is returned with the problems.
+pub fn read(file: &Path, mut doc: Value, spans: &Spans) -> (RawConfig, Vec<Diagnostic>) {
+    let mut errors = Vec::new();
+    // Routes replaced by null because they were cut, so that only a null written in
+    // the file is reported as an empty route.
+    let mut cut_routes = Vec::new();
+    // Every pass cuts one node out of a finite document: the loop ends. The bound is a
+    // second guarantee, never reached by a document that fits the limits of a file.
+    for _ in 0..10_000 {
+        let e = match serde_path_to_error::deserialize::<_, Option<RawConfig>>(&doc) {
+            Ok(raw) => {
+                let raw = raw.unwrap_or_default();
+                for (i, route) in raw.routes.iter().flatten().enumerate() {
+                    if route.is_none() && !cut_routes.contains(&i) {
+                        let at = format!("routes[{i}]");
+                        let message = format!(
+                            "{at}: empty route; expected e.g. host: voice.example.com and upstream: 127.0.0.1:7860"
+                        );
+                        errors.push(Diagnostic::new(file, spans.find(&at), message));
+                    }
+                }
+                return (raw, errors);
+            }
+            Err(e) => e,
+        };
+        let segments: Vec<&Segment> = e.path().iter().collect();
+        let at = yaml_path(&segments);
+        let message = e.inner().to_string();
+        let (pos, text) = match message.strip_prefix("unknown field") {
+            // Reported at the key, under the mapping that has no such key.
+            Some(_) => {
+                let parent = yaml_path(&segments[..segments.len().saturating_sub(1)]);
+                (spans.key(&at), with_path(&parent, &suggest(message)))
+            }
+            None => (spans.find(&at), with_path(&at, &message)),
+        };
+        errors.push(Diagnostic::new(file, pos, text));
+        match cut(&mut doc, &segments) {
+            Some(Cut::Route(i)) => cut_routes.push(i),
+            Some(Cut::Key) => {}
+            // The document itself is misshapen (not a mapping): nothing more to read.
+            None => break,
+        }
+    }
+    (RawConfig::default(), errors)
+}
+
+/// `routes[0].tls.cert` for the segments routes, 0, tls, cert.
+fn yaml_path(segments: &[&Segment]) -> String {
+    let mut path = String::new();
+    for segment in segments {
+        match segment {
+            Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+            Segment::Map { key } if path.is_empty() => path.push_str(key),
+            Segment::Map { key } => path.push_str(&format!(".{key}")),
+            Segment::Enum { .. } | Segment::Unknown => {}
+        }
+    }
+    path
+}
+
+fn with_path(path: &str, message: &str) -> String {
+    if path.is_empty() {
+        message.to_string()
+    } else {
+        format!("{path}: {message}")
+    }
+}
+
+/// For "unknown field `x`, expected one of `a`, `b`", adds the expected key closest to `x`.
+fn suggest(mut message: String) -> String {
+    if let Some(key) = nearest_key(&message) {
+        message = format!("{message}; did you mean `{key}`?");
+    }
+    message
+}
+
+fn nearest_key(message: &str) -> Option<String> {
+    let rest = &message[message.find("unknown field `")? + "unknown field `".len()..];
+    let (unknown, expected) = rest.split_once('`')?;
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|k| (strsim::jaro_winkler(unknown, k), k))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k.to_string())
+}
+
+/// What `cut` removed.
+enum Cut {
+    /// A mapping entry.
+    Key,
+    /// The route at this index, replaced by null (removing it would renumber the rest).
+    Route(usize),
+}
+
+/// Removes the node at `segments` from `doc`; `None` when there is no such node to cut
+/// (the root, or a path serde could not name).
+fn cut(doc: &mut Value, segments: &[&Segment]) -> Option<Cut> {
+    let (last, parents) = segments.split_last()?;
+    let mut node = doc;
+    for segment in parents {
+        node = match (segment, node) {
+            (Segment::Map { key }, Value::Mapping(map)) => map.get_mut(key.as_str())?,
+            (Segment::Seq { index }, Value::Sequence(seq)) => seq.get_mut(*index)?,
+            _ => return None,
+        };
+    }
+    match (last, node) {
+        (Segment::Map { key }, Value::Mapping(map)) => {
+            map.remove(key.as_str())?;
+            Some(Cut::Key)
+        }
+        (Segment::Seq { index }, Value::Sequence(seq)) if parents.len() == 1 => {
+            *seq.get_mut(*index)? = Value::Null;
+            Some(Cut::Route(*index))
+        }
+        _ => None,
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of settings like listen:, tls:, defaults: and routes:"
+)]
 pub struct RawConfig {
     pub listen: Option<RawListen>,
     pub tls: Option<RawTls>,
     pub defaults: Option<RawDefaults>,
-    pub routes: Option<Vec<RawRoute>>,
+    /// `None` entries were cut out by `read` (or are empty in the file, and reported).
+    pub routes: Option<Vec<Option<RawRoute>>>,
     pub shutdown_timeout: Option<Value>,
     pub threads: Option<Value>,
     pub acme_webroot: Option<Value>,
@@ -22,7 +159,10 @@ pub struct RawConfig {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of listeners like { http: 80, https: 443 }"
+)]
 pub struct RawListen {
     pub http: Option<Value>,
     pub https: Option<Value>,
@@ -30,7 +170,10 @@ pub struct RawListen {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping like { cert: FILE, key: FILE }"
+)]
 pub struct RawTls {
     pub cert: Option<Value>,
     pub key: Option<Value>,
@@ -38,7 +181,10 @@ pub struct RawTls {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of route defaults like { max_body: 1G }"
+)]
 pub struct RawDefaults {
     pub max_body: Option<Value>,
     pub connect_timeout: Option<Value>,
@@ -49,7 +195,10 @@ pub struct RawDefaults {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a route mapping like { host: voice.example.com, upstream: 127.0.0.1:7860 }"
+)]
 pub struct RawRoute {
     pub host: Option<Value>,
     pub name: Option<Value>,
@@ -64,7 +213,10 @@ pub struct RawRoute {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping like { cert: FILE, key: FILE }"
+)]
 pub struct RawCert {
     pub cert: Option<Value>,
     pub key: Option<Value>,

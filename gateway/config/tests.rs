@@ -81,6 +81,7 @@ fn unknown_key_suggests_the_nearest() {
     assert_eq!(
         errors("routes:\n  - host: a.example\n    upstrem: 127.0.0.1:1\n"),
         [
+            "routes.yaml:2:5: routes[0]: missing `upstream`; expected e.g. upstream: 127.0.0.1:7860",
             "routes.yaml:3:5: routes[0]: unknown field `upstrem`, expected one of `host`, `name`, \
           `upstream`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, `headers`, \
           `tls`, `rate_limit`; did you mean `upstream`?"
@@ -120,6 +121,7 @@ routes:
             "routes.yaml:3:19: shutdown_timeout: invalid duration 30; expected a duration with a unit (e.g. 500ms, 30s, 5m, 1h) or \"off\"",
             "routes.yaml:5:13: defaults.max_body: invalid size \"12Q\"; expected bytes or a whole number with K, M, G or T (e.g. 500M), or \"off\"",
             "routes.yaml:9:19: routes[0].read_timeout: invalid duration \"soon\"; expected a duration with a unit (e.g. 500ms, 30s, 5m, 1h) or \"off\"",
+            "routes.yaml:10:11: routes[1].host: duplicate host \"a.example\" (first at 7:11); expected each host once",
             "routes.yaml:11:15: routes[1].upstream: invalid upstream \"nowhere\"; expected HOST:PORT (e.g. 127.0.0.1:7860)",
             "routes.yaml:12:11: routes[2].host: invalid host \"bad host\"; expected a host name like voice.example.com or *.example.com, without port",
             "routes.yaml:14:5: routes[3]: missing `host`; expected e.g. host: voice.example.com",
@@ -195,5 +197,67 @@ fn listener_ports_must_differ() {
     assert_eq!(
         errors("listen:\n  http: 8443\n  https: 8443\n"),
         ["routes.yaml:2:9: listen.http: port 8443 is also listen.https; expected distinct ports"]
+    );
+}
+
+#[test]
+fn unknown_keys_are_reported_with_every_other_problem_in_one_pass() {
+    let text = "\
+routes:
+  - host: a.example
+    upstream: 1
+    upstrem: 2
+    rate_limit: { rate: fast }
+  - host: a.example
+    upstream: 3
+    max_bdy: 1G
+listn: {}
+";
+    assert_eq!(
+        errors(text),
+        [
+            "routes.yaml:4:5: routes[0]: unknown field `upstrem`, expected one of `host`, `name`, \
+             `upstream`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, \
+             `headers`, `tls`, `rate_limit`; did you mean `upstream`?",
+            "routes.yaml:5:25: routes[0].rate_limit.rate: invalid rate \"fast\"; expected requests per second, minute or hour like 20/s, 60/m or 1000/h",
+            "routes.yaml:6:11: routes[1].host: duplicate host \"a.example\" (first at 2:11); expected each host once",
+            "routes.yaml:8:5: routes[1]: unknown field `max_bdy`, expected one of `host`, `name`, \
+             `upstream`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, \
+             `headers`, `tls`, `rate_limit`; did you mean `max_body`?",
+            "routes.yaml:9:1: unknown field `listn`, expected one of `listen`, `tls`, `defaults`, \
+             `routes`, `shutdown_timeout`, `threads`, `acme_webroot`, `trusted_proxies`, \
+             `access_log`, `upgrade_grace`, `upgrade_sock`; did you mean `listen`?",
+        ]
+    );
+}
+
+#[test]
+fn misshapen_sections_are_reported_and_the_rest_still_checked() {
+    let text = "\
+listen: [8443]
+tls: { cert: a.pem, key: k.pem, extra: 1 }
+routes:
+  - voice.example
+  -
+  - host: b.example
+    upstream: nowhere
+    headers: 5
+    tls: yes
+";
+    assert_eq!(
+        errors(text),
+        [
+            "routes.yaml:1:9: listen: invalid type: sequence, expected a mapping of listeners like { http: 80, https: 443 }",
+            "routes.yaml:2:33: tls: unknown field `extra`, expected one of `cert`, `key`, `min_version`",
+            "routes.yaml:4:5: routes[0]: invalid type: string \"voice.example\", expected a route mapping like { host: voice.example.com, upstream: 127.0.0.1:7860 }",
+            "routes.yaml:5:3: routes[1]: empty route; expected e.g. host: voice.example.com and upstream: 127.0.0.1:7860",
+            "routes.yaml:7:15: routes[2].upstream: invalid upstream \"nowhere\"; expected HOST:PORT (e.g. 127.0.0.1:7860)",
+            "routes.yaml:8:14: routes[2].headers: invalid type: integer `5`, expected a YAML mapping",
+            "routes.yaml:9:10: routes[2].tls: invalid type: string \"yes\", expected a mapping like { cert: FILE, key: FILE }",
+        ]
+    );
+    assert_eq!(
+        errors("- a\n- b\n"),
+        ["routes.yaml:1:1: invalid type: sequence, expected a mapping of settings like listen:, tls:, defaults: and routes:"]
     );
 }

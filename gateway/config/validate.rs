@@ -184,21 +184,30 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
     let mut names: HashMap<String, Option<Pos>> = HashMap::new();
     for (i, raw_route) in raw.routes.unwrap_or_default().into_iter().enumerate() {
         let path = format!("routes[{i}]");
+        let Some(raw_route) = raw_route else {
+            continue;
+        };
+        // Found on the host alone, so that a duplicate is reported even when something
+        // else in either route is wrong too.
+        let host = raw_route.host.as_ref().and_then(|v| host_pattern(v).ok());
+        let host_pos = spans.find(&format!("{path}.host"));
+        let duplicate = match host.and_then(|h| Some((hosts.insert(h.clone(), host_pos)?, h))) {
+            Some((first, host)) => {
+                let first = first
+                    .map(|p| format!(" (first at {p})"))
+                    .unwrap_or_default();
+                c.error(
+                    &format!("{path}.host"),
+                    format!("duplicate host \"{host}\"{first}; expected each host once"),
+                );
+                true
+            }
+            None => false,
+        };
         let Some(r) = route(&mut c, &path, raw_route, &inherited) else {
             continue;
         };
-        let host_pos = spans.find(&format!("{path}.host"));
-        if let Some(first) = hosts.insert(r.host.clone(), host_pos) {
-            let first = first
-                .map(|p| format!(" (first at {p})"))
-                .unwrap_or_default();
-            c.error(
-                &format!("{path}.host"),
-                format!(
-                    "duplicate host \"{}\"{first}; expected each host once",
-                    r.host
-                ),
-            );
+        if duplicate {
             continue;
         }
         let name_path = format!("{path}.name");

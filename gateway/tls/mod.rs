@@ -1,35 +1,27 @@
-//! TLS termination: the certificates of one configuration (`CertStore`), chosen per
-//! handshake by SNI (`CertResolver`), and the listener's protocol settings.
+//! TLS termination: the certificates of one configuration (`CertStore`), and the
+//! handshakes of the HTTPS listener (`accept`), which choose one per SNI name.
 //!
 //! The store sits behind its own `ArcSwap` so that a reload or a renewed certificate file
 //! changes what new handshakes get, while open connections keep theirs.
 
+mod accept;
 mod selfsigned;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-use async_trait::async_trait;
-use log::warn;
 use openssl::pkey::{PKey, Private};
-use openssl::ssl::{NameType, SslRef, SslVersion};
+use openssl::ssl::SslRef;
 use openssl::x509::X509;
-use pingora::listeners::tls::TlsSettings;
-use pingora::listeners::TlsAccept;
 use pingora::tls::ext;
 
-use crate::config::{CertFiles, Config, Diagnostic, TlsVersion};
+use crate::config::{CertFiles, Config, Diagnostic};
 use crate::router::HostMap;
 
+pub use accept::{Tls, HANDSHAKE_TIMEOUT};
 pub use selfsigned::{
     ensure_self_signed, generate as generate_self_signed, SELF_SIGNED_CERT, SELF_SIGNED_KEY,
 };
-
-/// Forward-secret AEAD suites only, for TLS 1.2 (TLS 1.3's suites are all AEAD).
-const TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
-ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
-ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
 /// The default certificate: the configured one, or a self-signed pair generated (when
 /// `write`) beside the config. Logs when it generates one.
@@ -218,37 +210,4 @@ impl CertStore {
     pub fn route_certs(&self) -> usize {
         self.by_host.len()
     }
-}
-
-/// Picks the certificate for each handshake from the current `CertStore`.
-pub struct CertResolver {
-    pub store: Arc<ArcSwap<CertStore>>,
-}
-
-#[async_trait]
-impl TlsAccept for CertResolver {
-    async fn certificate_callback(&self, ssl: &mut SslRef) {
-        let store = self.store.load();
-        let cert = store.select(ssl.servername(NameType::HOST_NAME));
-        if let Err(e) = cert.install(ssl) {
-            // The handshake fails for want of a certificate; nothing else to do here.
-            warn!("event=tls_cert_install_failed error={e}");
-        }
-    }
-}
-
-/// Listener settings: TLS 1.2+ (or 1.3 only), AEAD forward-secret suites, ALPN h2 and
-/// http/1.1, certificates by SNI from `store`.
-pub fn settings(store: Arc<ArcSwap<CertStore>>, min: TlsVersion) -> pingora::Result<TlsSettings> {
-    let mut tls = TlsSettings::with_callbacks(Box::new(CertResolver { store }))?;
-    let version = match min {
-        TlsVersion::V1_2 => SslVersion::TLS1_2,
-        TlsVersion::V1_3 => SslVersion::TLS1_3,
-    };
-    let conf_err =
-        |e| pingora::Error::because(pingora::ErrorType::InternalError, "TLS settings", e);
-    tls.set_min_proto_version(Some(version)).map_err(conf_err)?;
-    tls.set_cipher_list(TLS12_CIPHERS).map_err(conf_err)?;
-    tls.enable_h2();
-    Ok(tls)
 }

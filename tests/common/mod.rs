@@ -148,6 +148,21 @@ impl Env {
         panic!("metrics listener not answering: {last:?}")
     }
 
+    /// Polls `/metrics` until `ready` holds for its text (counters are recorded after the
+    /// response has gone out, so a client can be a moment ahead of them); returns that
+    /// text, or panics with `what` and the last text after 10 s.
+    pub async fn metrics_until(&self, what: &str, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, text) = self.metrics_get("/metrics").await;
+            if ready(&text) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "{what}:\n{text}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The standard header: all three listeners on their free ports, the default certificate.
     pub fn listen_and_tls(&self) -> String {
         format!(
@@ -191,6 +206,12 @@ impl Env {
             https: self.https,
         }
     }
+}
+
+/// The value of one exposition line, e.g. `gateway_requests_total{code="200",...}`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// `gateway check -c FILE`: (exit status, stdout, stderr).
