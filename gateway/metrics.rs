@@ -504,9 +504,11 @@ mod tests {
         assert!(Arc::ptr_eq(&r, &m.route("voice")), "series are reused");
     }
 
-    /// What the request path pays per request (docs/performance.md quotes the release
-    /// figure: `cargo test --release --lib recording_cost -- --nocapture`).
+    /// What the request path pays per request: a measurement, not a test (a speed is
+    /// measured, never asserted). docs/performance.md quotes the release figure:
+    /// `cargo test --release --lib recording_cost -- --ignored --nocapture`.
     #[test]
+    #[ignore = "a measurement; run it explicitly with --ignored"]
     fn recording_cost_per_request() {
         let m = Metrics::new("test").expect("metrics");
         let r = m.route("voice");
@@ -520,6 +522,5 @@ mod tests {
         }
         let per = started.elapsed() / N;
         eprintln!("metrics recording: {per:?} per request");
-        assert!(per < std::time::Duration::from_micros(5), "{per:?}");
     }
 }

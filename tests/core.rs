@@ -304,13 +304,11 @@ async fn sse_events_arrive_as_emitted_on_http1_and_http2() {
             }
         }
         assert_eq!(arrivals.len(), 5, "{text}");
-        // The upstream spaces events 300 ms apart: 1.2 s from first to last.
+        // The upstream spaces events 300 ms apart, 1.2 s from first to last; a proxy that
+        // buffers delivers them together. Only a delay of the first event alone shrinks
+        // the spread: half of it is left for a busy machine to do that.
         assert!(
-            arrivals[0] < Duration::from_millis(600),
-            "first event late: {arrivals:?}"
-        );
-        assert!(
-            arrivals[4] - arrivals[0] >= Duration::from_millis(1000),
+            arrivals[4] - arrivals[0] >= Duration::from_millis(600),
             "buffered: {arrivals:?}"
         );
     }
@@ -402,7 +400,7 @@ async fn upstream_down_is_502_and_slow_is_504() {
     let config = format!(
         "{}routes:\n  - host: down.test\n    name: voice\n    upstream: 127.0.0.1:{closed}\n\
          \x20 - host: slow.test\n    upstream: {}\n    read_timeout: 1s\n\
-         \x20 - host: a.test\n    upstream: {}\n    read_timeout: 5s\n",
+         \x20 - host: a.test\n    upstream: {}\n    read_timeout: 10s\n",
         env.listen_and_tls(),
         a.addr,
         a.addr
@@ -427,16 +425,22 @@ async fn upstream_down_is_502_and_slow_is_504() {
         "internal address leaked: {page}"
     );
 
+    // The app would answer after 20 s; the route's 1 s read_timeout answers 504 long
+    // before (the wide margin is for a busy machine, not a claim about speed).
     let started = Instant::now();
     let resp = c
-        .get(format!("https://slow.test:{p}/slow?ms=3000"))
+        .get(format!("https://slow.test:{p}/slow?ms=20000"))
         .send()
         .await
         .expect("request");
     assert_eq!(resp.status(), 504);
-    assert!(started.elapsed() < Duration::from_millis(2500));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
 
-    // Slow but within the route's read_timeout: not cut.
+    // Slow but well within the route's read_timeout (10 s): not cut.
     let resp = c
         .get(format!("https://a.test:{p}/slow?ms=2000"))
         .send()
@@ -451,7 +455,7 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
     let a = Upstream::start("A").await;
     let env = Env::new();
     let config = format!(
-        "{}shutdown_timeout: 10s\nroutes:\n  - host: a.test\n    upstream: {}\n",
+        "{}shutdown_timeout: 60s\nroutes:\n  - host: a.test\n    upstream: {}\n",
         env.listen_and_tls(),
         a.addr
     );
@@ -469,11 +473,9 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
     let c = client(&env, &["a.test"], false);
     let url = format!("https://a.test:{}/slow?ms=1500", env.https);
     let pending = tokio::spawn(async move { c.get(url).send().await.map(|r| r.status()) });
-    // Let the request reach the upstream, then ask the gateway to stop.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while a.hits() == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The slow request itself must be in flight at the app before the gateway is asked
+    // to stop (the idle request above already counted a hit on /echo).
+    a.wait_for("/slow", 1).await;
     let stopped = Instant::now();
     gw.signal(libc::SIGTERM);
     let status = pending
@@ -482,7 +484,7 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
         .expect("in-flight request finished");
     assert_eq!(status, 200);
     let exit = tokio::task::spawn_blocking(move || {
-        let exit = gw.wait_exit(Duration::from_secs(8));
+        let exit = gw.wait_exit(Duration::from_secs(50));
         (exit, gw)
     })
     .await
@@ -494,9 +496,11 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
         "exit {exit:?}:\n{}",
         gw.log_text()
     );
+    // The request needed 1.5 s; the 60 s shutdown_timeout is far away, so a stop that
+    // waits for it (instead of for the last request) cannot pass, even on a busy machine.
     assert!(
-        took < Duration::from_secs(4),
-        "took {took:?}, not the whole shutdown_timeout"
+        took < Duration::from_secs(30),
+        "took {took:?}: it waited for the shutdown_timeout, not for the last request"
     );
     assert!(
         TcpStream::connect(("127.0.0.1", env.https)).is_err(),

@@ -126,22 +126,38 @@ async fn max_body_off_is_unlimited_and_routes_inherit_defaults() {
     assert_eq!(resp.status(), 413);
 }
 
+/// The Retry-After of a 429, in seconds.
+fn retry_after(h: &HeaderMap) -> u64 {
+    h["retry-after"]
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_429s_after_burst_per_route_and_recovers() {
     let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);
     let env = Env::new();
+    // Token intervals of a minute: no token comes back while the counts are checked,
+    // however slowly the machine runs the requests.
     let routes = route("a.test", &a, "")
         + &route("up.test", &b, "    rate_limit: { rate: 1/m, burst: 2 }\n")
-        + &route("x.apps.test", &b, "    rate_limit: off\n");
-    let top = "defaults:\n  rate_limit: { rate: 1/s, burst: 3 }\n";
+        + &route("x.apps.test", &b, "    rate_limit: off\n")
+        + &route("slow.test", &b, "    rate_limit: { rate: 1/s, burst: 1 }\n");
+    let top = "defaults:\n  rate_limit: { rate: 1/m, burst: 3 }\n";
     let _gw = env.start(&config(&env, top, &routes));
-    let c = client(&env, &["a.test", "up.test", "x.apps.test"], false);
+    let c = client(
+        &env,
+        &["a.test", "up.test", "x.apps.test", "slow.test"],
+        false,
+    );
     let url = |host: &str| format!("https://{host}:{}/echo", env.https);
 
     for remaining in [2, 1, 0] {
         let (status, h, _) = get(&c, &url("a.test"), &[]).await;
         assert_eq!(status, 200);
-        assert_eq!(h["ratelimit-policy"], "\"default\";q=3;w=3");
+        assert_eq!(h["ratelimit-policy"], "\"default\";q=3;w=180");
         let field = h["ratelimit"].to_str().unwrap_or_default().to_string();
         assert!(
             field.starts_with(&format!("\"default\";r={remaining};t=")),
@@ -150,8 +166,12 @@ async fn rate_limit_429s_after_burst_per_route_and_recovers() {
     }
     let (status, h, _) = get(&c, &url("a.test"), &[]).await;
     assert_eq!(status, 429);
-    assert_eq!(h["retry-after"], "1");
-    assert_eq!(h["ratelimit"], "\"default\";r=0;t=1");
+    let retry = retry_after(&h);
+    assert!((55..=60).contains(&retry), "Retry-After {retry}");
+    assert_eq!(
+        h["ratelimit"],
+        format!("\"default\";r=0;t={retry}").as_str()
+    );
     assert_eq!(a.hits(), 3, "the app never sees a rejected request");
 
     // Another route keeps its own buckets; `off` has none.
@@ -160,11 +180,7 @@ async fn rate_limit_429s_after_burst_per_route_and_recovers() {
     }
     let (status, h, _) = get(&c, &url("up.test"), &[]).await;
     assert_eq!(status, 429);
-    let retry: u64 = h["retry-after"]
-        .to_str()
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let retry = retry_after(&h);
     assert!(
         (55..=60).contains(&retry),
         "one token a minute: Retry-After {retry}"
@@ -175,9 +191,24 @@ async fn rate_limit_429s_after_burst_per_route_and_recovers() {
         assert!(!h.contains_key("ratelimit"));
     }
 
-    // After Retry-After, a request goes through again.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(get(&c, &url("a.test"), &[]).await.0, 200);
+    // One token a second: once limited, waiting Retry-After lets a request through. The
+    // loop stops at the first 429 (the second request, unless the machine took a whole
+    // second between two requests, in which case a later one).
+    let mut limited = None;
+    for _ in 0..20 {
+        let (status, h, _) = get(&c, &url("slow.test"), &[]).await;
+        if status == 429 {
+            limited = Some(retry_after(&h));
+            break;
+        }
+        assert_eq!(status, 200);
+    }
+    let retry = limited.expect("never limited at 1/s");
+    assert_eq!(retry, 1);
+    // Retry-After is rounded up: after it, the token is back (the margin covers the
+    // gateway's and the test's clocks ticking apart).
+    tokio::time::sleep(Duration::from_millis(retry * 1000 + 50)).await;
+    assert_eq!(get(&c, &url("slow.test"), &[]).await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

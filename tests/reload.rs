@@ -150,12 +150,14 @@ async fn streams_opened_before_a_reload_finish_on_the_old_config() {
         }
     });
 
-    // The new configuration drops the route altogether.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once the upload is under way at the app, the new configuration drops the route
+    // altogether.
+    a.wait_for("/upload", 1).await;
     env.write_config(&config(&env, "", &route("up.test", &a, "")));
     gw.signal(libc::SIGHUP);
     let fresh = client(&env, &["a.test"], false);
-    let deadline = Instant::now() + Duration::from_secs(2);
+    // Readiness, not the 1 s promise (tested under load above).
+    let deadline = Instant::now() + Duration::from_secs(10);
     while fresh
         .get(format!("https://a.test:{}/echo", env.https))
         .send()
@@ -330,10 +332,18 @@ async fn a_binary_upgrade_under_load_drops_nothing() {
     let mut old = env.start(&text);
     let stop = Arc::new(AtomicBool::new(false));
     let load = load(&env, "a.test", 6, stop.clone());
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    a.wait_for("/echo", 100).await;
 
+    // The new process binds the upgrade socket and waits (5 s) for the old one to send
+    // its listeners, which it does on SIGQUIT: signal once the socket is there.
+    let sock = env.path("upgrade.sock");
+    assert!(!sock.exists());
     let mut new = env.spawn(&env.path("routes.yaml"), &["--upgrade"], "gateway-new.log");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "{}", new.log_text());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     old.signal(libc::SIGQUIT);
     let status = tokio::task::block_in_place(|| old.wait_exit(Duration::from_secs(30)));
     assert_eq!(
@@ -342,7 +352,8 @@ async fn a_binary_upgrade_under_load_drops_nothing() {
         "old process:\n{}",
         old.log_text()
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The load goes on against the new process alone for a while.
+    a.wait_for("/echo", a.hits_on("/echo") + 100).await;
     stop.store(true, Ordering::Relaxed);
     let (ok, failures) = load.await.expect("load");
     eprintln!(

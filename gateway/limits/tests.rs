@@ -69,9 +69,11 @@ fn clients_and_header_keys_are_independent() {
 
 #[test]
 fn tokens_come_back() {
-    let l = limit(20, 1, 1);
+    // One token per 500 ms: the second check comes well within it, and sleeping past it
+    // can only leave more time for the token to return.
+    let l = limit(2, 1, 1);
     assert!(matches!(l.check(A, None), Verdict::Allowed { .. }));
     assert!(matches!(l.check(A, None), Verdict::Limited { .. }));
-    std::thread::sleep(Duration::from_millis(60));
+    std::thread::sleep(Duration::from_millis(600));
     assert!(matches!(l.check(A, None), Verdict::Allowed { .. }));
 }

@@ -8,6 +8,7 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 #[allow(unused_imports)]
@@ -31,12 +32,31 @@ pub async fn upload(
         .expect("upload response")
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1, for a listener a test starts later.
+///
+/// Taken from below the kernel's ephemeral range (`ip_local_port_range`, 32768–60999 by
+/// default): a port from inside it could be handed to an outgoing connection of another
+/// test between this check and the gateway's bind. Each port is handed out once per test
+/// process; each process starts at an offset of its own, and a port some other program
+/// holds is skipped.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|start| *start > LOW + 1_000)
+        .unwrap_or(32_768);
+    let span = high - LOW;
+    let offset = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (offset + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {high}")
 }
 
 /// A temporary directory holding routes.yaml, certificates and the gateway's log.
@@ -131,21 +151,23 @@ impl Env {
     }
 
     /// `GET http://127.0.0.1:METRICS{path}` on the metrics listener: (status, body).
-    /// Retried briefly: the listener may come up a moment after the HTTPS one.
+    /// Retried for up to 20 s: the listener may come up a moment after the HTTPS one.
     pub async fn metrics_get(&self, path: &str) -> (u16, String) {
         let url = format!("http://127.0.0.1:{}{path}", self.metrics);
-        let mut last = None;
-        for _ in 0..50 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
             match reqwest::get(&url).await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     return (status, resp.text().await.unwrap_or_default());
                 }
-                Err(e) => last = Some(e),
+                Err(e) => assert!(
+                    Instant::now() < deadline,
+                    "metrics listener not answering: {e:?}"
+                ),
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("metrics listener not answering: {last:?}")
     }
 
     /// Polls `/metrics` until `ready` holds for its text (counters are recorded after the

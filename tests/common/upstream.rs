@@ -1,15 +1,17 @@
 //! A real local upstream (axum on 127.0.0.1:0) mimicking what AI apps do: echo the
 //! request, stream server-sent events, echo WebSocket messages, sink large uploads.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
@@ -29,8 +31,10 @@ pub struct Upload {
 #[derive(Default)]
 pub struct Seen {
     pub name: String,
-    /// Requests that reached any handler.
+    /// Requests that reached the app (counted as they arrive, before their handler runs).
     pub hits: AtomicUsize,
+    /// The same, by path: a test waits for *its* request to arrive, not for any.
+    by_path: Mutex<HashMap<String, usize>>,
     pub uploads: Mutex<Vec<Upload>>,
 }
 
@@ -53,6 +57,7 @@ impl Upstream {
             .route("/upload", post(upload))
             .route("/slow", get(slow))
             .fallback(any(echo))
+            .layer(middleware::from_fn_with_state(seen.clone(), count))
             .with_state(seen.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -68,6 +73,28 @@ impl Upstream {
         self.seen.hits.load(Ordering::SeqCst)
     }
 
+    /// Requests for `path` that have reached the app so far.
+    pub fn hits_on(&self, path: &str) -> usize {
+        self.seen
+            .by_path
+            .lock()
+            .map_or(0, |m| m.get(path).copied().unwrap_or(0))
+    }
+
+    /// Waits until `n` requests for `path` have reached the app; panics after 20 s.
+    pub async fn wait_for(&self, path: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.hits_on(path) < n {
+            assert!(
+                Instant::now() < deadline,
+                "{}: {path} reached {} times, expected {n}",
+                self.seen.name,
+                self.hits_on(path)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub fn uploads(&self) -> Vec<Upload> {
         self.seen
             .uploads
@@ -75,6 +102,15 @@ impl Upstream {
             .map(|u| u.clone())
             .unwrap_or_default()
     }
+}
+
+/// Counts every request as it arrives, before its handler runs.
+async fn count(State(seen): State<Arc<Seen>>, req: Request, next: Next) -> Response {
+    seen.hits.fetch_add(1, Ordering::SeqCst);
+    if let Ok(mut by_path) = seen.by_path.lock() {
+        *by_path.entry(req.uri().path().to_string()).or_default() += 1;
+    }
+    next.run(req).await
 }
 
 fn headers_json(headers: &HeaderMap) -> Value {
@@ -94,7 +130,6 @@ fn headers_json(headers: &HeaderMap) -> Value {
 }
 
 async fn echo(State(seen): State<Arc<Seen>>, req: Request) -> Json<Value> {
-    seen.hits.fetch_add(1, Ordering::SeqCst);
     Json(json!({
         "upstream": seen.name,
         "method": req.method().as_str(),
@@ -105,8 +140,7 @@ async fn echo(State(seen): State<Arc<Seen>>, req: Request) -> Json<Value> {
 }
 
 /// Five events, 300 ms apart, like a token stream from a generation queue.
-async fn sse(State(seen): State<Arc<Seen>>) -> Response {
-    seen.hits.fetch_add(1, Ordering::SeqCst);
+async fn sse() -> Response {
     let events = futures_util::stream::unfold(0u32, |i| async move {
         if i >= 5 {
             return None;
@@ -124,8 +158,7 @@ async fn sse(State(seen): State<Arc<Seen>>) -> Response {
         .unwrap_or_default()
 }
 
-async fn ws(State(seen): State<Arc<Seen>>, upgrade: WebSocketUpgrade) -> Response {
-    seen.hits.fetch_add(1, Ordering::SeqCst);
+async fn ws(upgrade: WebSocketUpgrade) -> Response {
     upgrade.on_upgrade(echo_socket)
 }
 
@@ -145,7 +178,6 @@ async fn echo_socket(mut socket: WebSocket) {
 
 /// Streams the body through SHA-256 without keeping it; records whether it ended cleanly.
 async fn upload(State(seen): State<Arc<Seen>>, body: Body) -> Response {
-    seen.hits.fetch_add(1, Ordering::SeqCst);
     let mut stream = body.into_data_stream();
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
@@ -177,11 +209,7 @@ async fn upload(State(seen): State<Arc<Seen>>, body: Body) -> Response {
     Json(json!({ "bytes": bytes, "sha256": sha256 })).into_response()
 }
 
-async fn slow(
-    State(seen): State<Arc<Seen>>,
-    Query(q): Query<std::collections::HashMap<String, u64>>,
-) -> &'static str {
-    seen.hits.fetch_add(1, Ordering::SeqCst);
+async fn slow(Query(q): Query<std::collections::HashMap<String, u64>>) -> &'static str {
     tokio::time::sleep(Duration::from_millis(q.get("ms").copied().unwrap_or(1000))).await;
     "done"
 }

@@ -195,8 +195,10 @@ def test_gradio_stream_arrives_incrementally(stack, http2):
     generating = [t for t, event, _ in events if event == "generating"]
     done = [t for t, event, _ in events if event == "complete"]
     assert len(generating) >= 6 and done, events
-    # Eight tokens 0.4 s apart: the first must arrive well before the last.
-    assert done[0] - generating[0] > 2.0, events
+    # Eight tokens 0.4 s apart (2.8 s from first to last): the first must arrive well
+    # before the last. A buffering proxy delivers them together; half the spread is left
+    # for a busy machine to deliver the first one late.
+    assert done[0] - generating[0] > 1.4, events
     assert events[-1][2][0].strip().endswith("token7")
 
 
