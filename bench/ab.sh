@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# A/B of two gateway binaries (e.g. before and after a change on the request path), same
+# routes.yaml, same nginx upstream, alternating rounds in one run. Prints each round's
+# requests per second and the gateway's CPU time per request (from /proc: far less noisy
+# than throughput on a shared 2-core machine), then the median ratios B/A.
+#
+#   bench/ab.sh A_BIN B_BIN [ROUNDS] [SECONDS] [MODE] [EXTRA_ROUTE_YAML]
+#
+# MODE keepalive (default): 32 keep-alive connections, HTTP/1.1 over TLS.
+# MODE handshake: every request on a new connection (`Connection: close`): a full TLS
+#   handshake per request, what a crowd of new visitors costs.
+# EXTRA_ROUTE_YAML is appended to the route (e.g. '    rate_limit: { rate: 1000000/s }').
+#
+# Build A from an older commit with a worktree sharing the target directory, e.g.:
+#   git worktree add /tmp/base HEAD~1 && (cd /tmp/base && CARGO_TARGET_DIR=$PWD/../main/target \
+#     cargo build --release) && cp target/release/gateway /tmp/gateway-base
+set -euo pipefail
+a_bin=$(realpath "$1"); b_bin=$(realpath "$2")
+source "$(dirname "$0")/lib.sh"
+rounds=${3:-6}; secs=${4:-5}; mode=${5:-keepalive}; extra=${6:-}
+up=$(port)
+start_upstream "$up"
+mkdir -p "$work/certs"
+declare -A https gwpid bin=([A]=$a_bin [B]=$b_bin)
+for side in A B; do
+  https[$side]=$(port)
+  cat >"$work/$side.yaml" <<YAML
+listen: { https: "127.0.0.1:${https[$side]}", metrics: "127.0.0.1:$(port)" }
+access_log: off
+threads: 2
+upgrade_sock: $work/$side.sock
+routes:
+  - host: bench.test
+    upstream: 127.0.0.1:$up
+$extra
+YAML
+  RUST_LOG=warn "${bin[$side]}" run -c "$work/$side.yaml" >/dev/null 2>>"$work/gateway-$side.log" &
+  gwpid[$side]=$!
+  pids+=("${gwpid[$side]}")
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/${https[$side]}") 2>/dev/null && break; sleep 0.1; done
+done
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tick=$(getconf CLK_TCK)
+if [ "$mode" = handshake ]; then
+  printf 'wrk.headers["Host"] = "bench.test"\nwrk.headers["Connection"] = "close"\n' >"$work/req.lua"
+  conns=8
+else
+  printf 'wrk.headers["Host"] = "bench.test"\n' >"$work/req.lua"
+  conns=32
+fi
+declare -A rps cpu
+for r in $(seq "$rounds"); do
+  order="A B"; [ $((r % 2)) = 0 ] && order="B A"
+  for side in $order; do
+    before=$(cpu_ticks "${gwpid[$side]}")
+    out=$(wrk -t2 -c"$conns" -d"${secs}s" -s "$work/req.lua" "https://127.0.0.1:${https[$side]}/")
+    after=$(cpu_ticks "${gwpid[$side]}")
+    r_s=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    n=$(awk '/requests in/ {print $1}' <<<"$out")
+    us=$(python3 -c "print(f'{($after - $before) / $tick / max($n, 1) * 1e6:.2f}')")
+    echo "round $r $side: $r_s req/s, gateway CPU $us us/request"
+    rps[$side]+="$r_s "
+    cpu[$side]+="$us "
+  done
+done
+python3 - "${rps[A]}" "${rps[B]}" "${cpu[A]}" "${cpu[B]}" "$mode" <<'PY'
+import statistics, sys
+a, b, ca, cb = (statistics.median(float(x) for x in v.split()) for v in sys.argv[1:5])
+print(f"{sys.argv[5]}: median req/s A {a:.0f}, B {b:.0f}; B/A = {b / a:.3f}")
+print(f"{sys.argv[5]}: median gateway CPU per request A {ca:.1f} us, B {cb:.1f} us; B/A = {cb / ca:.3f}")
+PY
