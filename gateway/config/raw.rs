@@ -21,9 +21,10 @@ pub fn read(file: &Path, mut doc: Value, spans: &Spans) -> (RawConfig, Vec<Diagn
     // Routes replaced by null because they were cut, so that only a null written in
     // the file is reported as an empty route.
     let mut cut_routes = Vec::new();
-    // Every pass cuts one node out of a finite document: the loop ends. The bound is a
-    // second guarantee, never reached by a document that fits the limits of a file.
-    for _ in 0..10_000 {
+    // Every pass cuts one node out of a finite document, so the loop ends; the bound
+    // keeps a file made of nothing but mistakes from taking long (each pass reads the
+    // whole document again).
+    for _ in 0..MAX_STRUCTURAL {
         let e = match serde_path_to_error::deserialize::<_, Option<RawConfig>>(&doc) {
             Ok(raw) => {
                 let raw = raw.unwrap_or_default();
@@ -42,7 +43,11 @@ pub fn read(file: &Path, mut doc: Value, spans: &Spans) -> (RawConfig, Vec<Diagn
         };
         let segments: Vec<&Segment> = e.path().iter().collect();
         let at = yaml_path(&segments);
-        let message = e.inner().to_string();
+        let mut message = e.inner().to_string();
+        if let Some(found) = message.strip_suffix(", expected field identifier") {
+            // A key that is not text (`1:` or `[a]:`): serde cannot name it.
+            message = format!("{found} as a key; expected key names");
+        }
         let (pos, text) = match message.strip_prefix("unknown field") {
             // Reported at the key, under the mapping that has no such key.
             Some(_) => {
@@ -56,11 +61,16 @@ pub fn read(file: &Path, mut doc: Value, spans: &Spans) -> (RawConfig, Vec<Diagn
             Some(Cut::Route(i)) => cut_routes.push(i),
             Some(Cut::Key) => {}
             // The document itself is misshapen (not a mapping): nothing more to read.
-            None => break,
+            None => return (RawConfig::default(), errors),
         }
     }
+    let more = "too many problems in the shape of the file; fix these first";
+    errors.push(Diagnostic::new(file, None, more));
     (RawConfig::default(), errors)
 }
+
+/// Most structural problems (unknown keys, misshapen sections) reported in one run.
+const MAX_STRUCTURAL: usize = 100;
 
 /// `routes[0].tls.cert` for the segments routes, 0, tls, cert.
 fn yaml_path(segments: &[&Segment]) -> String {
@@ -133,6 +143,12 @@ fn cut(doc: &mut Value, segments: &[&Segment]) -> Option<Cut> {
         (Segment::Seq { index }, Value::Sequence(seq)) if parents.len() == 1 => {
             *seq.get_mut(*index)? = Value::Null;
             Some(Cut::Route(*index))
+        }
+        // serde names no key that is not text: drop every such key of this mapping.
+        (Segment::Unknown, Value::Mapping(map)) => {
+            let before = map.len();
+            map.retain(|key, _| key.is_string());
+            (map.len() < before).then_some(Cut::Key)
         }
         _ => None,
     }

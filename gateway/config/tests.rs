@@ -261,3 +261,27 @@ routes:
         ["routes.yaml:1:1: invalid type: sequence, expected a mapping of settings like listen:, tls:, defaults: and routes:"]
     );
 }
+
+#[test]
+fn keys_that_are_not_names_are_reported_and_the_rest_still_checked() {
+    let text = "routes:\n  - host: a.example\n    upstream: 1\n    1: x\n  - host: b.example\n    upstream: nowhere\n";
+    assert_eq!(
+        errors(text),
+        [
+            "routes.yaml:2:5: routes[0]: invalid type: integer `1` as a key; expected key names",
+            "routes.yaml:6:15: routes[1].upstream: invalid upstream \"nowhere\"; expected HOST:PORT (e.g. 127.0.0.1:7860)",
+        ]
+    );
+}
+
+#[test]
+fn a_file_of_nothing_but_mistakes_stops_at_a_bound() {
+    let text: String = (0..150).map(|i| format!("unknown{i}: 1\n")).collect();
+    let e = errors(&text);
+    assert_eq!(e.len(), 101, "{e:?}");
+    assert!(e[0].starts_with("routes.yaml: too many problems"), "{e:?}");
+    assert!(
+        e[1].starts_with("routes.yaml:1:1: unknown field `unknown0`"),
+        "{e:?}"
+    );
+}
