@@ -34,13 +34,9 @@ routes:
     upstream: 127.0.0.1:$up
 $extra
 YAML
-  RUST_LOG=warn "${bin[$side]}" run -c "$work/$side.yaml" >/dev/null 2>>"$work/gateway-$side.log" &
-  gwpid[$side]=$!
-  pids+=("${gwpid[$side]}")
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/${https[$side]}") 2>/dev/null && break; sleep 0.1; done
+  start_gateway "$work/$side.yaml" "${https[$side]}" "${bin[$side]}"
+  gwpid[$side]=$gw
 done
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-tick=$(getconf CLK_TCK)
 if [ "$mode" = handshake ]; then
   printf 'wrk.headers["Host"] = "bench.test"\nwrk.headers["Connection"] = "close"\n' >"$work/req.lua"
   conns=8

@@ -27,10 +27,10 @@ NGINX
   nginx -p "$work" -c nginx.conf
 }
 
-# start_gateway CONFIG HTTPS_PORT: runs target/release/gateway, waits for the port,
-# sets $gw to its pid.
+# start_gateway CONFIG HTTPS_PORT [BINARY]: runs BINARY (target/release/gateway by
+# default), waits for the port, sets $gw to its pid.
 start_gateway() {
-  RUST_LOG=warn target/release/gateway run -c "$1" >/dev/null 2>>"$work/gateway.log" &
+  RUST_LOG=warn "${3:-target/release/gateway}" run -c "$1" >/dev/null 2>>"$work/gateway.log" &
   gw=$!
   pids+=("$gw")
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return; sleep 0.1; done
@@ -38,3 +38,7 @@ start_gateway() {
 }
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# CPU time (user + system) of a process, in clock ticks of $tick per second.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tick=$(getconf CLK_TCK)

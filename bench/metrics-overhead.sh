@@ -27,9 +27,6 @@ YAML
   start_gateway "$work/$variant.yaml" "${https[$variant]}"
   gwpid[$variant]=$gw
 done
-# CPU time (user + system) of a process, in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-tick=$(getconf CLK_TCK)
 cat >"$work/host.lua" <<'LUA'
 wrk.headers["Host"] = "bench.test"
 LUA
