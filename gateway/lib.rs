@@ -5,10 +5,14 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod admission;
 pub mod client;
 pub mod config;
+pub mod deadline;
+pub mod exposure;
 pub mod lifecycle;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod redirect;

@@ -44,7 +44,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    gateway::logging::init();
     match cli.command.unwrap_or(Command::Run { upgrade: false }) {
         Command::Check => check(&cli.config),
         Command::Run { upgrade } => run(&cli.config, upgrade),
@@ -112,6 +112,16 @@ fn check(path: &std::path::Path) -> ExitCode {
                 },
                 listeners.join(", ")
             );
+            // Warnings, not errors: the file is valid, the apps' setup is at fault.
+            let upstreams: Vec<_> = config
+                .routes
+                .iter()
+                .map(|r| (r.name.clone(), r.upstream))
+                .collect();
+            let addresses = gateway::exposure::local_addresses();
+            for exposed in gateway::exposure::check(&upstreams, &addresses) {
+                eprintln!("{}: warning: {}", path.display(), exposed.warning());
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

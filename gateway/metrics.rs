@@ -38,15 +38,22 @@ pub enum Reject {
     RateLimit,
     BodyTooLarge,
     NoRoute,
+    /// 400: no host, ambiguous framing, a target that is not forwarded.
     BadRequest,
+    /// 431: a request head over `limits`.
+    HeadTooLarge,
+    /// 421: a request for a host the TLS connection's certificate does not serve.
+    Misdirected,
 }
 
 impl Reject {
-    const ALL: [Reject; 4] = [
+    const ALL: [Reject; 6] = [
         Reject::RateLimit,
         Reject::BodyTooLarge,
         Reject::NoRoute,
         Reject::BadRequest,
+        Reject::HeadTooLarge,
+        Reject::Misdirected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +62,8 @@ impl Reject {
             Reject::BodyTooLarge => "body_too_large",
             Reject::NoRoute => "no_route",
             Reject::BadRequest => "bad_request",
+            Reject::HeadTooLarge => "head_too_large",
+            Reject::Misdirected => "misdirected",
         }
     }
 }
@@ -167,6 +176,7 @@ pub struct Metrics {
     cert_expiry: GaugeVec,
     access_log_dropped: IntCounter,
     handshake_failures: IntCounterVec,
+    upstream_exposed: IntGaugeVec,
     /// Each route's resolved series by route name, reused across reloads.
     routes: Mutex<HashMap<String, Arc<RouteMetrics>>>,
 }
@@ -286,6 +296,11 @@ impl Metrics {
                 .with_label_values(&[reason.as_str()])
                 .reset();
         }
+        let upstream_exposed = gauge(
+            "gateway_upstream_exposed",
+            "1 if the route's loopback upstream also accepts connections on a non-loopback address of this host.",
+            &["route"],
+        )?;
         let build_info = gauge(
             "gateway_build_info",
             "Always 1; labelled with the version.",
@@ -313,6 +328,7 @@ impl Metrics {
             cert_expiry,
             access_log_dropped,
             handshake_failures,
+            upstream_exposed,
             routes: Mutex::new(HashMap::new()),
         }))
     }
@@ -344,6 +360,16 @@ impl Metrics {
                 .map(|r| self.handshake_failures.with_label_values(&[r.as_str()]))
                 .collect(),
         )
+    }
+
+    /// Replaces `gateway_upstream_exposed`: one series per route, 1 for the exposed ones.
+    pub fn set_exposed<'a>(&self, routes: impl Iterator<Item = (&'a str, bool)>) {
+        self.upstream_exposed.reset();
+        for (route, exposed) in routes {
+            self.upstream_exposed
+                .with_label_values(&[route])
+                .set(i64::from(exposed));
+        }
     }
 
     /// Records the outcome of a configuration load (startup counts as the first).

@@ -135,6 +135,7 @@ impl Reloader {
         );
         self.shared.certs.store(Arc::new(certs));
         self.shared.snapshot.store(Arc::new(snapshot));
+        self.shared.reloaded.notify_one();
         current.files = Current::cert_files(&config, &default_cert);
         current.config = config;
         current.default_cert = default_cert;
@@ -192,6 +193,11 @@ fn fixed_changes(old: &Config, new: &Config) -> Vec<Diagnostic> {
         old.tls.min_version != new.tls.min_version,
     );
     check("access_log", old.access_log != new.access_log);
+    // Announced to HTTP/2 clients in the connection's SETTINGS, fixed at start.
+    check(
+        "limits.max_header_bytes",
+        old.head_limits.max_header_bytes != new.head_limits.max_header_bytes,
+    );
     check(
         "shutdown_timeout",
         old.shutdown_timeout != new.shutdown_timeout,

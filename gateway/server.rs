@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use log::info;
 use pingora::prelude::Opt;
+use pingora::protocols::http::v2::server::default_h2_options;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -16,14 +17,15 @@ use prometheus::IntGauge;
 use crate::access_log::{AccessLog, Target};
 use crate::admin::Admin;
 use crate::config::{self, AccessLogTarget, Config};
+use crate::deadline::HeadDeadline;
 use crate::lifecycle::{self, InFlight};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::redirect::Redirect;
 use crate::reload::{ReloadService, Reloader};
-use crate::services::{Counted, LimitSweeper, LogReopener};
+use crate::services::{Counted, ExposureWatch, LimitSweeper, LogReopener, TicketRotation};
 use crate::state::{Shared, Snapshot};
-use crate::tls::{self, CertStore, Tls};
+use crate::tls::{self, Acceptor, CertStore, Tls};
 
 /// Pingora's runtimes get this long to stop after the drain watcher has given up.
 const RUNTIME_STOP_SECS: u64 = 1;
@@ -103,15 +105,24 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
             )
             .map_err(|e| fail("metrics", &e))
     };
-    // The HTTPS listener is plain TCP: `Tls` does the handshakes (see tls/accept.rs).
-    let proxy = Arc::new(pingora::proxy::http_proxy(&server.configuration, gateway));
-    let tls = Tls::build(
+    // The HTTPS listener is plain TCP: `Tls` does the handshakes (see tls/accept.rs), then
+    // `HeadDeadline` times HTTP/1.1 request heads (see deadline.rs).
+    let mut proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let mut h2 = default_h2_options();
+    h2.max_header_list_size(u32::try_from(config.head_limits.max_header_bytes).unwrap_or(u32::MAX));
+    proxy.h2_options = Some(h2);
+    let proxy = Arc::new(HeadDeadline {
+        app: Arc::new(proxy),
+        shared: shared.clone(),
+    });
+    let acceptor =
+        Acceptor::build(config.tls.min_version).map_err(|e| fail("TLS setup failed", &e))?;
+    let tls = Tls::new(
         proxy,
+        acceptor.clone(),
         shared.certs.clone(),
-        config.tls.min_version,
         metrics.as_ref().map(|m| m.handshake_failures()),
-    )
-    .map_err(|e| fail("TLS setup failed", &e))?;
+    );
     let mut https = Service::new(
         "https".to_string(),
         Counted {
@@ -153,6 +164,17 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
         LimitSweeper {
             shared: shared.clone(),
         },
+    ));
+    server.add_service(background_service(
+        "exposed-upstream check",
+        ExposureWatch {
+            shared: shared.clone(),
+            metrics: metrics.clone(),
+        },
+    ));
+    server.add_service(background_service(
+        "session ticket rotation",
+        TicketRotation { acceptor },
     ));
     if let Some(log) = access_log {
         server.add_service(background_service("access log reopen", LogReopener { log }));

@@ -1,5 +1,6 @@
 //! Small Pingora services around the proxy: a connection counter for listeners and the
-//! background tasks (rate-limit sweeping, access-log reopening on SIGUSR1).
+//! background tasks (rate-limit sweeping, session-ticket key rotation, the
+//! exposed-upstream check, access-log reopening on SIGUSR1).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +13,11 @@ use pingora::services::background::BackgroundService;
 use prometheus::IntGauge;
 
 use crate::access_log::AccessLog;
+use crate::exposure;
 use crate::lifecycle::InFlight;
+use crate::metrics::Metrics;
 use crate::state::Shared;
+use crate::tls::{Acceptor, TICKET_KEY_LIFETIME};
 
 /// How often rate limiters forget clients whose bucket has refilled.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
@@ -82,6 +86,74 @@ impl BackgroundService for LimitSweeper {
                         limiter.sweep();
                     }
                 }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Rotates the HTTPS listener's session-ticket keys every `TICKET_KEY_LIFETIME`.
+pub struct TicketRotation {
+    pub acceptor: Arc<Acceptor>,
+}
+
+#[async_trait]
+impl BackgroundService for TicketRotation {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let first = tokio::time::Instant::now() + TICKET_KEY_LIFETIME;
+        let mut tick = tokio::time::interval_at(first, TICKET_KEY_LIFETIME);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.acceptor.rotate(),
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// The exposed-upstream check (see `exposure`), at start, after each reload and every
+/// `exposure::EVERY`: a warning per exposed route, and `gateway_upstream_exposed`.
+pub struct ExposureWatch {
+    pub shared: Arc<Shared>,
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+impl ExposureWatch {
+    async fn check(&self) {
+        let routes = self.shared.snapshot.load().upstreams.clone();
+        let checked = routes.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            exposure::check(&checked, &exposure::local_addresses())
+        })
+        .await
+        .unwrap_or_default();
+        for exposed in &found {
+            log::warn!(
+                "event=upstream_exposed route={} upstream={} reachable_at={} message=\"{}\"",
+                exposed.route,
+                exposed.upstream,
+                exposed.reachable,
+                exposed.warning()
+            );
+        }
+        if let Some(m) = &self.metrics {
+            m.set_exposed(
+                routes
+                    .iter()
+                    .map(|(route, _)| (route.as_str(), found.iter().any(|e| &e.route == route))),
+            );
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ExposureWatch {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            self.check().await;
+            tokio::select! {
+                _ = tokio::time::sleep(exposure::EVERY) => {}
+                _ = self.shared.reloaded.notified() => {}
                 _ = shutdown.changed() => return,
             }
         }

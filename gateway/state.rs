@@ -3,6 +3,7 @@
 //! `Arc<ActiveRoute>` it matched, so it never sees two configurations.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +11,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
 use pingora::upstreams::peer::HttpPeer;
+use tokio::sync::Notify;
 
 use ipnet::IpNet;
 
+use crate::admission::Admission;
 use crate::config::{Config, Route};
 use crate::limits::RateLimiter;
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED};
@@ -75,6 +78,12 @@ pub struct Snapshot {
     pub trusted_proxies: Vec<IpNet>,
     /// Series of requests that matched no route.
     pub unmatched: Option<Arc<RouteMetrics>>,
+    /// What a request head must be (framing, target, `limits`).
+    pub admission: Admission,
+    /// `limits.header_timeout`, for connections opened while this configuration is live.
+    pub header_timeout: Duration,
+    /// Every route's name and upstream, for the exposed-upstream check.
+    pub upstreams: Vec<(String, SocketAddr)>,
     /// Each route's limiter by route name, for `build` to hand on to the next snapshot.
     limiters: HashMap<String, Arc<RateLimiter>>,
 }
@@ -113,6 +122,13 @@ impl Snapshot {
             acme_webroot: config.acme_webroot.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             unmatched: metrics.map(|m| m.route(UNMATCHED)),
+            admission: Admission::build(&config.head_limits),
+            header_timeout: config.head_limits.header_timeout,
+            upstreams: config
+                .routes
+                .iter()
+                .map(|r| (r.name.clone(), r.upstream))
+                .collect(),
             limiters,
         }
     }
@@ -123,10 +139,12 @@ impl Snapshot {
     }
 }
 
-/// The handles shared by the proxy, the TLS resolver and (later) reload.
+/// The handles shared by the proxy, the TLS handshakes, reload and background checks.
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub certs: Arc<ArcSwap<CertStore>>,
+    /// Signalled after each reload, for the checks that run again on a new configuration.
+    pub reloaded: Notify,
 }
 
 impl Shared {
@@ -134,6 +152,7 @@ impl Shared {
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             certs: Arc::new(ArcSwap::from_pointee(certs)),
+            reloaded: Notify::new(),
         })
     }
 }

@@ -1,5 +1,5 @@
-//! The keys of issue 3: `rate_limit` (in `defaults` and routes) and `trusted_proxies`.
-//! `max_body` is a plain size (see `units::size`).
+//! The limit keys: `rate_limit` (in `defaults` and routes), `trusted_proxies`, and the
+//! `limits` section (request heads). `max_body` is a plain size (see `units::size`).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -7,8 +7,11 @@ use std::time::Duration;
 use http::HeaderName;
 use serde_yaml::Value;
 
-use super::model::{IpNet, RateKey, RateLimit};
-use super::units::{is_off, shown};
+use super::model::{
+    HeadLimits, IpNet, RateKey, RateLimit, MAX_HEADERS_CEILING, MAX_HEADER_BYTES_CEILING,
+};
+use super::raw::RawLimits;
+use super::units::{self, is_off, shown};
 use super::validate::Checker;
 
 /// The largest `rate` count and `burst` accepted: far above any sane limit, and small
@@ -166,4 +169,60 @@ fn cidr(v: &Value) -> Result<IpNet, String> {
             shown(v)
         )
     })
+}
+
+/// `limits: { max_header_bytes: 64K, max_headers: 100, header_timeout: 10s }`.
+pub(super) fn head_limits(c: &mut Checker, raw: RawLimits) -> HeadLimits {
+    let d = HeadLimits::default();
+    HeadLimits {
+        max_header_bytes: c
+            .value(
+                "limits.max_header_bytes",
+                raw.max_header_bytes.as_ref(),
+                max_header_bytes,
+            )
+            .unwrap_or(d.max_header_bytes),
+        max_headers: c
+            .value("limits.max_headers", raw.max_headers.as_ref(), max_headers)
+            .unwrap_or(d.max_headers),
+        header_timeout: c
+            .value(
+                "limits.header_timeout",
+                raw.header_timeout.as_ref(),
+                header_timeout,
+            )
+            .unwrap_or(d.header_timeout),
+    }
+}
+
+fn max_header_bytes(v: &Value) -> Result<usize, String> {
+    match units::size(v) {
+        Ok(Some(n)) if (1024..=MAX_HEADER_BYTES_CEILING as u64).contains(&n) => Ok(n as usize),
+        _ => Err(format!(
+            "invalid max_header_bytes {}; expected a size from 1K to 1M (Pingora refuses larger heads itself)",
+            shown(v)
+        )),
+    }
+}
+
+fn max_headers(v: &Value) -> Result<usize, String> {
+    match v.as_u64() {
+        Some(n) if (1..=MAX_HEADERS_CEILING as u64).contains(&n) => Ok(n as usize),
+        _ => Err(format!(
+            "invalid max_headers {}; expected a count from 1 to {MAX_HEADERS_CEILING} (Pingora refuses more itself)",
+            shown(v)
+        )),
+    }
+}
+
+fn header_timeout(v: &Value) -> Result<Duration, String> {
+    let d = units::required_duration(v)?;
+    if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) {
+        Ok(d)
+    } else {
+        Err(format!(
+            "invalid header_timeout {}; expected from 1s to 1h",
+            shown(v)
+        ))
+    }
 }

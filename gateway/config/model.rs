@@ -22,6 +22,15 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// for a generation job or a WebSocket session (Pingora's 300 s would cut them).
 pub const DEFAULT_UPGRADE_GRACE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_HTTPS: &str = "0.0.0.0:443";
+/// Request line plus headers of one HTTP/1.1 request, or the HTTP/2 header list.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 << 10;
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Time for a client to send a whole request head (nginx's `client_header_timeout`).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pingora's own ceilings (0.9): a head over about 1 MiB or with over 256 fields is
+/// refused with 400 before the gateway sees it, so larger limits could never apply.
+pub const MAX_HEADER_BYTES_CEILING: usize = 1 << 20;
+pub const MAX_HEADERS_CEILING: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -47,7 +56,32 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     /// Where the JSON access log goes.
     pub access_log: AccessLogTarget,
+    /// What a client's request head may be.
+    pub head_limits: HeadLimits,
     pub routes: Vec<Route>,
+}
+
+/// `limits`: the size and time a client's request head may take (431 and a closed
+/// connection beyond them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// Request line plus headers in bytes (HTTP/1.1); the decoded header list (HTTP/2).
+    pub max_header_bytes: usize,
+    /// Header fields, counting each repeated field.
+    pub max_headers: usize,
+    /// From the connection's start (or a keep-alive request's first byte) to the end of
+    /// the request head, HTTP/1.1.
+    pub header_timeout: Duration,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+        }
+    }
 }
 
 /// `access_log`: `stdout` (default), `off`, or a file path (appended; reopened on SIGUSR1).

@@ -163,6 +163,7 @@ pub struct RawConfig {
     pub listen: Option<RawListen>,
     pub tls: Option<RawTls>,
     pub defaults: Option<RawDefaults>,
+    pub limits: Option<RawLimits>,
     /// `None` entries were cut out by `read` (or are empty in the file, and reported).
     pub routes: Option<Vec<Option<RawRoute>>>,
     pub shutdown_timeout: Option<Value>,
@@ -194,6 +195,17 @@ pub struct RawTls {
     pub cert: Option<Value>,
     pub key: Option<Value>,
     pub min_version: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping like { max_header_bytes: 64K, max_headers: 100, header_timeout: 10s }"
+)]
+pub struct RawLimits {
+    pub max_header_bytes: Option<Value>,
+    pub max_headers: Option<Value>,
+    pub header_timeout: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

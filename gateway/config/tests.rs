@@ -224,7 +224,7 @@ listn: {}
             "routes.yaml:8:5: routes[1]: unknown field `max_bdy`, expected one of `host`, `name`, \
              `upstream`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, \
              `headers`, `tls`, `rate_limit`; did you mean `max_body`?",
-            "routes.yaml:9:1: unknown field `listn`, expected one of `listen`, `tls`, `defaults`, \
+            "routes.yaml:9:1: unknown field `listn`, expected one of `listen`, `tls`, `defaults`, `limits`, \
              `routes`, `shutdown_timeout`, `threads`, `acme_webroot`, `trusted_proxies`, \
              `access_log`, `upgrade_grace`, `upgrade_sock`; did you mean `listen`?",
         ]

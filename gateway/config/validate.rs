@@ -177,6 +177,7 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
             .file_path("access_log", v)
             .map_or(AccessLogTarget::Stdout, AccessLogTarget::File),
     };
+    let head_limits = limits::head_limits(&mut c, raw.limits.unwrap_or_default());
     let inherited = defaults(&mut c, raw.defaults.unwrap_or_default());
 
     let mut routes = Vec::new();
@@ -241,6 +242,7 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
             acme_webroot,
             trusted_proxies,
             access_log,
+            head_limits,
             routes,
         })
     } else {

@@ -2,18 +2,22 @@
 //! page writer. Reads the current `Snapshot` once per request; never touches `config`.
 //!
 //! ```text
-//! request_filter ── route by host ──> 404 page ─┐
-//!        ├── declared body > max_body ─> 413 ──┤
-//!        ├── rate limit (client key) ──> 429 ──┤
-//!        │                                      │
-//! upstream_peer (route's prebuilt peer)         │
-//! upstream_request_filter (X-Forwarded-*, id)   │
-//! request_body_filter (count; > max_body: 413) ─┤
-//! response_filter (security, RateLimit, id)    │
-//! fail_to_proxy (502/504 page) ─────────────────┤
-//! logging <─────────────────────────────────────┘
+//! request_filter ── head: framing, target, size ─────> 400/431 ─┐ (connection closed)
+//!        ├── route by host ──────────────────────────> 404 page ─┤
+//!        ├── SNI names another certificate's host ────> 421 ─────┤ (connection closed)
+//!        ├── declared body > max_body ────────────────> 413 ─────┤
+//!        ├── rate limit (client key) ─────────────────> 429 ─────┤
+//!        ├── first chunk of a chunked body malformed ─> 400 ─────┤ (before any upstream)
+//!        │                                                       │
+//! upstream_peer (route's prebuilt peer)                          │
+//! upstream_request_filter (X-Forwarded-*, id)                    │
+//! request_body_filter (count; > max_body: 413) ──────────────────┤
+//! response_filter (security, RateLimit, id)                      │
+//! fail_to_proxy (502/504 page) ──────────────────────────────────┤
+//! logging (the head deadline restarts) <─────────────────────────┘
 //! ```
 
+mod admission;
 mod forwarded;
 mod limits;
 mod observe;
@@ -93,6 +97,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        admission::head_read(session);
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(DOWNSTREAM_KEEPALIVE_SECS));
         }
@@ -108,11 +113,25 @@ impl ProxyHttp for Gateway {
         });
         ctx.client = Some(client);
         ctx.request_id = Some(request_id.clone());
-        let route = forwarded::client_host(req).and_then(|host| snapshot.routes.lookup(host));
+        let host = forwarded::client_host(req);
+        let route = host.and_then(|host| snapshot.routes.lookup(host)).cloned();
+        ctx.metrics = match &route {
+            Some(route) => route.metrics.clone(),
+            None => snapshot.unmatched.clone(),
+        };
+        ctx._in_flight = ctx.metrics.as_ref().map(|m| GaugeGuard::new(&m.in_flight));
+        // An owned handle (no copy of the headers) to hold across the writes below.
+        let snapshot = arc_swap::Guard::into_inner(snapshot);
+        let headers = route
+            .as_ref()
+            .map_or(&snapshot.default_headers, |r| &r.headers);
+        if let Err(refusal) = admission::check_head(session, &snapshot.admission) {
+            ctx.reason = Some(refusal.reason());
+            admission::refuse(session, refusal, headers, &request_id).await?;
+            return Ok(true);
+        }
         let Some(route) = route else {
-            ctx.metrics = snapshot.unmatched.clone();
-            ctx._in_flight = ctx.metrics.as_ref().map(|m| GaugeGuard::new(&m.in_flight));
-            let (status, reason, detail) = match forwarded::client_host(req) {
+            let (status, reason, detail) = match forwarded::client_host(session.req_header()) {
                 Some(host) => (
                     404,
                     Reject::NoRoute,
@@ -125,17 +144,18 @@ impl ProxyHttp for Gateway {
                 ),
             };
             ctx.reason = Some(reason);
-            // An owned handle (no copy of the headers) to hold across the write.
-            let snapshot = arc_swap::Guard::into_inner(snapshot);
-            let headers = &snapshot.default_headers;
             page::send(session, status, &detail, headers, &[], Some(&request_id)).await?;
             return Ok(true);
         };
-        let route = route.clone();
         drop(snapshot);
-        ctx.metrics = route.metrics.clone();
-        ctx._in_flight = ctx.metrics.as_ref().map(|m| GaugeGuard::new(&m.in_flight));
         ctx.route = Some(route.clone());
+        let host = forwarded::client_host(session.req_header()).unwrap_or_default();
+        let sni = admission::check_sni(session, host, &self.shared.certs.load());
+        if let Err(refusal) = sni {
+            ctx.reason = Some(refusal.reason());
+            admission::refuse(session, refusal, &route.headers, &request_id).await?;
+            return Ok(true);
+        }
         if limits::declared_body(session, &route, &request_id).await? {
             ctx.reason = Some(Reject::BodyTooLarge);
             return Ok(true);
@@ -143,13 +163,16 @@ impl ProxyHttp for Gateway {
         match limits::rate(session, &route, client, &request_id).await? {
             limits::Rate::Answered => {
                 ctx.reason = Some(Reject::RateLimit);
-                Ok(true)
+                return Ok(true);
             }
-            limits::Rate::Pass(state) => {
-                ctx.rate = state;
-                Ok(false)
-            }
+            limits::Rate::Pass(state) => ctx.rate = state,
         }
+        if let Err(refusal) = admission::read_first_chunk(session).await {
+            ctx.reason = Some(refusal.reason());
+            admission::refuse(session, refusal, &route.headers, &request_id).await?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     async fn upstream_peer(
@@ -255,6 +278,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        admission::request_over(session);
         observe::finish(self.access_log.as_deref(), session, e, ctx);
     }
 

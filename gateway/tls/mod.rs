@@ -10,15 +10,16 @@ mod selfsigned;
 use std::path::Path;
 use std::sync::Arc;
 
+use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::SslRef;
-use openssl::x509::X509;
+use openssl::x509::{X509Ref, X509};
 use pingora::tls::ext;
 
 use crate::config::{CertFiles, Config, Diagnostic};
 use crate::router::HostMap;
 
-pub use accept::{Tls, HANDSHAKE_TIMEOUT};
+pub use accept::{Acceptor, Served, Tls, HANDSHAKE_TIMEOUT, TICKET_KEY_LIFETIME};
 pub use selfsigned::{
     ensure_self_signed, generate as generate_self_signed, SELF_SIGNED_CERT, SELF_SIGNED_KEY,
 };
@@ -55,8 +56,26 @@ impl std::fmt::Display for LoadError {
     }
 }
 
+/// A certificate's identity: the SHA-256 of its leaf, DER-encoded. The same across reloads
+/// while the file holds the same certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertId([u8; 32]);
+
+impl CertId {
+    pub fn of(leaf: &X509Ref) -> CertId {
+        let mut id = [0u8; 32];
+        // SHA-256 of a parsed certificate cannot fail short of memory exhaustion; the
+        // all-zero id then only makes two such certificates look alike.
+        if let Ok(digest) = leaf.digest(MessageDigest::sha256()) {
+            id.copy_from_slice(&digest[..32.min(digest.len())]);
+        }
+        CertId(id)
+    }
+}
+
 /// A parsed certificate chain and the private key that matches its leaf.
 pub struct CertKey {
+    id: CertId,
     leaf: X509,
     chain: Vec<X509>,
     key: PKey<Private>,
@@ -96,6 +115,7 @@ impl CertKey {
             )));
         }
         Ok(CertKey {
+            id: CertId::of(&leaf),
             leaf,
             chain: certs.collect(),
             key,
@@ -105,11 +125,17 @@ impl CertKey {
     /// An in-memory self-signed certificate for `localhost`.
     fn throwaway() -> Result<CertKey, openssl::error::ErrorStack> {
         let (cert, key) = selfsigned::generate(&["localhost"])?;
+        let leaf = X509::from_pem(&cert)?;
         Ok(CertKey {
-            leaf: X509::from_pem(&cert)?,
+            id: CertId::of(&leaf),
+            leaf,
             chain: Vec::new(),
             key: PKey::private_key_from_pem(&key)?,
         })
+    }
+
+    pub fn id(&self) -> &CertId {
+        &self.id
     }
 
     /// The leaf certificate (for expiry and serial checks).

@@ -1,0 +1,250 @@
+//! What a request head must be before anything routes on it or forwards it: framing that
+//! one reading can give (no request smuggling), an origin-form target, and headers within
+//! `limits`. Pure checks on the parsed head (and, for HTTP/1.1, its raw bytes); the proxy
+//! phases answer the refusals (`proxy/admission.rs`).
+//!
+//! What Pingora 0.9 already refuses with 400 before the gateway sees a request is not
+//! checked again: conflicting `Content-Length` values, a final coding other than chunked,
+//! `Transfer-Encoding` on HTTP/1.0, obsolete line folding and other malformed fields, an
+//! absolute-form target naming another host than `Host`, several `Host` fields, heads
+//! over about 1 MiB or 256 fields. What it lets through, and this module refuses, is
+//! listed in `check`.
+
+use http::{header, Method};
+use pingora::http::RequestHeader;
+
+use crate::config::HeadLimits;
+use crate::metrics::Reject;
+
+/// Why a request is refused at the door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The body's length could be read two ways (400; the connection is closed).
+    Framing(&'static str),
+    /// The request target is not one the gateway forwards (400).
+    Target(&'static str),
+    /// The head is over `limits` (431).
+    HeadTooLarge(&'static str),
+    /// The TLS connection was made for another host, served by another certificate (421).
+    Misdirected,
+}
+
+impl Refusal {
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::Framing(_) | Refusal::Target(_) => 400,
+            Refusal::HeadTooLarge(_) => 431,
+            Refusal::Misdirected => 421,
+        }
+    }
+
+    /// The `reason` label of `gateway_rejected_total` and the access log.
+    pub fn reason(self) -> Reject {
+        match self {
+            Refusal::Framing(_) | Refusal::Target(_) => Reject::BadRequest,
+            Refusal::HeadTooLarge(_) => Reject::HeadTooLarge,
+            Refusal::Misdirected => Reject::Misdirected,
+        }
+    }
+
+    /// One sentence for the error page.
+    pub fn detail(self) -> &'static str {
+        match self {
+            Refusal::Framing(why) | Refusal::Target(why) | Refusal::HeadTooLarge(why) => why,
+            Refusal::Misdirected => {
+                "This connection was made for another site. Connect again to this one."
+            }
+        }
+    }
+}
+
+/// The head limits of one configuration, as the request path needs them.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    max_header_bytes: usize,
+    max_headers: usize,
+}
+
+impl Admission {
+    pub fn build(limits: &HeadLimits) -> Admission {
+        Admission {
+            max_header_bytes: limits.max_header_bytes,
+            max_headers: limits.max_headers,
+        }
+    }
+
+    /// Checks a request head. `raw_head` is the HTTP/1.x head as received (request line
+    /// and fields); `None` for HTTP/2, whose header list size the h2 layer bounds itself
+    /// (`SETTINGS_MAX_HEADER_LIST_SIZE`), and whose framing cannot be ambiguous.
+    ///
+    /// Refused here: `Transfer-Encoding` together with `Content-Length` (Pingora drops
+    /// the length and goes on), `Content-Length` repeated or not a plain number (Pingora
+    /// forwards identical duplicates and `5, 5`), `Transfer-Encoding` other than exactly
+    /// `chunked`, `*` as the target of anything but OPTIONS, and heads over the limits.
+    pub fn check(&self, req: &RequestHeader, raw_head: Option<&[u8]>) -> Result<(), Refusal> {
+        if req.headers.len() > self.max_headers {
+            return Err(Refusal::HeadTooLarge(
+                "The request has too many header fields.",
+            ));
+        }
+        if req.uri.path() == "*" && req.method != Method::OPTIONS {
+            return Err(Refusal::Target(
+                "The request target `*` is only for OPTIONS.",
+            ));
+        }
+        let Some(raw) = raw_head else {
+            return Ok(());
+        };
+        if raw.len() > self.max_header_bytes {
+            return Err(Refusal::HeadTooLarge(
+                "The request's header fields are too large.",
+            ));
+        }
+        framing(req, raw)
+    }
+}
+
+/// HTTP/1.x message framing: exactly one way to find the body's end.
+fn framing(req: &RequestHeader, raw: &[u8]) -> Result<(), Refusal> {
+    let mut te = req.headers.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(first) = te.next() {
+        if te.next().is_some()
+            || !first
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked")
+        {
+            return Err(Refusal::Framing(
+                "Transfer-Encoding must be exactly \"chunked\".",
+            ));
+        }
+        // Pingora removes the length when both came; the raw head still shows it.
+        if has_field(raw, b"content-length") {
+            return Err(Refusal::Framing(
+                "The request has both Transfer-Encoding and Content-Length.",
+            ));
+        }
+        return Ok(());
+    }
+    let mut cl = req.headers.get_all(header::CONTENT_LENGTH).iter();
+    if let Some(first) = cl.next() {
+        let digits = first.as_bytes();
+        if cl.next().is_some() || digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(Refusal::Framing(
+                "Content-Length must be given once, as a number.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the raw head has a field named `name` (lower-case), on a line of its own.
+fn has_field(raw: &[u8], name: &[u8]) -> bool {
+    raw.split(|&b| b == b'\n').skip(1).any(|line| {
+        line.len() > name.len()
+            && line[name.len()] == b':'
+            && line[..name.len()].eq_ignore_ascii_case(name)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(method: &str, target: &str, fields: &[(&str, &str)]) -> (RequestHeader, Vec<u8>) {
+        let mut req = RequestHeader::build(method, target.as_bytes(), None).expect("head");
+        let mut raw = format!("{method} {target} HTTP/1.1\r\n").into_bytes();
+        for (name, value) in fields {
+            req.append_header(name.to_string(), *value).expect("field");
+            raw.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        (req, raw)
+    }
+
+    fn check(method: &str, target: &str, fields: &[(&str, &str)]) -> Result<(), Refusal> {
+        let (req, raw) = head(method, target, fields);
+        Admission::build(&HeadLimits::default()).check(&req, Some(&raw))
+    }
+
+    #[test]
+    fn one_way_to_frame_a_body() {
+        assert_eq!(check("POST", "/", &[("Content-Length", "5")]), Ok(()));
+        assert_eq!(
+            check("POST", "/", &[("Transfer-Encoding", "Chunked")]),
+            Ok(())
+        );
+        let refused = |fields: &[(&str, &str)]| check("POST", "/", fields).map_err(Refusal::status);
+        // Pingora strips the length itself; the raw head keeps it.
+        let (mut req, raw) = head(
+            "POST",
+            "/",
+            &[("Transfer-Encoding", "chunked"), ("content-LENGTH", "5")],
+        );
+        req.remove_header(&header::CONTENT_LENGTH);
+        assert_eq!(
+            Admission::build(&HeadLimits::default())
+                .check(&req, Some(&raw))
+                .map_err(Refusal::status),
+            Err(400)
+        );
+        assert_eq!(
+            refused(&[("Content-Length", "5"), ("Content-Length", "5")]),
+            Err(400)
+        );
+        assert_eq!(refused(&[("Content-Length", "5, 5")]), Err(400));
+        assert_eq!(refused(&[("Content-Length", "+5")]), Err(400));
+        assert_eq!(
+            refused(&[("Transfer-Encoding", "chunked, chunked")]),
+            Err(400)
+        );
+        assert_eq!(
+            refused(&[
+                ("Transfer-Encoding", "chunked"),
+                ("Transfer-Encoding", "chunked")
+            ]),
+            Err(400)
+        );
+        // A field whose name only starts with content-length is another field.
+        assert_eq!(
+            check(
+                "POST",
+                "/",
+                &[("Transfer-Encoding", "chunked"), ("Content-Length-X", "1")]
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn asterisk_only_for_options() {
+        assert_eq!(check("OPTIONS", "*", &[]), Ok(()));
+        assert_eq!(check("GET", "*", &[]).map_err(Refusal::status), Err(400));
+    }
+
+    #[test]
+    fn head_limits_give_431() {
+        let limits = HeadLimits {
+            max_header_bytes: 1024,
+            max_headers: 3,
+            ..HeadLimits::default()
+        };
+        let a = Admission::build(&limits);
+        let (req, raw) = head("GET", "/", &[("a", "1"), ("b", "2"), ("c", "3")]);
+        assert_eq!(a.check(&req, Some(&raw)), Ok(()));
+        let (req, raw) = head(
+            "GET",
+            "/",
+            &[("a", "1"), ("a", "2"), ("b", "3"), ("c", "4")],
+        );
+        assert_eq!(a.check(&req, Some(&raw)).map_err(Refusal::status), Err(431));
+        let big = "x".repeat(1024);
+        let (req, raw) = head("GET", "/", &[("a", &big)]);
+        assert_eq!(a.check(&req, Some(&raw)).map_err(Refusal::status), Err(431));
+        assert_eq!(
+            a.check(&req, None),
+            Ok(()),
+            "HTTP/2 sizes are h2's to bound"
+        );
+    }
+}

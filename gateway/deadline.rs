@@ -1,0 +1,240 @@
+//! A deadline for each whole HTTP/1.x request head (`limits.header_timeout`): the defence
+//! against slowloris, which holds connections open by sending a request head a byte at a
+//! time.
+//!
+//! NOTE: Pingora 0.9 times each read of a request head, not the head as a whole
+//! (cloudflare/pingora#447), so a client that sends a byte every few seconds is never
+//! cut. `Timed` wraps the client's TLS stream and fails its reads once a head has taken
+//! longer than the deadline. It knows where a head ends because the proxy tells it:
+//! `head_done` when a request head has been read, `request_done` when the request is
+//! over; the first byte after that starts the next head's clock. The first head's clock
+//! starts with the connection. HTTP/2 connections are not wrapped (their requests are
+//! framed and bounded by the h2 layer).
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::SslDigest;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use pingora::server::ShutdownWatch;
+use pingora::tls::ssl::SslRef;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::state::Shared;
+
+/// Reading a request head: the deadline runs.
+const HEAD: u8 = 0;
+/// Reading a body, or an upgraded connection: no deadline.
+const BODY: u8 = 1;
+/// Between requests: the keep-alive idle timeout applies; the next byte starts a head.
+const IDLE: u8 = 2;
+
+/// Wraps the HTTPS app (after TLS): HTTP/1.x connections get a `Timed` stream.
+pub struct HeadDeadline<A> {
+    pub app: Arc<A>,
+    pub shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadDeadline<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let stream = if stream.selected_alpn_proto() == Some(ALPN::H2) {
+            stream
+        } else {
+            let timeout = self.shared.snapshot.load().header_timeout;
+            Box::new(Timed::new(stream, timeout))
+        };
+        self.app.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.app.cleanup().await;
+    }
+}
+
+/// A client stream whose reads fail once a request head is overdue.
+pub struct Timed {
+    inner: Stream,
+    timeout: Duration,
+    /// `HEAD`, `BODY` or `IDLE`; set by the proxy through `head_done` / `request_done`.
+    state: AtomicU8,
+    /// Fires at the current head's deadline (stale while not in `HEAD`).
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl Timed {
+    fn new(inner: Stream, timeout: Duration) -> Timed {
+        Timed {
+            inner,
+            timeout,
+            state: AtomicU8::new(HEAD),
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+/// The proxy read a whole request head on `stream`: its clock stops.
+pub fn head_done(stream: Option<&Stream>) {
+    set(stream, BODY);
+}
+
+/// The request on `stream` is over: the next byte starts the next head's clock.
+pub fn request_done(stream: Option<&Stream>) {
+    set(stream, IDLE);
+}
+
+fn set(stream: Option<&Stream>, state: u8) {
+    if let Some(timed) = stream.and_then(|s| s.as_any().downcast_ref::<Timed>()) {
+        timed.state.store(state, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for Timed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match this.state.load(Ordering::Relaxed) {
+            HEAD => {
+                if this.deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "request head not complete within limits.header_timeout",
+                    )));
+                }
+                Pin::new(&mut this.inner).poll_read(cx, buf)
+            }
+            IDLE => {
+                let before = buf.filled().len();
+                let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+                if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+                    this.state.store(HEAD, Ordering::Relaxed);
+                    let at = Instant::now() + this.timeout;
+                    this.deadline.as_mut().reset(at);
+                }
+                read
+            }
+            _ => Pin::new(&mut this.inner).poll_read(cx, buf),
+        }
+    }
+}
+
+// === Everything else is the inner stream's ===
+
+impl AsyncWrite for Timed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for Timed {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await;
+    }
+}
+
+impl UniqueID for Timed {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for Timed {
+    fn get_ssl(&self) -> Option<&SslRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for Timed {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for Timed {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for Timed {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for Timed {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+impl fmt::Debug for Timed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Timed")
+            .field("inner", &self.inner)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}

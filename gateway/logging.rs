@@ -1,0 +1,108 @@
+//! The operational log: env_logger (`RUST_LOG`, default `info`) to stderr, with Pingora's
+//! error lines about what a *client* did wrong demoted to debug.
+//!
+//! Levels say who must act: error is for the operator. Pingora 0.9 logs at error level a
+//! client that sends a broken or incomplete request head, gives up on its HTTP/2
+//! preface, or leaves before its answer is written; on a public listener those arrive
+//! all day from scanners and flaky networks, and each is about the client, not the
+//! gateway. They are counted in the metrics and logged at debug instead. Pingora's other
+//! error lines pass unchanged.
+
+use log::{Level, Log, Metadata, Record};
+
+/// Pingora 0.9.1's error-level messages that are always about the client. Matched on the
+/// start of the message, for records whose target is a Pingora crate.
+const CLIENT_ERRORS: &[&str] = &[
+    // pingora-proxy, reading the request head: a malformed, incomplete or slow head.
+    "Fail to proxy: ",
+    // pingora-proxy: the client left before its error page was written.
+    "failed to send error response to downstream",
+    // pingora-proxy: the client left before the end of the response body.
+    "Error finish sending body to downstream",
+    // pingora-core: a client negotiated h2 but sent no valid preface.
+    "H2 handshake error",
+];
+
+/// Installs the logger. Call once, first thing.
+pub fn init() {
+    let inner =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
+    log::set_max_level(inner.filter());
+    // Only fails if a logger is already installed, which then stays in charge.
+    let _ = log::set_boxed_logger(Box::new(Demoting { inner }));
+}
+
+struct Demoting {
+    inner: env_logger::Logger,
+}
+
+impl Log for Demoting {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record) {
+        if !is_client_error(record) {
+            return self.inner.log(record);
+        }
+        let demoted = Record::builder()
+            .level(Level::Debug)
+            .target(record.target())
+            .args(*record.args())
+            .module_path(record.module_path())
+            .file(record.file())
+            .line(record.line())
+            .build();
+        self.inner.log(&demoted);
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
+}
+
+fn is_client_error(record: &Record) -> bool {
+    if record.level() != Level::Error || !record.target().starts_with("pingora") {
+        return false;
+    }
+    // Formatted only for Pingora's error lines, which are rare unless clients misbehave.
+    let message = record.args().to_string();
+    CLIENT_ERRORS.iter().any(|start| message.starts_with(start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record_is_client_error(target: &str, level: Level, message: &str) -> bool {
+        is_client_error(
+            &Record::builder()
+                .target(target)
+                .level(level)
+                .args(format_args!("{message}"))
+                .build(),
+        )
+    }
+
+    #[test]
+    fn only_pingoras_client_errors_are_demoted() {
+        let t = "pingora_proxy";
+        assert!(record_is_client_error(
+            t,
+            Level::Error,
+            "Fail to proxy: ReadError"
+        ));
+        assert!(record_is_client_error(
+            "pingora_core::apps",
+            Level::Error,
+            "H2 handshake error x"
+        ));
+        assert!(!record_is_client_error(t, Level::Error, "Accept() failed"));
+        assert!(!record_is_client_error(t, Level::Warn, "Fail to proxy: x"));
+        assert!(!record_is_client_error(
+            "gateway::reload",
+            Level::Error,
+            "Fail to proxy: x"
+        ));
+    }
+}

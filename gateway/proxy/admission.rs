@@ -1,0 +1,104 @@
+//! The admission checks of the proxy phases (see `crate::admission` for the rules): the
+//! head's framing, target and size, the SNI/Host agreement (421), the first chunk of a
+//! chunked body read before any upstream connection, and the head deadline's clock.
+//! A refused request is answered with a short page and its connection closed.
+
+use http::{header, HeaderName, HeaderValue};
+use log::error;
+use pingora::proxy::Session;
+use pingora::Result;
+
+use super::page;
+use crate::admission::{Admission, Refusal};
+use crate::deadline;
+use crate::tls::{CertStore, Served};
+
+/// A request head has been read: the head deadline stops for this request.
+pub fn head_read(session: &Session) {
+    deadline::head_done(session.as_downstream().stream());
+}
+
+/// The request is over: the connection's next bytes start a new head deadline.
+pub fn request_over(session: &Session) {
+    deadline::request_done(session.as_downstream().stream());
+}
+
+/// Framing, target and head size (see `Admission::check`).
+pub fn check_head(session: &Session, admission: &Admission) -> std::result::Result<(), Refusal> {
+    let raw = session
+        .as_downstream()
+        .as_http1()
+        .map(|h1| h1.get_headers_raw_bytes());
+    admission.check(session.req_header(), raw.as_deref())
+}
+
+/// 421 when the request's host is not one the connection's certificate was chosen for:
+/// another SNI name, served by another certificate (domain fronting from one app to
+/// another). Hosts sharing the certificate pass, as browsers coalesce their connections.
+pub fn check_sni(
+    session: &Session,
+    host: &[u8],
+    certs: &CertStore,
+) -> std::result::Result<(), Refusal> {
+    let served = session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_ref())
+        .and_then(|ssl| ssl.extension.get::<Served>());
+    match served {
+        Some(served) if !served.covers(host, certs) => Err(Refusal::Misdirected),
+        _ => Ok(()),
+    }
+}
+
+/// For a chunked HTTP/1.1 body, reads the first chunk now, before any upstream
+/// connection: a malformed chunk size then reaches no app at all. What is read is kept in
+/// Pingora's retry buffer, which the proxy sends upstream before the rest of the body.
+/// Later chunks are checked as they stream: a malformed one aborts the upstream request,
+/// which the app sees as a broken body, never as a complete one.
+///
+/// Skipped for `Expect: 100-continue`: such a client waits for the app's 100 before it
+/// sends any chunk.
+pub async fn read_first_chunk(session: &mut Session) -> std::result::Result<(), Refusal> {
+    let req = session.req_header();
+    let chunked = req.headers.contains_key(header::TRANSFER_ENCODING);
+    let expects_continue = req
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !chunked || expects_continue || session.as_downstream().as_http1().is_none() {
+        return Ok(());
+    }
+    session.as_downstream_mut().enable_retry_buffering();
+    if session.read_request_body().await.is_err() {
+        return Err(Refusal::Framing("The chunked request body is malformed."));
+    }
+    if session.as_downstream().retry_buffer_truncated() {
+        // Cannot happen: one read returns at most one TLS record (16 KiB) and the buffer
+        // holds 64 KiB. Refused rather than forwarded without its start.
+        error!("event=first_chunk_truncated");
+        return Err(Refusal::Framing(
+            "The chunked request body could not be read.",
+        ));
+    }
+    Ok(())
+}
+
+/// Answers a refused request and closes its connection: after bad framing nothing else
+/// on it can be trusted.
+pub async fn refuse(
+    session: &mut Session,
+    refusal: Refusal,
+    headers: &[(HeaderName, HeaderValue)],
+    request_id: &HeaderValue,
+) -> Result<()> {
+    session.set_keepalive(None);
+    page::send(
+        session,
+        refusal.status(),
+        refusal.detail(),
+        headers,
+        &[],
+        Some(request_id),
+    )
+    .await
+}
