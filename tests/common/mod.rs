@@ -2,6 +2,7 @@
 //! directory with generated certificates, in front of real in-process upstreams.
 #![allow(dead_code)]
 
+pub mod pki;
 pub mod upstream;
 
 use std::io::Read;
@@ -124,6 +125,46 @@ impl Env {
             .expect("tls")
             .connect(host, tcp)
             .expect("handshake")
+    }
+
+    /// Sends `request` on a new TLS connection made for `sni`, and reads until the gateway
+    /// closes it (or 10 s pass): (what came back, whether the gateway closed the
+    /// connection). Blocking.
+    pub fn exchange(&self, sni: &str, request: &[u8]) -> (String, bool) {
+        use std::io::Write;
+        let mut s = self.tls_connect(sni);
+        s.write_all(request).expect("write request");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 16 << 10];
+        let closed = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                // A reset after the answer is a close too.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+                Err(_) => break false,
+            }
+        };
+        (String::from_utf8_lossy(&out).into_owned(), closed)
+    }
+
+    /// An HTTP/2 connection to the gateway made for `sni`, ready to send requests.
+    pub async fn h2_connect(&self, sni: &str) -> h2::client::SendRequest<bytes::Bytes> {
+        let mut tls = native_tls::TlsConnector::builder();
+        tls.add_root_certificate(
+            native_tls::Certificate::from_pem(&self.cert_pem("default")).expect("cert"),
+        );
+        tls.request_alpns(&["h2"]);
+        let connector = tokio_native_tls::TlsConnector::from(tls.build().expect("tls"));
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.https))
+            .await
+            .expect("connect");
+        let stream = connector.connect(sni, tcp).await.expect("handshake");
+        let (send, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        send.ready().await.expect("h2 ready")
     }
 
     /// A WebSocket over TLS to `wss://HOST:PORT/PATH` through the gateway.
@@ -274,6 +315,15 @@ impl Gateway {
             );
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// The lines the gateway logged at error level.
+    pub fn errors_logged(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(" ERROR "))
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn pid(&self) -> i32 {

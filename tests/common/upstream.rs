@@ -44,8 +44,13 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Starts an upstream that names itself `name` in `/echo` answers.
+    /// Starts an upstream on 127.0.0.1 that names itself `name` in `/echo` answers.
     pub async fn start(name: &str) -> Upstream {
+        Upstream::start_on(name, std::net::Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// The same, listening on `ip` (`0.0.0.0`: every interface, as an exposed app does).
+    pub async fn start_on(name: &str, ip: std::net::IpAddr) -> Upstream {
         let seen = Arc::new(Seen {
             name: name.to_string(),
             ..Seen::default()
@@ -59,10 +64,12 @@ impl Upstream {
             .fallback(any(echo))
             .layer(middleware::from_fn_with_state(seen.clone(), count))
             .with_state(seen.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind((ip, 0))
             .await
             .expect("bind upstream");
-        let addr = listener.local_addr().expect("upstream addr");
+        let port = listener.local_addr().expect("upstream addr").port();
+        // Reached through loopback even when listening on every interface.
+        let addr = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
