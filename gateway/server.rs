@@ -3,8 +3,10 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use log::info;
+use pingora::apps::HttpServerOptions;
 use pingora::prelude::Opt;
 use pingora::protocols::http::v2::server::default_h2_options;
 use pingora::server::configuration::ServerConf;
@@ -20,7 +22,7 @@ use crate::config::{self, AccessLogTarget, Config};
 use crate::deadline::HeadDeadline;
 use crate::lifecycle::{self, InFlight};
 use crate::metrics::Metrics;
-use crate::proxy::Gateway;
+use crate::proxy::{Gateway, DOWNSTREAM_KEEPALIVE_SECS};
 use crate::redirect::Redirect;
 use crate::reload::{ReloadService, Reloader};
 use crate::services::{Counted, ExposureWatch, LimitSweeper, LogReopener, TicketRotation};
@@ -111,6 +113,9 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
     let mut h2 = default_h2_options();
     h2.max_header_list_size(u32::try_from(config.head_limits.max_header_bytes).unwrap_or(u32::MAX));
     proxy.h2_options = Some(h2);
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(Duration::from_secs(DOWNSTREAM_KEEPALIVE_SECS));
+    proxy.server_options = Some(options);
     let proxy = Arc::new(HeadDeadline {
         app: Arc::new(proxy),
         shared: shared.clone(),

@@ -471,9 +471,14 @@ async fn failed_handshakes_are_counted_by_reason_and_not_logged_as_errors() {
     let port = env.https;
     let series =
         |reason: &str| format!("gateway_tls_handshake_failures_total{{reason=\"{reason}\"}}");
-    // The readiness probe of `env.start` connected and closed: that counts too.
-    let (_, before) = env.metrics_get("/metrics").await;
     let count = |text: &str, reason: &str| sample(text, &series(reason)).unwrap_or(-1.0);
+    // The readiness probe of `env.start` connected and closed: that counts too, once
+    // the gateway has seen it go.
+    let before = env
+        .metrics_until("the readiness probe's close was not counted", |text| {
+            count(text, "closed") >= 1.0
+        })
+        .await;
     tokio::task::spawn_blocking(move || {
         use openssl::ssl::{SslConnector, SslMethod, SslVersion};
         // A client that does not trust the certificate (the system roots only).

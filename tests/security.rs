@@ -88,7 +88,11 @@ async fn smuggling_attempts_get_400_a_closed_connection_and_reach_no_app() {
     let (answer, _) = tokio::task::block_in_place(|| env.exchange("a.test", ok.as_bytes()));
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     assert_eq!(a.uploads().last().map(|u| u.bytes), Some(4));
-    assert_eq!(gw.errors_logged(), Vec::<String>::new(), "client mistakes are not errors");
+    assert_eq!(
+        gw.errors_logged(),
+        Vec::<String>::new(),
+        "client mistakes are not errors"
+    );
 }
 
 /// An HTTP/2 request whose body is `sent` bytes against a declared `declared`.
@@ -162,7 +166,11 @@ async fn heads_over_the_limits_get_431_on_http1_and_http2() {
     assert_eq!(status(head_with(49, 1)), (too_large.clone(), true, true));
     assert_eq!(status(head_with(1, 60 << 10)).0, "HTTP/1.1 200 OK");
     assert_eq!(status(head_with(1, 70 << 10)), (too_large, true, true));
-    assert_eq!(a.hits(), 2, "only the heads within the limits reached the app");
+    assert_eq!(
+        a.hits(),
+        2,
+        "only the heads within the limits reached the app"
+    );
 
     // HTTP/2: the same count, and the header list size announced in SETTINGS.
     // No Host field on HTTP/2 (:authority is not a field).
@@ -225,14 +233,22 @@ async fn a_host_served_by_another_certificate_than_the_connections_gets_421() {
     // a.test and *.apps.test share the default certificate; b.test has its own.
     let routes = route("a.test", &a, "")
         + &route("\"*.apps.test\"", &a, "")
-        + &route("b.test", &b, "    tls: { cert: certs/b.pem, key: certs/b.key }\n");
+        + &route(
+            "b.test",
+            &b,
+            "    tls: { cert: certs/b.pem, key: certs/b.key }\n",
+        );
     let gw = env.start(&config(&env, "", &routes));
     let get = |sni: &str, host: &str| {
         let req = format!("GET /echo HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         let mut tls = native_tls::TlsConnector::builder();
         tls.danger_accept_invalid_certs(true);
         let tcp = std::net::TcpStream::connect(("127.0.0.1", env.https)).expect("connect");
-        let mut s = tls.build().expect("tls").connect(sni, tcp).expect("handshake");
+        let mut s = tls
+            .build()
+            .expect("tls")
+            .connect(sni, tcp)
+            .expect("handshake");
         std::io::Write::write_all(&mut s, req.as_bytes()).expect("write");
         let mut out = String::new();
         let _ = std::io::Read::read_to_string(&mut s, &mut out);
@@ -241,10 +257,18 @@ async fn a_host_served_by_another_certificate_than_the_connections_gets_421() {
     tokio::task::block_in_place(|| {
         assert_eq!(get("a.test", "b.test"), "HTTP/1.1 421 Misdirected Request");
         assert_eq!(get("b.test", "a.test"), "HTTP/1.1 421 Misdirected Request");
-        assert_eq!(get("a.test", "x.apps.test"), "HTTP/1.1 200 OK", "same certificate");
+        assert_eq!(
+            get("a.test", "x.apps.test"),
+            "HTTP/1.1 200 OK",
+            "same certificate"
+        );
         assert_eq!(get("A.TEST", "a.test:8443"), "HTTP/1.1 200 OK");
     });
-    assert_eq!(b.hits(), 0, "nothing reached b.test's app through a.test's connection");
+    assert_eq!(
+        b.hits(),
+        0,
+        "nothing reached b.test's app through a.test's connection"
+    );
 
     // HTTP/2, where browsers reuse one connection for every host its certificate names.
     let mut h2 = env.h2_connect("a.test").await;
@@ -358,9 +382,17 @@ async fn slowloris_is_cut_at_the_header_timeout_and_normal_clients_stay_fast() {
         cut.push(t.await.expect("attacker"));
     }
     cut.sort();
-    eprintln!("slowloris connections closed after {:?} to {:?}", cut[0], cut[cut.len() - 1]);
+    eprintln!(
+        "slowloris connections closed after {:?} to {:?}",
+        cut[0],
+        cut[cut.len() - 1]
+    );
     assert!(cut[0] >= Duration::from_secs(9), "cut early: {:?}", cut[0]);
-    assert!(cut[cut.len() - 1] < Duration::from_secs(30), "{:?}", cut[cut.len() - 1]);
+    assert!(
+        cut[cut.len() - 1] < Duration::from_secs(30),
+        "{:?}",
+        cut[cut.len() - 1]
+    );
     assert_eq!(a.hits(), latencies.len(), "no slow head reached the app");
     assert_eq!(gw.errors_logged(), Vec::<String>::new());
 }
@@ -386,7 +418,10 @@ async fn an_app_listening_on_every_interface_is_flagged_and_one_on_loopback_is_n
     let log = gw.log_text();
     assert!(log.contains("event=upstream_exposed route=open "), "{log}");
     assert!(!log.contains("route=closed"), "{log}");
-    assert!(log.contains("server_name=\"127.0.0.1\""), "the fix is named:\n{log}");
+    assert!(
+        log.contains("server_name=\"127.0.0.1\""),
+        "the fix is named:\n{log}"
+    );
 
     let (status, out, err) = common::check(&env.path("routes.yaml"));
     assert!(status.success(), "a warning, not an error: {out}{err}");

@@ -92,7 +92,13 @@ async fn testssl_reports_nothing_medium_or_worse() {
     let findings: Vec<Value> = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("testssl exited {status}, report unreadable ({e}):\n{text}"));
     let ids: Vec<&str> = findings.iter().filter_map(|f| f["id"].as_str()).collect();
-    for expected in ["TLS1_3", "cipher_order", "HSTS", "BREACH", "TLS_session_ticket"] {
+    for expected in [
+        "TLS1_3",
+        "cipher_order",
+        "HSTS",
+        "BREACH",
+        "TLS_session_ticket",
+    ] {
         assert!(
             ids.iter().any(|id| id.starts_with(expected)),
             "the scan did not cover {expected}: {ids:?}"
@@ -103,7 +109,9 @@ async fn testssl_reports_nothing_medium_or_worse() {
         .filter(|f| matches!(f["severity"].as_str(), Some("MEDIUM" | "HIGH" | "CRITICAL")))
         .filter(|f| {
             let id = f["id"].as_str().unwrap_or_default();
-            !ABOUT_THE_TEST_CERTIFICATE.iter().any(|(skip, _)| id == *skip)
+            !ABOUT_THE_TEST_CERTIFICATE
+                .iter()
+                .any(|(skip, _)| id == *skip)
         })
         .map(|f| format!("{} {}: {}", f["severity"], f["id"], f["finding"]))
         .collect();
@@ -115,5 +123,9 @@ async fn testssl_reports_nothing_medium_or_worse() {
         .find(|f| f["id"] == "cert_chain_of_trust")
         .map(|f| f["severity"].as_str().unwrap_or_default().to_string());
     assert_eq!(trust.as_deref(), Some("OK"), "{text}");
-    assert_eq!(gw.errors_logged(), Vec::<String>::new(), "a scan is not an error");
+    assert_eq!(
+        gw.errors_logged(),
+        Vec::<String>::new(),
+        "a scan is not an error"
+    );
 }

@@ -7,6 +7,7 @@ mod error;
 mod limits;
 mod model;
 mod raw;
+mod route;
 mod span;
 mod units;
 mod validate;

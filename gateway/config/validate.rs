@@ -1,18 +1,17 @@
 //! Turns a `RawConfig` into a `Config`, collecting every problem (not just the first),
 //! each at the line and column of the value at fault.
 
-use std::collections::HashMap;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use serde_yaml::{Mapping, Value};
 
-use super::error::{Diagnostic, Pos};
+use super::error::Diagnostic;
 use super::limits;
 use super::model::*;
-use super::raw::{RawCert, RawConfig, RawDefaults, RawRoute};
+use super::raw::RawConfig;
+use super::route;
 use super::span::Spans;
 use super::units::{self, shown};
 
@@ -52,7 +51,7 @@ impl Checker<'_> {
     }
 
     /// A file path, resolved against the directory of the config file.
-    fn file_path(&mut self, path: &str, v: Option<&Value>) -> Option<PathBuf> {
+    pub(super) fn file_path(&mut self, path: &str, v: Option<&Value>) -> Option<PathBuf> {
         self.value(path, v, |v| match v {
             Value::String(s) if !s.trim().is_empty() => Ok(s.trim().into()),
             _ => Err(format!("expected a file path, found {}", shown(v))),
@@ -60,7 +59,7 @@ impl Checker<'_> {
         .map(|p: PathBuf| self.base.join(p))
     }
 
-    fn cert_pair(
+    pub(super) fn cert_pair(
         &mut self,
         path: &str,
         cert: Option<&Value>,
@@ -89,7 +88,12 @@ impl Checker<'_> {
     }
 
     /// Merges a `headers:` mapping into `into`: a value sets the header, null removes it.
-    fn headers(&mut self, path: &str, map: &Mapping, into: &mut Vec<(HeaderName, HeaderValue)>) {
+    pub(super) fn headers(
+        &mut self,
+        path: &str,
+        map: &Mapping,
+        into: &mut Vec<(HeaderName, HeaderValue)>,
+    ) {
         for (key, value) in map {
             let Value::String(key) = key else {
                 self.error(path, format!("header name {} is not text", shown(key)));
@@ -120,16 +124,6 @@ impl Checker<'_> {
             }
         }
     }
-}
-
-/// The inherited settings every route starts from.
-struct Inherited {
-    max_body: Option<u64>,
-    connect_timeout: Option<Duration>,
-    read_timeout: Option<Duration>,
-    write_timeout: Option<Duration>,
-    headers: Vec<(HeaderName, HeaderValue)>,
-    rate_limit: Option<RateLimit>,
 }
 
 pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Vec<Diagnostic>> {
@@ -178,55 +172,9 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
             .map_or(AccessLogTarget::Stdout, AccessLogTarget::File),
     };
     let head_limits = limits::head_limits(&mut c, raw.limits.unwrap_or_default());
-    let inherited = defaults(&mut c, raw.defaults.unwrap_or_default());
+    let inherited = route::defaults(&mut c, raw.defaults.unwrap_or_default());
 
-    let mut routes = Vec::new();
-    let mut hosts: HashMap<HostPattern, Option<Pos>> = HashMap::new();
-    let mut names: HashMap<String, Option<Pos>> = HashMap::new();
-    for (i, raw_route) in raw.routes.unwrap_or_default().into_iter().enumerate() {
-        let path = format!("routes[{i}]");
-        let Some(raw_route) = raw_route else {
-            continue;
-        };
-        // Found on the host alone, so that a duplicate is reported even when something
-        // else in either route is wrong too.
-        let host = raw_route.host.as_ref().and_then(|v| host_pattern(v).ok());
-        let host_pos = spans.find(&format!("{path}.host"));
-        let duplicate = match host.and_then(|h| Some((hosts.insert(h.clone(), host_pos)?, h))) {
-            Some((first, host)) => {
-                let first = first
-                    .map(|p| format!(" (first at {p})"))
-                    .unwrap_or_default();
-                c.error(
-                    &format!("{path}.host"),
-                    format!("duplicate host \"{host}\"{first}; expected each host once"),
-                );
-                true
-            }
-            None => false,
-        };
-        let Some(r) = route(&mut c, &path, raw_route, &inherited) else {
-            continue;
-        };
-        if duplicate {
-            continue;
-        }
-        let name_path = format!("{path}.name");
-        if let Some(first) = names.insert(r.name.clone(), spans.get(&name_path).or(host_pos)) {
-            let first = first
-                .map(|p| format!(" (first at {p})"))
-                .unwrap_or_default();
-            c.error(
-                &name_path,
-                format!(
-                    "duplicate route name {:?}{first}; names label metrics and must be unique",
-                    r.name
-                ),
-            );
-            continue;
-        }
-        routes.push(r);
-    }
+    let routes = route::routes(&mut c, raw.routes.unwrap_or_default(), &inherited, spans);
 
     let upgrade_sock = upgrade_sock.unwrap_or_else(|| default_upgrade_sock(&listen));
     if c.errors.is_empty() {
@@ -238,7 +186,7 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
             upgrade_grace,
             upgrade_sock,
             threads,
-            headers: inherited.headers,
+            headers: inherited.headers().to_vec(),
             acme_webroot,
             trusted_proxies,
             access_log,
@@ -287,166 +235,6 @@ fn listen(c: &mut Checker, raw: super::raw::RawListen) -> Listen {
         http,
         https,
         metrics,
-    }
-}
-
-fn defaults(c: &mut Checker, raw: RawDefaults) -> Inherited {
-    let mut headers = Vec::new();
-    match &raw.headers {
-        Some(map) => c.headers("defaults.headers", map, &mut headers),
-        None => headers.extend([
-            (
-                http::header::STRICT_TRANSPORT_SECURITY,
-                HeaderValue::from_static("max-age=31536000"),
-            ),
-            (
-                http::header::X_FRAME_OPTIONS,
-                HeaderValue::from_static("SAMEORIGIN"),
-            ),
-            (
-                http::header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
-        ]),
-    }
-    Inherited {
-        max_body: c
-            .value("defaults.max_body", raw.max_body.as_ref(), units::size)
-            .unwrap_or(Some(DEFAULT_MAX_BODY)),
-        connect_timeout: c
-            .value(
-                "defaults.connect_timeout",
-                raw.connect_timeout.as_ref(),
-                units::duration,
-            )
-            .unwrap_or(Some(DEFAULT_CONNECT_TIMEOUT)),
-        read_timeout: c
-            .value(
-                "defaults.read_timeout",
-                raw.read_timeout.as_ref(),
-                units::duration,
-            )
-            .unwrap_or(Some(DEFAULT_READ_TIMEOUT)),
-        write_timeout: c
-            .value(
-                "defaults.write_timeout",
-                raw.write_timeout.as_ref(),
-                units::duration,
-            )
-            .unwrap_or(Some(DEFAULT_WRITE_TIMEOUT)),
-        headers,
-        rate_limit: raw
-            .rate_limit
-            .as_ref()
-            .and_then(|v| limits::rate_limit(c, "defaults.rate_limit", v))
-            .flatten(),
-    }
-}
-
-fn route(c: &mut Checker, path: &str, raw: RawRoute, inherited: &Inherited) -> Option<Route> {
-    let at = |key: &str| format!("{path}.{key}");
-    if raw.host.is_none() {
-        c.error(
-            path,
-            "missing `host`; expected e.g. host: voice.example.com",
-        );
-    }
-    if raw.upstream.is_none() {
-        c.error(
-            path,
-            "missing `upstream`; expected e.g. upstream: 127.0.0.1:7860",
-        );
-    }
-    let host = c.value(&at("host"), raw.host.as_ref(), host_pattern);
-    let upstream = c.value(&at("upstream"), raw.upstream.as_ref(), units::upstream_addr);
-    let name = c.value(&at("name"), raw.name.as_ref(), route_name);
-    let max_body = c.value(&at("max_body"), raw.max_body.as_ref(), units::size);
-    let connect_timeout = c.value(
-        &at("connect_timeout"),
-        raw.connect_timeout.as_ref(),
-        units::duration,
-    );
-    let read_timeout = c.value(
-        &at("read_timeout"),
-        raw.read_timeout.as_ref(),
-        units::duration,
-    );
-    let write_timeout = c.value(
-        &at("write_timeout"),
-        raw.write_timeout.as_ref(),
-        units::duration,
-    );
-    let rate_limit = match &raw.rate_limit {
-        Some(v) => limits::rate_limit(c, &at("rate_limit"), v),
-        None => Some(inherited.rate_limit.clone()),
-    };
-    let mut headers = inherited.headers.clone();
-    if let Some(map) = &raw.headers {
-        c.headers(&at("headers"), map, &mut headers);
-    }
-    let tls = raw.tls.and_then(|RawCert { cert, key }| {
-        if cert.is_none() && key.is_none() {
-            c.error(&at("tls"), "expected `cert` and `key`");
-        }
-        c.cert_pair(&at("tls"), cert.as_ref(), key.as_ref())
-    });
-    let host = host?;
-    Some(Route {
-        name: name.unwrap_or_else(|| host.to_string()),
-        host,
-        upstream: upstream?,
-        max_body: max_body.unwrap_or(inherited.max_body),
-        connect_timeout: connect_timeout.unwrap_or(inherited.connect_timeout),
-        read_timeout: read_timeout.unwrap_or(inherited.read_timeout),
-        write_timeout: write_timeout.unwrap_or(inherited.write_timeout),
-        headers,
-        tls,
-        rate_limit: rate_limit?,
-    })
-}
-
-/// `voice.example.com` or `*.example.com`; case-insensitive, a trailing dot ignored.
-fn host_pattern(v: &Value) -> Result<HostPattern, String> {
-    const EXPECTED: &str =
-        "expected a host name like voice.example.com or *.example.com, without port";
-    let Value::String(text) = v else {
-        return Err(format!("invalid host {}; {EXPECTED}", shown(v)));
-    };
-    let host = text.trim().trim_end_matches('.').to_ascii_lowercase();
-    let (wildcard, name) = match host.strip_prefix("*.") {
-        Some(rest) => (true, rest),
-        None => (false, host.as_str()),
-    };
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
-        return Err(format!("invalid host {}; {EXPECTED}", shown(v)));
-    }
-    Ok(if wildcard {
-        HostPattern::Wildcard(name.to_string())
-    } else {
-        HostPattern::Exact(name.to_string())
-    })
-}
-
-fn route_name(v: &Value) -> Result<String, String> {
-    match v {
-        Value::String(s)
-            if !s.trim().is_empty()
-                && s.len() <= 64
-                && !s.chars().any(char::is_control)
-                && s != "_unmatched" =>
-        {
-            Ok(s.trim().to_string())
-        }
-        _ => Err(format!(
-            "invalid name {}; expected a short label (at most 64 characters, not \"_unmatched\")",
-            shown(v)
-        )),
     }
 }
 

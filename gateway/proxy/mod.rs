@@ -41,9 +41,9 @@ use crate::metrics::{Reject, RouteMetrics};
 use crate::state::{ActiveRoute, Shared};
 use observe::{GaugeGuard, Timing};
 
-/// Idle time allowed between requests on a client's keep-alive connection (nginx: 75 s).
-/// Pingora's default keeps idle HTTP/1.1 connections forever.
-const DOWNSTREAM_KEEPALIVE_SECS: u64 = 75;
+/// Idle time allowed between requests on a client's keep-alive connection (nginx: 75 s),
+/// HTTP/1.1 and HTTP/2. Pingora's default keeps idle connections forever.
+pub const DOWNSTREAM_KEEPALIVE_SECS: u64 = 75;
 
 /// The HTTPS proxy service.
 pub struct Gateway {

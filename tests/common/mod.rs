@@ -241,7 +241,7 @@ impl Env {
         path
     }
 
-    /// Starts `gateway run` on `config` and waits until the HTTPS port accepts.
+    /// Starts `gateway run` on `config` and waits until each of its listeners accepts.
     pub fn start(&self, config: &str) -> Gateway {
         let path = self.write_config(config);
         let mut gw = self.spawn(&path, &[], "gateway.log");
@@ -263,10 +263,16 @@ impl Env {
             .stderr(log_file)
             .spawn()
             .expect("spawn gateway");
+        // The listeners of this configuration: Pingora starts them one after another.
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let listeners = [self.https, self.http, self.metrics]
+            .into_iter()
+            .filter(|port| *port == self.https || text.contains(&format!("127.0.0.1:{port}\"")))
+            .collect();
         Gateway {
             child,
             log,
-            https: self.https,
+            listeners,
         }
     }
 }
@@ -295,17 +301,20 @@ pub fn check(config: &Path) -> (ExitStatus, String, String) {
 pub struct Gateway {
     pub child: Child,
     pub log: PathBuf,
-    pub https: u16,
+    /// The ports it listens on (HTTPS first).
+    listeners: Vec<u16>,
 }
 
 impl Gateway {
+    /// Waits (20 s at most) until every listener accepts connections.
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("gateway exited early ({status}):\n{}", self.log_text());
             }
-            if TcpStream::connect(("127.0.0.1", self.https)).is_ok() {
+            let up = |port: &u16| TcpStream::connect(("127.0.0.1", *port)).is_ok();
+            if self.listeners.iter().all(up) {
                 return;
             }
             assert!(

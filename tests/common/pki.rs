@@ -37,11 +37,15 @@ pub fn ca_and_leaf(names: &[&str]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let mut ca = X509::builder().expect("builder");
     ca.set_version(2).expect("v3");
     ca.set_serial_number(&serial()).expect("serial");
-    ca.set_subject_name(&name("gateway test CA")).expect("subject");
-    ca.set_issuer_name(&name("gateway test CA")).expect("issuer");
+    ca.set_subject_name(&name("gateway test CA"))
+        .expect("subject");
+    ca.set_issuer_name(&name("gateway test CA"))
+        .expect("issuer");
     ca.set_pubkey(&ca_key).expect("pubkey");
-    ca.set_not_before(&Asn1Time::days_from_now(0).expect("time")).expect("nb");
-    ca.set_not_after(&Asn1Time::days_from_now(365).expect("time")).expect("na");
+    ca.set_not_before(&Asn1Time::days_from_now(0).expect("time"))
+        .expect("nb");
+    ca.set_not_after(&Asn1Time::days_from_now(365).expect("time"))
+        .expect("na");
     ca.append_extension(BasicConstraints::new().critical().ca().build().expect("bc"))
         .expect("bc");
     ca.append_extension(
@@ -96,7 +100,8 @@ pub fn ca_and_leaf(names: &[&str]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         .build(&leaf.x509v3_context(Some(&ca), None))
         .expect("aki");
     leaf.append_extension(aki).expect("aki");
-    leaf.sign(&ca_key, MessageDigest::sha256()).expect("sign leaf");
+    leaf.sign(&ca_key, MessageDigest::sha256())
+        .expect("sign leaf");
     let leaf = leaf.build();
 
     let ca_pem = ca.to_pem().expect("pem");

@@ -6,14 +6,20 @@
 //! few atomic adds. Labels come from the config only (`route` = a route's name or
 //! `_unmatched`), never from traffic, so the series count is bounded by the config.
 
+mod labels;
+mod route;
+
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+pub use labels::{HandshakeFailure, HandshakeFailures, Reject, UpstreamError};
+pub use route::RouteMetrics;
 
 /// The `route` label of requests whose host matches no route.
 pub const UNMATCHED: &str = "_unmatched";
@@ -23,140 +29,6 @@ const DURATION_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
     1800.0, 3600.0,
 ];
-
-/// The `method` label values; anything else is `OTHER`.
-const METHODS: [&str; 10] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "OTHER",
-];
-
-/// Status codes 100..=599 get a pre-sized slot each.
-const CODES: usize = 500;
-
-/// Why the gateway answered a request itself instead of forwarding it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reject {
-    RateLimit,
-    BodyTooLarge,
-    NoRoute,
-    /// 400: no host, ambiguous framing, a target that is not forwarded.
-    BadRequest,
-    /// 431: a request head over `limits`.
-    HeadTooLarge,
-    /// 421: a request for a host the TLS connection's certificate does not serve.
-    Misdirected,
-}
-
-impl Reject {
-    const ALL: [Reject; 6] = [
-        Reject::RateLimit,
-        Reject::BodyTooLarge,
-        Reject::NoRoute,
-        Reject::BadRequest,
-        Reject::HeadTooLarge,
-        Reject::Misdirected,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reject::RateLimit => "rate_limit",
-            Reject::BodyTooLarge => "body_too_large",
-            Reject::NoRoute => "no_route",
-            Reject::BadRequest => "bad_request",
-            Reject::HeadTooLarge => "head_too_large",
-            Reject::Misdirected => "misdirected",
-        }
-    }
-}
-
-/// What went wrong talking to an upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamError {
-    /// Refused, unreachable, or the socket could not be set up.
-    Connect,
-    /// Connect, read or write timeout.
-    Timeout,
-    /// The connection closed or broke mid-request.
-    Reset,
-    /// The upstream spoke invalid HTTP.
-    Protocol,
-    Other,
-}
-
-impl UpstreamError {
-    const ALL: [UpstreamError; 5] = [
-        UpstreamError::Connect,
-        UpstreamError::Timeout,
-        UpstreamError::Reset,
-        UpstreamError::Protocol,
-        UpstreamError::Other,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpstreamError::Connect => "connect",
-            UpstreamError::Timeout => "timeout",
-            UpstreamError::Reset => "reset",
-            UpstreamError::Protocol => "protocol",
-            UpstreamError::Other => "other",
-        }
-    }
-}
-
-/// Why a client's TLS handshake failed. The client's doing, not the operator's: counted
-/// and logged at debug, never at error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HandshakeFailure {
-    /// The client refused our certificate (an alert such as `certificate unknown` or
-    /// `unknown ca`): a browser that does not trust a self-signed certificate.
-    CertificateRejected,
-    /// The client offers only protocol versions below the configured minimum.
-    Version,
-    /// No cipher suite, group or signature algorithm in common.
-    Cipher,
-    /// Not TLS at all (e.g. plain HTTP sent to the HTTPS port).
-    NotTls,
-    /// The client closed or reset the connection mid-handshake.
-    Closed,
-    /// The handshake did not finish within the handshake timeout.
-    Timeout,
-    Other,
-}
-
-impl HandshakeFailure {
-    pub const ALL: [HandshakeFailure; 7] = [
-        HandshakeFailure::CertificateRejected,
-        HandshakeFailure::Version,
-        HandshakeFailure::Cipher,
-        HandshakeFailure::NotTls,
-        HandshakeFailure::Closed,
-        HandshakeFailure::Timeout,
-        HandshakeFailure::Other,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HandshakeFailure::CertificateRejected => "certificate_rejected",
-            HandshakeFailure::Version => "version",
-            HandshakeFailure::Cipher => "cipher",
-            HandshakeFailure::NotTls => "not_tls",
-            HandshakeFailure::Closed => "closed",
-            HandshakeFailure::Timeout => "timeout",
-            HandshakeFailure::Other => "other",
-        }
-    }
-}
-
-/// `gateway_tls_handshake_failures_total`, one counter per reason, resolved up front.
-#[derive(Clone)]
-pub struct HandshakeFailures(Vec<IntCounter>);
-
-impl HandshakeFailures {
-    pub fn inc(&self, reason: HandshakeFailure) {
-        if let Some(c) = HandshakeFailure::ALL.iter().position(|r| *r == reason) {
-            self.0[c].inc();
-        }
-    }
-}
 
 /// Every metric family of the gateway.
 pub struct Metrics {
@@ -354,7 +226,7 @@ impl Metrics {
 
     /// The handshake failure counters of the HTTPS listener.
     pub fn handshake_failures(&self) -> HandshakeFailures {
-        HandshakeFailures(
+        HandshakeFailures::new(
             HandshakeFailure::ALL
                 .iter()
                 .map(|r| self.handshake_failures.with_label_values(&[r.as_str()]))
@@ -399,91 +271,6 @@ impl Metrics {
             log::warn!("event=metrics_encode_failed error={e}");
         }
         out
-    }
-}
-
-/// One route's series, resolved ahead of the request path.
-pub struct RouteMetrics {
-    name: String,
-    requests: IntCounterVec,
-    /// `gateway_requests_total` children by method × status, created on first use.
-    by_status: Box<[OnceLock<IntCounter>]>,
-    duration: Histogram,
-    request_bytes: IntCounter,
-    response_bytes: IntCounter,
-    pub in_flight: IntGauge,
-    pub websockets: IntGauge,
-    rejected: Vec<IntCounter>,
-    upstream_errors: Vec<IntCounter>,
-}
-
-impl std::fmt::Debug for RouteMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RouteMetrics")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RouteMetrics {
-    fn new(m: &Metrics, name: &str) -> RouteMetrics {
-        let rejected = Reject::ALL
-            .iter()
-            .map(|r| m.rejected.with_label_values(&[name, r.as_str()]))
-            .collect();
-        let upstream_errors = UpstreamError::ALL
-            .iter()
-            .map(|k| m.upstream_errors.with_label_values(&[name, k.as_str()]))
-            .collect();
-        RouteMetrics {
-            name: name.to_string(),
-            requests: m.requests.clone(),
-            by_status: (0..METHODS.len() * CODES)
-                .map(|_| OnceLock::new())
-                .collect(),
-            duration: m.duration.with_label_values(&[name]),
-            request_bytes: m.request_bytes.with_label_values(&[name]),
-            response_bytes: m.response_bytes.with_label_values(&[name]),
-            in_flight: m.in_flight.with_label_values(&[name]),
-            websockets: m.websockets.with_label_values(&[name]),
-            rejected,
-            upstream_errors,
-        }
-    }
-
-    /// Records one finished request.
-    pub fn request(&self, method: &http::Method, status: u16, seconds: f64, req: u64, resp: u64) {
-        let m = METHODS
-            .iter()
-            .position(|name| *name == method.as_str())
-            .unwrap_or(METHODS.len() - 1);
-        match usize::from(status).checked_sub(100).filter(|c| *c < CODES) {
-            Some(c) => self.by_status[m * CODES + c]
-                .get_or_init(|| {
-                    self.requests
-                        .with_label_values(&[&self.name, METHODS[m], &status.to_string()])
-                })
-                .inc(),
-            None => self
-                .requests
-                .with_label_values(&[&self.name, METHODS[m], &status.to_string()])
-                .inc(),
-        }
-        self.duration.observe(seconds);
-        self.request_bytes.inc_by(req);
-        self.response_bytes.inc_by(resp);
-    }
-
-    pub fn rejected(&self, reason: Reject) {
-        if let Some(c) = Reject::ALL.iter().position(|r| *r == reason) {
-            self.rejected[c].inc();
-        }
-    }
-
-    pub fn upstream_error(&self, kind: UpstreamError) {
-        if let Some(c) = UpstreamError::ALL.iter().position(|k| *k == kind) {
-            self.upstream_errors[c].inc();
-        }
     }
 }
 

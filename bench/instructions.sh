@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Instructions per request of one or more gateway binaries, counted by valgrind's
+# callgrind: unlike time, the count is the same from run to run whatever else the machine
+# is doing, so a cost of a few hundred instructions shows (an A/B with wrk cannot see
+# under ±5 %). Each binary serves 0 and then N keep-alive HTTP/1.1-over-TLS requests
+# (Python's http.client) in front of an nginx upstream; the difference divided by N is
+# the cost of one request, TLS record handling and all.
+#
+#   bench/instructions.sh [N] BIN...     (default N 2000)
+set -euo pipefail
+n=2000
+if [[ ${1:-} =~ ^[0-9]+$ ]]; then n=$1; shift; fi
+bins=("$@")
+[ ${#bins[@]} -gt 0 ] || { echo "usage: bench/instructions.sh [N] BIN..."; exit 2; }
+for i in "${!bins[@]}"; do bins[$i]=$(realpath "${bins[$i]}"); done
+source "$(dirname "$0")/lib.sh"
+command -v valgrind >/dev/null || { echo "needs valgrind: apt-get install -y valgrind"; exit 1; }
+up=$(port)
+start_upstream "$up"
+
+# total_ir BIN REQUESTS: instructions the gateway executed from start to exit.
+total_ir() {
+  local https metrics out
+  https=$(port); metrics=$(port); out="$work/callgrind.$RANDOM"
+  cat >"$work/ir.yaml" <<YAML
+listen: { https: "127.0.0.1:$https", metrics: "127.0.0.1:$metrics" }
+access_log: off
+threads: 1
+upgrade_sock: $work/ir.sock
+routes:
+  - host: bench.test
+    upstream: 127.0.0.1:$up
+YAML
+  RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
+    "$1" run -c "$work/ir.yaml" >/dev/null 2>>"$work/valgrind.log" &
+  local pid=$!
+  for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$https") 2>/dev/null && break; sleep 0.1; done
+  python3 - "$https" "$2" <<'PY'
+import http.client, ssl, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+ctx = ssl._create_unverified_context()
+c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=60)
+for _ in range(n):
+    c.request("GET", "/", headers={"Host": "bench.test"})
+    r = c.getresponse(); r.read()
+    assert r.status == 200, r.status
+c.close()
+PY
+  kill -INT "$pid"
+  wait "$pid" || true
+  awk '/^summary:/ {print $2}' "$out"
+}
+
+for bin in "${bins[@]}"; do
+  base=$(total_ir "$bin" 0)
+  full=$(total_ir "$bin" "$n")
+  echo "$bin: $(( (full - base) / n )) instructions per request ($n requests; start and stop: $base)"
+done

@@ -1,0 +1,253 @@
+//! `defaults` and `routes`: what every route inherits, each route's own keys, and the
+//! checks across routes (a host or a name given twice).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use serde_yaml::Value;
+
+use super::error::Pos;
+use super::limits;
+use super::model::*;
+use super::raw::{RawCert, RawDefaults, RawRoute};
+use super::span::Spans;
+use super::units::{self, shown};
+use super::validate::Checker;
+
+/// The inherited settings every route starts from.
+pub(super) struct Inherited {
+    max_body: Option<u64>,
+    connect_timeout: Option<Duration>,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    rate_limit: Option<RateLimit>,
+}
+
+impl Inherited {
+    /// `defaults.headers` (or the built-in security headers): also what the gateway's
+    /// own pages carry when no route matched.
+    pub(super) fn headers(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.headers
+    }
+}
+
+/// Every route, with duplicate hosts and names reported. Cut or empty entries (`None`)
+/// were reported when the file was read.
+pub(super) fn routes(
+    c: &mut Checker,
+    raw: Vec<Option<RawRoute>>,
+    inherited: &Inherited,
+    spans: &Spans,
+) -> Vec<Route> {
+    let mut routes = Vec::new();
+    let mut hosts: HashMap<HostPattern, Option<Pos>> = HashMap::new();
+    let mut names: HashMap<String, Option<Pos>> = HashMap::new();
+    for (i, raw_route) in raw.into_iter().enumerate() {
+        let path = format!("routes[{i}]");
+        let Some(raw_route) = raw_route else {
+            continue;
+        };
+        // Found on the host alone, so that a duplicate is reported even when something
+        // else in either route is wrong too.
+        let host = raw_route.host.as_ref().and_then(|v| host_pattern(v).ok());
+        let host_pos = spans.find(&format!("{path}.host"));
+        let duplicate = match host.and_then(|h| Some((hosts.insert(h.clone(), host_pos)?, h))) {
+            Some((first, host)) => {
+                let first = first
+                    .map(|p| format!(" (first at {p})"))
+                    .unwrap_or_default();
+                c.error(
+                    &format!("{path}.host"),
+                    format!("duplicate host \"{host}\"{first}; expected each host once"),
+                );
+                true
+            }
+            None => false,
+        };
+        let Some(r) = route(c, &path, raw_route, inherited) else {
+            continue;
+        };
+        if duplicate {
+            continue;
+        }
+        let name_path = format!("{path}.name");
+        if let Some(first) = names.insert(r.name.clone(), spans.get(&name_path).or(host_pos)) {
+            let first = first
+                .map(|p| format!(" (first at {p})"))
+                .unwrap_or_default();
+            c.error(
+                &name_path,
+                format!(
+                    "duplicate route name {:?}{first}; names label metrics and must be unique",
+                    r.name
+                ),
+            );
+            continue;
+        }
+        routes.push(r);
+    }
+
+    routes
+}
+
+pub(super) fn defaults(c: &mut Checker, raw: RawDefaults) -> Inherited {
+    let mut headers = Vec::new();
+    match &raw.headers {
+        Some(map) => c.headers("defaults.headers", map, &mut headers),
+        None => headers.extend([
+            (
+                http::header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=31536000"),
+            ),
+            (
+                http::header::X_FRAME_OPTIONS,
+                HeaderValue::from_static("SAMEORIGIN"),
+            ),
+            (
+                http::header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+        ]),
+    }
+    Inherited {
+        max_body: c
+            .value("defaults.max_body", raw.max_body.as_ref(), units::size)
+            .unwrap_or(Some(DEFAULT_MAX_BODY)),
+        connect_timeout: c
+            .value(
+                "defaults.connect_timeout",
+                raw.connect_timeout.as_ref(),
+                units::duration,
+            )
+            .unwrap_or(Some(DEFAULT_CONNECT_TIMEOUT)),
+        read_timeout: c
+            .value(
+                "defaults.read_timeout",
+                raw.read_timeout.as_ref(),
+                units::duration,
+            )
+            .unwrap_or(Some(DEFAULT_READ_TIMEOUT)),
+        write_timeout: c
+            .value(
+                "defaults.write_timeout",
+                raw.write_timeout.as_ref(),
+                units::duration,
+            )
+            .unwrap_or(Some(DEFAULT_WRITE_TIMEOUT)),
+        headers,
+        rate_limit: raw
+            .rate_limit
+            .as_ref()
+            .and_then(|v| limits::rate_limit(c, "defaults.rate_limit", v))
+            .flatten(),
+    }
+}
+
+fn route(c: &mut Checker, path: &str, raw: RawRoute, inherited: &Inherited) -> Option<Route> {
+    let at = |key: &str| format!("{path}.{key}");
+    if raw.host.is_none() {
+        c.error(
+            path,
+            "missing `host`; expected e.g. host: voice.example.com",
+        );
+    }
+    if raw.upstream.is_none() {
+        c.error(
+            path,
+            "missing `upstream`; expected e.g. upstream: 127.0.0.1:7860",
+        );
+    }
+    let host = c.value(&at("host"), raw.host.as_ref(), host_pattern);
+    let upstream = c.value(&at("upstream"), raw.upstream.as_ref(), units::upstream_addr);
+    let name = c.value(&at("name"), raw.name.as_ref(), route_name);
+    let max_body = c.value(&at("max_body"), raw.max_body.as_ref(), units::size);
+    let connect_timeout = c.value(
+        &at("connect_timeout"),
+        raw.connect_timeout.as_ref(),
+        units::duration,
+    );
+    let read_timeout = c.value(
+        &at("read_timeout"),
+        raw.read_timeout.as_ref(),
+        units::duration,
+    );
+    let write_timeout = c.value(
+        &at("write_timeout"),
+        raw.write_timeout.as_ref(),
+        units::duration,
+    );
+    let rate_limit = match &raw.rate_limit {
+        Some(v) => limits::rate_limit(c, &at("rate_limit"), v),
+        None => Some(inherited.rate_limit.clone()),
+    };
+    let mut headers = inherited.headers.clone();
+    if let Some(map) = &raw.headers {
+        c.headers(&at("headers"), map, &mut headers);
+    }
+    let tls = raw.tls.and_then(|RawCert { cert, key }| {
+        if cert.is_none() && key.is_none() {
+            c.error(&at("tls"), "expected `cert` and `key`");
+        }
+        c.cert_pair(&at("tls"), cert.as_ref(), key.as_ref())
+    });
+    let host = host?;
+    Some(Route {
+        name: name.unwrap_or_else(|| host.to_string()),
+        host,
+        upstream: upstream?,
+        max_body: max_body.unwrap_or(inherited.max_body),
+        connect_timeout: connect_timeout.unwrap_or(inherited.connect_timeout),
+        read_timeout: read_timeout.unwrap_or(inherited.read_timeout),
+        write_timeout: write_timeout.unwrap_or(inherited.write_timeout),
+        headers,
+        tls,
+        rate_limit: rate_limit?,
+    })
+}
+
+/// `voice.example.com` or `*.example.com`; case-insensitive, a trailing dot ignored.
+fn host_pattern(v: &Value) -> Result<HostPattern, String> {
+    const EXPECTED: &str =
+        "expected a host name like voice.example.com or *.example.com, without port";
+    let Value::String(text) = v else {
+        return Err(format!("invalid host {}; {EXPECTED}", shown(v)));
+    };
+    let host = text.trim().trim_end_matches('.').to_ascii_lowercase();
+    let (wildcard, name) = match host.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, host.as_str()),
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!("invalid host {}; {EXPECTED}", shown(v)));
+    }
+    Ok(if wildcard {
+        HostPattern::Wildcard(name.to_string())
+    } else {
+        HostPattern::Exact(name.to_string())
+    })
+}
+
+fn route_name(v: &Value) -> Result<String, String> {
+    match v {
+        Value::String(s)
+            if !s.trim().is_empty()
+                && s.len() <= 64
+                && !s.chars().any(char::is_control)
+                && s != "_unmatched" =>
+        {
+            Ok(s.trim().to_string())
+        }
+        _ => Err(format!(
+            "invalid name {}; expected a short label (at most 64 characters, not \"_unmatched\")",
+            shown(v)
+        )),
+    }
+}

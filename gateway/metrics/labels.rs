@@ -1,0 +1,135 @@
+//! The fixed label values of the gateway's metrics: why a request was answered by the
+//! gateway, what failed with an upstream, why a client's TLS handshake failed. Every value
+//! is known in advance, so each series exists (at 0) from the start.
+
+use prometheus::IntCounter;
+
+/// Why the gateway answered a request itself instead of forwarding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    RateLimit,
+    BodyTooLarge,
+    NoRoute,
+    /// 400: no host, ambiguous framing, a target that is not forwarded.
+    BadRequest,
+    /// 431: a request head over `limits`.
+    HeadTooLarge,
+    /// 421: a request for a host the TLS connection's certificate does not serve.
+    Misdirected,
+}
+
+impl Reject {
+    pub const ALL: [Reject; 6] = [
+        Reject::RateLimit,
+        Reject::BodyTooLarge,
+        Reject::NoRoute,
+        Reject::BadRequest,
+        Reject::HeadTooLarge,
+        Reject::Misdirected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reject::RateLimit => "rate_limit",
+            Reject::BodyTooLarge => "body_too_large",
+            Reject::NoRoute => "no_route",
+            Reject::BadRequest => "bad_request",
+            Reject::HeadTooLarge => "head_too_large",
+            Reject::Misdirected => "misdirected",
+        }
+    }
+}
+
+/// What went wrong talking to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// Refused, unreachable, or the socket could not be set up.
+    Connect,
+    /// Connect, read or write timeout.
+    Timeout,
+    /// The connection closed or broke mid-request.
+    Reset,
+    /// The upstream spoke invalid HTTP.
+    Protocol,
+    Other,
+}
+
+impl UpstreamError {
+    pub const ALL: [UpstreamError; 5] = [
+        UpstreamError::Connect,
+        UpstreamError::Timeout,
+        UpstreamError::Reset,
+        UpstreamError::Protocol,
+        UpstreamError::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamError::Connect => "connect",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::Reset => "reset",
+            UpstreamError::Protocol => "protocol",
+            UpstreamError::Other => "other",
+        }
+    }
+}
+
+/// Why a client's TLS handshake failed. The client's doing, not the operator's: counted
+/// and logged at debug, never at error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The client refused our certificate (an alert such as `certificate unknown` or
+    /// `unknown ca`): a browser that does not trust a self-signed certificate.
+    CertificateRejected,
+    /// The client offers only protocol versions below the configured minimum.
+    Version,
+    /// No cipher suite, group or signature algorithm in common.
+    Cipher,
+    /// Not TLS at all (e.g. plain HTTP sent to the HTTPS port).
+    NotTls,
+    /// The client closed or reset the connection mid-handshake.
+    Closed,
+    /// The handshake did not finish within the handshake timeout.
+    Timeout,
+    Other,
+}
+
+impl HandshakeFailure {
+    pub const ALL: [HandshakeFailure; 7] = [
+        HandshakeFailure::CertificateRejected,
+        HandshakeFailure::Version,
+        HandshakeFailure::Cipher,
+        HandshakeFailure::NotTls,
+        HandshakeFailure::Closed,
+        HandshakeFailure::Timeout,
+        HandshakeFailure::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailure::CertificateRejected => "certificate_rejected",
+            HandshakeFailure::Version => "version",
+            HandshakeFailure::Cipher => "cipher",
+            HandshakeFailure::NotTls => "not_tls",
+            HandshakeFailure::Closed => "closed",
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Other => "other",
+        }
+    }
+}
+
+/// `gateway_tls_handshake_failures_total`, one counter per reason, resolved up front.
+#[derive(Clone)]
+pub struct HandshakeFailures(Vec<IntCounter>);
+
+impl HandshakeFailures {
+    pub(super) fn new(counters: Vec<IntCounter>) -> HandshakeFailures {
+        HandshakeFailures(counters)
+    }
+
+    pub fn inc(&self, reason: HandshakeFailure) {
+        if let Some(c) = HandshakeFailure::ALL.iter().position(|r| *r == reason) {
+            self.0[c].inc();
+        }
+    }
+}
