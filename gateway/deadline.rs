@@ -8,8 +8,9 @@
 //! longer than the deadline. It knows where a head ends because the proxy tells it:
 //! `head_done` when a request head has been read, `request_done` when the request is
 //! over; the first byte after that starts the next head's clock. The first head's clock
-//! starts with the connection. HTTP/2 connections are not wrapped (their requests are
-//! framed and bounded by the h2 layer).
+//! starts with the connection. Both listeners are covered (HTTPS, and the plain-HTTP
+//! redirect). HTTP/2 connections are not wrapped (their requests are framed and bounded
+//! by the h2 layer, and idle connections closed).
 
 use std::fmt;
 use std::future::Future;
@@ -42,7 +43,8 @@ const BODY: u8 = 1;
 /// Between requests: the keep-alive idle timeout applies; the next byte starts a head.
 const IDLE: u8 = 2;
 
-/// Wraps the HTTPS app (after TLS): HTTP/1.x connections get a `Timed` stream.
+/// Wraps a listener's app (after TLS, on HTTPS): HTTP/1.x connections get a `Timed`
+/// stream.
 pub struct HeadDeadline<A> {
     pub app: Arc<A>,
     pub shared: Arc<Shared>,

@@ -21,6 +21,11 @@ const CLIENT_ERRORS: &[&str] = &[
     "Error finish sending body to downstream",
     // pingora-core: a client negotiated h2 but sent no valid preface.
     "H2 handshake error",
+    // pingora-core's HTTP server (the plain-HTTP redirect listener): the same three for
+    // a request there: a bad or slow head, a client gone before the answer.
+    "HTTP server fails to read from downstream",
+    "HTTP server fails to write to downstream",
+    "HTTP server fails to finish the request",
 ];
 
 /// Installs the logger. Call once, first thing.

@@ -113,13 +113,8 @@ fn check(path: &std::path::Path) -> ExitCode {
                 listeners.join(", ")
             );
             // Warnings, not errors: the file is valid, the apps' setup is at fault.
-            let upstreams: Vec<_> = config
-                .routes
-                .iter()
-                .map(|r| (r.name.clone(), r.upstream))
-                .collect();
             let addresses = gateway::exposure::local_addresses();
-            for exposed in gateway::exposure::check(&upstreams, &addresses) {
+            for exposed in gateway::exposure::check(&config.upstreams(), &addresses) {
                 eprintln!("{}: warning: {}", path.display(), exposed.warning());
             }
             ExitCode::SUCCESS

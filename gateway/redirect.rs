@@ -11,6 +11,7 @@ use http::{header, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::deadline;
 use crate::router::strip_port;
 use crate::state::Shared;
 
@@ -25,6 +26,9 @@ pub struct Redirect {
 #[async_trait]
 impl ServeHttp for Redirect {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        // The head deadline's clock: stopped now, restarted by the next request's bytes.
+        deadline::head_done(session.stream());
+        deadline::request_done(session.stream());
         let snapshot = self.shared.snapshot.load_full();
         let req = session.req_header();
         if let (Some(root), Some(token)) = (

@@ -7,7 +7,8 @@
 //! configuration they began with. Any error leaves the running configuration untouched.
 //!
 //! Settings bound to listening sockets or to the process (listeners, threads, TLS
-//! version, access log, timeouts of shutdown and upgrade) cannot change in place: a
+//! version, access log, timeouts of shutdown and upgrade, the HTTP/2 header list size
+//! announced to clients) cannot change in place: a
 //! reload that changes them is refused with a message pointing at a binary upgrade.
 
 use std::path::{Path, PathBuf};

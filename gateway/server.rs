@@ -143,7 +143,10 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
         let mut http = Service::new(
             "http".to_string(),
             Counted {
-                app: Arc::new(Redirect {
+                app: Arc::new(HeadDeadline {
+                    app: Arc::new(Redirect {
+                        shared: Arc::clone(&shared),
+                    }),
                     shared: Arc::clone(&shared),
                 }),
                 open: open("http")?,

@@ -124,11 +124,7 @@ impl Snapshot {
             unmatched: metrics.map(|m| m.route(UNMATCHED)),
             admission: Admission::build(&config.head_limits),
             header_timeout: config.head_limits.header_timeout,
-            upstreams: config
-                .routes
-                .iter()
-                .map(|r| (r.name.clone(), r.upstream))
-                .collect(),
+            upstreams: config.upstreams(),
             limiters,
         }
     }

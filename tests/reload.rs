@@ -215,6 +215,10 @@ async fn a_broken_config_changes_nothing_and_says_where() {
             good.replace("https: \"127.0.0.1:", "https: \"127.0.0.2:"),
             "listen.https changed",
         ),
+        (
+            good.replace("routes:", "limits: { max_header_bytes: 32K }\nroutes:"),
+            "limits.max_header_bytes changed",
+        ),
     ];
     for (text, expected) in &broken {
         env.write_config(text);
@@ -255,10 +259,10 @@ async fn a_broken_config_changes_nothing_and_says_where() {
     assert!(String::from_utf8_lossy(&cli.stdout).starts_with("reloaded: routes=1"));
     let (_, text) = env.metrics_get("/metrics").await;
     assert!(text.contains("gateway_config_last_reload_successful 1"));
-    // 4 refused POSTs, and 3 refused `gateway reload`s (with YAML it cannot parse, the
+    // 5 refused POSTs, and 4 refused `gateway reload`s (with YAML it cannot parse, the
     // command reports the error itself and does not ask the gateway).
     assert!(
-        text.contains("gateway_config_reloads_total{result=\"failure\"} 7"),
+        text.contains("gateway_config_reloads_total{result=\"failure\"} 9"),
         "{text}"
     );
 }

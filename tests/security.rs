@@ -285,20 +285,15 @@ async fn a_host_served_by_another_certificate_than_the_connections_gets_421() {
 }
 
 /// A slowloris connection: a request head sent a byte every `every`, never finished.
-/// Returns how long the gateway took to close it, measured from the end of the TLS
-/// handshake.
-async fn slowloris(
-    connector: tokio_native_tls::TlsConnector,
-    port: u16,
-    every: Duration,
-) -> Duration {
+/// Returns how long the gateway took to close it, from the moment it was handed over
+/// (after the TLS handshake, on HTTPS).
+async fn slowloris<S>(stream: S, every: Duration) -> Duration
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    let tls = connector.connect("a.test", tcp).await.expect("handshake");
     let started = Instant::now();
-    let (mut read, mut write) = tokio::io::split(tls);
+    let (mut read, mut write) = tokio::io::split(stream);
     let head = b"GET /echo HTTP/1.1\r\nHost: a.test\r\nX-Slow: ";
     let trickle = async {
         let _ = write.write_all(head).await;
@@ -320,6 +315,19 @@ async fn slowloris(
     started.elapsed()
 }
 
+/// The same over TLS to the HTTPS listener.
+async fn slowloris_tls(
+    connector: tokio_native_tls::TlsConnector,
+    port: u16,
+    every: Duration,
+) -> Duration {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let tls = connector.connect("a.test", tcp).await.expect("handshake");
+    slowloris(tls, every).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_is_cut_at_the_header_timeout_and_normal_clients_stay_fast() {
     const ATTACKERS: usize = 500;
@@ -335,9 +343,14 @@ async fn slowloris_is_cut_at_the_header_timeout_and_normal_clients_stay_fast() {
     let attack: Vec<_> = (0..ATTACKERS)
         .map(|_| {
             let c = connector.clone();
-            tokio::spawn(slowloris(c, env.https, Duration::from_secs(2)))
+            tokio::spawn(slowloris_tls(c, env.https, Duration::from_secs(2)))
         })
         .collect();
+    // And one on the plain-HTTP (redirect) listener.
+    let plain = tokio::net::TcpStream::connect(("127.0.0.1", env.http))
+        .await
+        .expect("connect http");
+    let plain = tokio::spawn(slowloris(plain, Duration::from_secs(2)));
     // Once every attacker is connected (counted by the gateway), a normal client's
     // requests are timed, some on a kept-alive connection, some on new connections.
     env.metrics_until("the attackers never all connected", |text| {
@@ -381,6 +394,11 @@ async fn slowloris_is_cut_at_the_header_timeout_and_normal_clients_stay_fast() {
     for t in attack {
         cut.push(t.await.expect("attacker"));
     }
+    let plain = plain.await.expect("plain attacker");
+    assert!(
+        (Duration::from_secs(9)..Duration::from_secs(30)).contains(&plain),
+        "plain HTTP slowloris cut after {plain:?}"
+    );
     cut.sort();
     eprintln!(
         "slowloris connections closed after {:?} to {:?}",

@@ -216,13 +216,11 @@ fn max_headers(v: &Value) -> Result<usize, String> {
 }
 
 fn header_timeout(v: &Value) -> Result<Duration, String> {
-    let d = units::required_duration(v)?;
-    if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) {
-        Ok(d)
-    } else {
-        Err(format!(
-            "invalid header_timeout {}; expected from 1s to 1h",
+    match units::duration(v)? {
+        Some(d) if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) => Ok(d),
+        _ => Err(format!(
+            "invalid header_timeout {}; expected from 1s to 1h (it cannot be off)",
             shown(v)
-        ))
+        )),
     }
 }

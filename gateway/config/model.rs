@@ -61,6 +61,16 @@ pub struct Config {
     pub routes: Vec<Route>,
 }
 
+impl Config {
+    /// Every route's name and upstream (for the exposed-upstream check).
+    pub fn upstreams(&self) -> Vec<(String, SocketAddr)> {
+        self.routes
+            .iter()
+            .map(|r| (r.name.clone(), r.upstream))
+            .collect()
+    }
+}
+
 /// `limits`: the size and time a client's request head may take (431 and a closed
 /// connection beyond them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -38,7 +38,7 @@ use crate::router::strip_port;
 
 /// Longest a client may take to complete its TLS handshake. A real client needs two
 /// round trips; what takes longer is holding a connection open for nothing.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long one set of session-ticket keys is used. A new acceptor (with new random keys)
 /// replaces the old one after this: tickets issued before then no longer resume, and the

@@ -19,7 +19,7 @@ use pingora::tls::ext;
 use crate::config::{CertFiles, Config, Diagnostic};
 use crate::router::HostMap;
 
-pub use accept::{Acceptor, Served, Tls, HANDSHAKE_TIMEOUT, TICKET_KEY_LIFETIME};
+pub use accept::{Acceptor, Served, Tls, TICKET_KEY_LIFETIME};
 pub use selfsigned::{
     ensure_self_signed, generate as generate_self_signed, SELF_SIGNED_CERT, SELF_SIGNED_KEY,
 };
