@@ -7,8 +7,9 @@ CONFIG ?= routes.yaml
 # tool:package pairs. Pingora builds zlib-ng with cmake and OpenSSL with perl and make.
 BUILD_TOOLS := cmake:cmake perl:perl make:make cc:gcc
 # The observability tests run promtool and a real Prometheus server; the TLS scan,
-# testssl.sh.
-TEST_TOOLS := $(BUILD_TOOLS) promtool:prometheus prometheus:prometheus testssl:testssl.sh
+# testssl.sh; the access tests, Apache's htpasswd.
+TEST_TOOLS := $(BUILD_TOOLS) promtool:prometheus prometheus:prometheus testssl:testssl.sh \
+  htpasswd:apache2-utils
 
 .PHONY: run test check build prereqs test-prereqs
 

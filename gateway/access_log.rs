@@ -128,6 +128,8 @@ pub struct Entry<'a> {
     /// Time from the request to the upstream's response header (null: none).
     pub upstream_header_ms: Option<f64>,
     pub user_agent: &'a str,
+    /// The user a login or the sign-on service vouched for (never a password or cookie).
+    pub user: Option<&'a str>,
     /// Why the gateway answered itself (`rate_limit`, `body_too_large`, `no_route`…).
     pub reason: Option<&'static str>,
     /// What failed talking to the upstream (`connect`, `timeout`, `reset`…).

@@ -40,6 +40,9 @@ enum Command {
     /// Ask the running gateway to reload its configuration (POST /-/reload on the
     /// metrics listener named in the configuration)
     Reload,
+    /// Read a password from standard input (not echoed on a terminal) and print its
+    /// argon2id hash, for `basic_auth.users` or an htpasswd file (`NAME:HASH`)
+    HashPassword,
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,20 @@ fn main() -> ExitCode {
         Command::Check => check(&cli.config),
         Command::Run { upgrade } => run(&cli.config, upgrade),
         Command::Reload => reload(&cli.config),
+        Command::HashPassword => hash_password(),
+    }
+}
+
+fn hash_password() -> ExitCode {
+    match gateway::auth::password::read_and_hash() {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gateway hash-password: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

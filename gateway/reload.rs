@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::state::{Shared, Snapshot};
 use crate::tls::{self, CertStore};
 
-/// How often certificate files are checked for replacement (certbot renewals).
+/// How often certificate and htpasswd files are checked for replacement.
 pub const CERT_CHECK_EVERY: Duration = Duration::from_secs(10);
 
 /// What identifies one version of a file on disk (symlinks followed, as certbot's
@@ -50,11 +50,12 @@ fn fingerprint(path: &Path) -> Fingerprint {
     }
 }
 
-/// The configuration in force and the certificate files it was loaded from.
+/// The configuration in force and the certificate and htpasswd files it was loaded from.
 struct Current {
     config: Config,
     default_cert: CertFiles,
     files: Vec<Fingerprint>,
+    htpasswd: Vec<Fingerprint>,
 }
 
 impl Current {
@@ -62,6 +63,14 @@ impl Current {
         std::iter::once(default_cert)
             .chain(config.routes.iter().filter_map(|r| r.tls.as_ref()))
             .flat_map(|f| [fingerprint(&f.cert), fingerprint(&f.key)])
+            .collect()
+    }
+
+    fn htpasswd_files(config: &Config) -> Vec<Fingerprint> {
+        config
+            .htpasswd_files()
+            .iter()
+            .map(|p| fingerprint(p))
             .collect()
     }
 }
@@ -83,6 +92,7 @@ impl Reloader {
         metrics: Option<Arc<Metrics>>,
     ) -> Arc<Reloader> {
         let files = Current::cert_files(&config, &default_cert);
+        let htpasswd = Current::htpasswd_files(&config);
         Arc::new(Reloader {
             path: path.to_path_buf(),
             shared,
@@ -91,6 +101,7 @@ impl Reloader {
                 config,
                 default_cert,
                 files,
+                htpasswd,
             }),
         })
     }
@@ -138,16 +149,30 @@ impl Reloader {
         self.shared.snapshot.store(Arc::new(snapshot));
         self.shared.reloaded.notify_one();
         current.files = Current::cert_files(&config, &default_cert);
+        current.htpasswd = Current::htpasswd_files(&config);
         current.config = config;
         current.default_cert = default_cert;
         Ok(summary)
     }
 
-    /// Reloads the certificates of the configuration in force if any of their files
-    /// changed on disk. A pair caught half-replaced (new certificate, old key) fails to
-    /// load and is tried again on the next check; until then the old one is served.
-    pub fn check_certificates(&self) {
-        let mut current = self.current.lock();
+    /// Applies files of the configuration in force that changed on disk: certificates
+    /// (certbot renewals) are reloaded on their own; a changed htpasswd file (users added
+    /// or removed) reloads the whole configuration, which reads it. A file caught
+    /// half-written fails to load and is tried again on the next check; until then the
+    /// old certificates and users stay in force.
+    pub fn check_files(&self) {
+        let htpasswd_changed = {
+            let mut current = self.current.lock();
+            self.check_certificates(&mut current);
+            Current::htpasswd_files(&current.config) != current.htpasswd
+        };
+        if htpasswd_changed {
+            info!("event=htpasswd_changed");
+            let _ = self.reload();
+        }
+    }
+
+    fn check_certificates(&self, current: &mut Current) {
         let files = Current::cert_files(&current.config, &current.default_cert);
         if files == current.files {
             return;
@@ -213,7 +238,7 @@ fn fixed_changes(old: &Config, new: &Config) -> Vec<Diagnostic> {
     changed
 }
 
-/// Reloads on SIGHUP and checks certificate files every `CERT_CHECK_EVERY`.
+/// Reloads on SIGHUP and checks certificate and htpasswd files every `CERT_CHECK_EVERY`.
 pub struct ReloadService {
     pub reloader: Arc<Reloader>,
 }
@@ -239,7 +264,7 @@ impl BackgroundService for ReloadService {
                     let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
                 }
                 _ = tick.tick() => {
-                    let _ = tokio::task::spawn_blocking(move || reloader.check_certificates()).await;
+                    let _ = tokio::task::spawn_blocking(move || reloader.check_files()).await;
                 }
                 _ = shutdown.changed() => return,
             }

@@ -63,7 +63,8 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
         ),
     }
     .transpose()?;
-    let shared = Shared::new(Snapshot::build(&config, None, metrics.as_deref()), certs);
+    let snapshot = Snapshot::build(&config, None, metrics.as_deref());
+    let shared = Shared::new(snapshot, certs);
     let reloader = Reloader::new(
         path,
         config.clone(),

@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
+use pingora::connectors::http::Connector;
 use pingora::upstreams::peer::HttpPeer;
 use tokio::sync::Notify;
 
 use ipnet::IpNet;
 
 use crate::admission::Admission;
+use crate::auth::{Failures, RouteAccess, Verifier};
 use crate::config::{Config, Route};
 use crate::limits::RateLimiter;
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED};
@@ -40,6 +42,8 @@ pub struct ActiveRoute {
     pub rate_limit: Option<Arc<RateLimiter>>,
     /// This route's series; `None` when no metrics listener is configured.
     pub metrics: Option<Arc<RouteMetrics>>,
+    /// Allowlist and logins; `None` for a public route.
+    pub access: Option<RouteAccess>,
 }
 
 impl ActiveRoute {
@@ -47,6 +51,7 @@ impl ActiveRoute {
         route: &Route,
         rate_limit: Option<Arc<RateLimiter>>,
         metrics: Option<Arc<RouteMetrics>>,
+        access: Option<RouteAccess>,
     ) -> ActiveRoute {
         let mut peer = HttpPeer::new(route.upstream, false, String::new());
         peer.options.connection_timeout = route.connect_timeout;
@@ -60,6 +65,7 @@ impl ActiveRoute {
             headers: route.headers.clone(),
             rate_limit,
             metrics,
+            access,
         }
     }
 }
@@ -86,11 +92,14 @@ pub struct Snapshot {
     pub upstreams: Vec<(String, SocketAddr)>,
     /// Each route's limiter by route name, for `build` to hand on to the next snapshot.
     limiters: HashMap<String, Arc<RateLimiter>>,
+    /// Each route's failed-login counter by route name, handed on the same way.
+    failures: HashMap<String, Arc<Failures>>,
 }
 
 impl Snapshot {
     /// Builds the runtime view of `config`. A route of `previous` with the same name and
-    /// the same `rate_limit` settings keeps its limiter, and with it its clients' buckets.
+    /// the same `rate_limit` (`auth_failures`) settings keeps its limiter (failure
+    /// counter), and with it its clients' state.
     pub fn build(
         config: &Config,
         previous: Option<&Snapshot>,
@@ -98,6 +107,7 @@ impl Snapshot {
     ) -> Snapshot {
         let mut routes = RouteTable::default();
         let mut limiters = HashMap::new();
+        let mut failures = HashMap::new();
         for route in &config.routes {
             let limiter = route.rate_limit.as_ref().map(|settings| {
                 previous
@@ -109,10 +119,22 @@ impl Snapshot {
             if let Some(l) = &limiter {
                 limiters.insert(route.name.clone(), l.clone());
             }
+            let counted = route.access.basic_auth.is_some();
+            let counter = route.auth_failures.filter(|_| counted).map(|settings| {
+                previous
+                    .and_then(|p| p.failures.get(&route.name))
+                    .filter(|f| f.settings() == settings)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Failures::new(settings)))
+            });
+            if let Some(f) = &counter {
+                failures.insert(route.name.clone(), f.clone());
+            }
+            let access = RouteAccess::build(route, counter);
             let series = metrics.map(|m| m.route(&route.name));
             routes.insert(
                 &route.host,
-                Arc::new(ActiveRoute::build(route, limiter, series)),
+                Arc::new(ActiveRoute::build(route, limiter, series, access)),
             );
         }
         Snapshot {
@@ -126,6 +148,7 @@ impl Snapshot {
             header_timeout: config.head_limits.header_timeout,
             upstreams: config.upstreams(),
             limiters,
+            failures,
         }
     }
 
@@ -141,6 +164,10 @@ pub struct Shared {
     pub certs: Arc<ArcSwap<CertStore>>,
     /// Signalled after each reload, for the checks that run again on a new configuration.
     pub reloaded: Notify,
+    /// The bounded pool that verifies password hashes, off the worker threads.
+    pub verifier: Verifier,
+    /// Pooled connections to forward-auth services.
+    pub auth_connector: Connector,
 }
 
 impl Shared {
@@ -149,6 +176,8 @@ impl Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             certs: Arc::new(ArcSwap::from_pointee(certs)),
             reloaded: Notify::new(),
+            verifier: Verifier::default(),
+            auth_connector: Connector::new(None),
         })
     }
 }

@@ -158,7 +158,7 @@ pub(super) fn trusted_proxies(c: &mut Checker, v: Option<&Value>) -> Vec<IpNet> 
     nets
 }
 
-fn cidr(v: &Value) -> Result<IpNet, String> {
+pub(super) fn cidr(v: &Value) -> Result<IpNet, String> {
     let text = v.as_str().map(str::trim).unwrap_or_default();
     if let Ok(net) = text.parse::<IpNet>() {
         return Ok(net.trunc());

@@ -3,7 +3,9 @@
 //! Owns everything about the file format and its diagnostics (`FILE:LINE:COL: message`).
 //! Depends on nothing else in the crate; nothing on the request path imports it.
 
+mod access;
 mod error;
+mod htpasswd;
 mod limits;
 mod model;
 mod raw;
@@ -14,6 +16,7 @@ mod validate;
 
 use std::path::Path;
 
+pub use access::{password_hash, valid_user};
 pub use error::{render, Diagnostic, Pos};
 pub use model::*;
 

@@ -31,6 +31,11 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// refused with 400 before the gateway sees it, so larger limits could never apply.
 pub const MAX_HEADER_BYTES_CEILING: usize = 1 << 20;
 pub const MAX_HEADERS_CEILING: usize = 256;
+pub const DEFAULT_AUTH_FAILURES: FailureLimit = FailureLimit {
+    limit: 10,
+    per: Duration::from_secs(60),
+};
+pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -172,6 +177,100 @@ pub struct Route {
     pub tls: Option<CertFiles>,
     /// Requests per client key; `None`: not limited.
     pub rate_limit: Option<RateLimit>,
+    /// Who may use the route: allowlist, logins. All off: public.
+    pub access: Access,
+    /// Failed logins per client before 429; `None`: not counted.
+    pub auth_failures: Option<FailureLimit>,
+}
+
+/// A route's access control: an address allowlist, then password logins or an
+/// external sign-on service. Every check that is set must pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Client networks allowed; others get 403. `None`: every client.
+    pub allow: Option<Vec<IpNet>>,
+    pub basic_auth: Option<BasicAuth>,
+    pub forward_auth: Option<ForwardAuth>,
+    /// Forward the client's `Authorization` header to the app (removed by default).
+    pub pass_authorization: bool,
+}
+
+impl Access {
+    /// True when nothing restricts the route.
+    pub fn is_public(&self) -> bool {
+        self.allow.is_none() && self.basic_auth.is_none() && self.forward_auth.is_none()
+    }
+}
+
+/// `basic_auth`: users from routes.yaml and/or an htpasswd file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    pub realm: String,
+    /// Every user: those written in routes.yaml, then those of the htpasswd file.
+    pub users: Vec<User>,
+    /// The Apache htpasswd file the users came from, if any (bcrypt or argon2id
+    /// entries); a change on disk reloads the configuration.
+    pub htpasswd: Option<PathBuf>,
+}
+
+impl Config {
+    /// Every htpasswd file the configuration names.
+    pub fn htpasswd_files(&self) -> Vec<PathBuf> {
+        self.routes
+            .iter()
+            .filter_map(|r| r.access.basic_auth.as_ref()?.htpasswd.clone())
+            .collect()
+    }
+}
+
+/// One login: a name and the hash of its password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub hash: PasswordHash,
+}
+
+/// A password hash in one of the accepted schemes, as written (PHC or crypt format).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordHash {
+    /// `$argon2id$v=19$m=…,t=…,p=…$salt$hash`
+    Argon2id(String),
+    /// `$2y$`, `$2b$` or `$2a$` with a cost: bcrypt, as `htpasswd -B` writes it.
+    Bcrypt(String),
+}
+
+/// `forward_auth`: an external service decides (nginx `auth_request`, Traefik
+/// `forwardAuth`, Caddy `forward_auth`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardAuth {
+    pub url: AuthUrl,
+    /// Headers copied from the service's 2xx answer onto the upstream request; a client's
+    /// own values of these are removed first.
+    pub copy_headers: Vec<HeaderName>,
+    /// Where a browser is sent on a 401, `{url}` replaced by the escaped original URL.
+    pub sign_in: Option<String>,
+    /// Longest the service may take to answer; past it the client gets 503.
+    pub timeout: Duration,
+}
+
+/// The service's address, split for the connector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthUrl {
+    /// As written, for messages.
+    pub text: String,
+    pub tls: bool,
+    /// Host name for `Host` and SNI.
+    pub host: String,
+    pub addr: SocketAddr,
+    /// Path and query of the check.
+    pub path: String,
+}
+
+/// `auth_failures: { limit: 10, per: 1m }`: failed logins per client per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureLimit {
+    pub limit: u32,
+    pub per: Duration,
 }
 
 /// A GCRA token bucket: `count` requests per `per` refill it, `burst` is its capacity.

@@ -220,6 +220,7 @@ pub struct RawDefaults {
     pub write_timeout: Option<Value>,
     pub headers: Option<Mapping>,
     pub rate_limit: Option<Value>,
+    pub auth_failures: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -238,6 +239,34 @@ pub struct RawRoute {
     pub headers: Option<Mapping>,
     pub tls: Option<RawCert>,
     pub rate_limit: Option<Value>,
+    pub allow: Option<Value>,
+    pub basic_auth: Option<RawBasicAuth>,
+    pub forward_auth: Option<RawForwardAuth>,
+    pub pass_authorization: Option<Value>,
+    pub auth_failures: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping like { realm: NAME, users: { alice: HASH }, htpasswd: FILE }"
+)]
+pub struct RawBasicAuth {
+    pub realm: Option<Value>,
+    pub users: Option<Mapping>,
+    pub htpasswd: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping like { url: http://127.0.0.1:4180/oauth2/auth, copy_headers: [X-Auth-Request-User] }"
+)]
+pub struct RawForwardAuth {
+    pub url: Option<Value>,
+    pub copy_headers: Option<Value>,
+    pub sign_in: Option<Value>,
+    pub timeout: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use serde_yaml::Value;
 
+use super::access;
 use super::error::Pos;
 use super::limits;
 use super::model::*;
@@ -23,6 +24,7 @@ pub(super) struct Inherited {
     write_timeout: Option<Duration>,
     headers: Vec<(HeaderName, HeaderValue)>,
     rate_limit: Option<RateLimit>,
+    auth_failures: Option<FailureLimit>,
 }
 
 impl Inherited {
@@ -142,10 +144,14 @@ pub(super) fn defaults(c: &mut Checker, raw: RawDefaults) -> Inherited {
             .as_ref()
             .and_then(|v| limits::rate_limit(c, "defaults.rate_limit", v))
             .flatten(),
+        auth_failures: match &raw.auth_failures {
+            Some(v) => access::failure_limit(c, "defaults.auth_failures", v).flatten(),
+            None => Some(DEFAULT_AUTH_FAILURES),
+        },
     }
 }
 
-fn route(c: &mut Checker, path: &str, raw: RawRoute, inherited: &Inherited) -> Option<Route> {
+fn route(c: &mut Checker, path: &str, mut raw: RawRoute, inherited: &Inherited) -> Option<Route> {
     let at = |key: &str| format!("{path}.{key}");
     if raw.host.is_none() {
         c.error(
@@ -186,6 +192,11 @@ fn route(c: &mut Checker, path: &str, raw: RawRoute, inherited: &Inherited) -> O
     if let Some(map) = &raw.headers {
         c.headers(&at("headers"), map, &mut headers);
     }
+    let access = access::access(c, path, &mut raw);
+    let auth_failures = match &raw.auth_failures {
+        Some(v) => access::failure_limit(c, &at("auth_failures"), v),
+        None => Some(inherited.auth_failures),
+    };
     let tls = raw.tls.and_then(|RawCert { cert, key }| {
         if cert.is_none() && key.is_none() {
             c.error(&at("tls"), "expected `cert` and `key`");
@@ -204,6 +215,8 @@ fn route(c: &mut Checker, path: &str, raw: RawRoute, inherited: &Inherited) -> O
         headers,
         tls,
         rate_limit: rate_limit?,
+        access: access?,
+        auth_failures: auth_failures?,
     })
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use http::{HeaderName, HeaderValue};
 use serde_yaml::{Mapping, Value};
 
-use super::error::Diagnostic;
+use super::error::{Diagnostic, Pos};
 use super::limits;
 use super::model::*;
 use super::raw::RawConfig;
@@ -32,6 +32,12 @@ impl Checker<'_> {
             format!("{path}: {message}")
         };
         self.errors.push(Diagnostic::new(self.file, pos, text));
+    }
+
+    /// A problem in another file the configuration names (an htpasswd file).
+    pub(super) fn error_in(&mut self, file: &Path, pos: Option<Pos>, message: impl Display) {
+        self.errors
+            .push(Diagnostic::new(file, pos, message.to_string()));
     }
 
     /// Parses an optional value; `None` when absent or invalid (the error is recorded).

@@ -16,16 +16,29 @@ pub enum Reject {
     HeadTooLarge,
     /// 421: a request for a host the TLS connection's certificate does not serve.
     Misdirected,
+    /// 403: the client's address is not in the route's `allow` list, or the sign-on
+    /// service refused.
+    Forbidden,
+    /// 401 (or a redirect to sign in): no valid credentials.
+    Auth,
+    /// 429: too many failed logins from this client.
+    AuthRateLimit,
+    /// 503: the sign-on service, or the password verifier, could not answer in time.
+    AuthUnavailable,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 6] = [
+    pub const ALL: [Reject; 10] = [
         Reject::RateLimit,
         Reject::BodyTooLarge,
         Reject::NoRoute,
         Reject::BadRequest,
         Reject::HeadTooLarge,
         Reject::Misdirected,
+        Reject::Forbidden,
+        Reject::Auth,
+        Reject::AuthRateLimit,
+        Reject::AuthUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +49,10 @@ impl Reject {
             Reject::BadRequest => "bad_request",
             Reject::HeadTooLarge => "head_too_large",
             Reject::Misdirected => "misdirected",
+            Reject::Forbidden => "forbidden",
+            Reject::Auth => "auth",
+            Reject::AuthRateLimit => "auth_rate_limit",
+            Reject::AuthUnavailable => "auth_unavailable",
         }
     }
 }

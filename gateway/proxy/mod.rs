@@ -5,18 +5,21 @@
 //! request_filter ── head: framing, target, size ─────> 400/431 ─┐ (connection closed)
 //!        ├── route by host ──────────────────────────> 404 page ─┤
 //!        ├── SNI names another certificate's host ────> 421 ─────┤ (connection closed)
+//!        ├── access: allow, failed logins, Basic, ─> 403/429/401 ┤
+//!        │   sign-on service                   ─> its answer/302/503
 //!        ├── declared body > max_body ────────────────> 413 ─────┤
 //!        ├── rate limit (client key) ─────────────────> 429 ─────┤
 //!        ├── first chunk of a chunked body malformed ─> 400 ─────┤ (before any upstream)
 //!        │                                                       │
 //! upstream_peer (route's prebuilt peer)                          │
-//! upstream_request_filter (X-Forwarded-*, id)                    │
+//! upstream_request_filter (X-Forwarded-*, id, access fields)     │
 //! request_body_filter (count; > max_body: 413) ──────────────────┤
 //! response_filter (security, RateLimit, id)                      │
 //! fail_to_proxy (502/504 page) ──────────────────────────────────┤
 //! logging (the head deadline restarts) <─────────────────────────┘
 //! ```
 
+mod access;
 mod admission;
 mod forwarded;
 mod limits;
@@ -28,7 +31,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use log::debug;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -68,6 +71,10 @@ pub struct RequestCtx {
     metrics: Option<Arc<RouteMetrics>>,
     /// Why the gateway answered itself, if it did.
     reason: Option<Reject>,
+    /// Who a login or the sign-on service vouched for.
+    user: Option<Arc<str>>,
+    /// Fields the sign-on service vouched with, for the upstream request.
+    auth_fields: Vec<(HeaderName, HeaderValue)>,
     upstream_error: Option<crate::metrics::UpstreamError>,
     timing: Timing,
     _in_flight: Option<GaugeGuard>,
@@ -88,6 +95,8 @@ impl ProxyHttp for Gateway {
             body_seen: 0,
             metrics: None,
             reason: None,
+            user: None,
+            auth_fields: Vec::new(),
             upstream_error: None,
             timing: Timing::new(),
             _in_flight: None,
@@ -156,6 +165,17 @@ impl ProxyHttp for Gateway {
             admission::refuse(session, refusal, &route.headers, &request_id).await?;
             return Ok(true);
         }
+        match access::check(session, &route, client, &self.shared, &request_id).await? {
+            access::Access::Answered(reason) => {
+                ctx.reason = Some(reason);
+                limits::discard_body(session).await;
+                return Ok(true);
+            }
+            access::Access::Pass { user, fields } => {
+                ctx.user = user;
+                ctx.auth_fields = fields;
+            }
+        }
         if limits::declared_body(session, &route, &request_id).await? {
             ctx.reason = Some(Reject::BodyTooLarge);
             return Ok(true);
@@ -199,6 +219,9 @@ impl ProxyHttp for Gateway {
         let host = forwarded::client_host(session.req_header());
         if let Some(id) = &ctx.request_id {
             forwarded::apply(up, peer, ctx.client, host, id)?;
+        }
+        if let Some(route) = &ctx.route {
+            access::upstream_fields(up, route, &ctx.auth_fields)?;
         }
         Ok(())
     }

@@ -146,6 +146,7 @@ pub fn finish(
         upstream_connect_ms: ctx.timing.ms(ctx.timing.upstream_connected),
         upstream_header_ms: ctx.timing.ms(ctx.timing.upstream_header),
         user_agent: header(http::header::USER_AGENT),
+        user: ctx.user.as_deref().map(clip),
         reason: ctx.reason.map(Reject::as_str),
         upstream_error: ctx.upstream_error.map(UpstreamError::as_str),
     });

@@ -39,6 +39,39 @@ pub async fn send(
     Ok(())
 }
 
+/// Writes an answer made elsewhere (a sign-on service's 401, 403 or redirect) as it is,
+/// the route's security headers added where it lacks them.
+pub async fn send_as_is(
+    session: &mut Session,
+    status: u16,
+    fields: &[(HeaderName, HeaderValue)],
+    body: Bytes,
+    headers: &[(HeaderName, HeaderValue)],
+    request_id: Option<&HeaderValue>,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(fields.len() + headers.len() + 2))?;
+    for (name, value) in fields {
+        resp.append_header(name, value.clone())?;
+    }
+    for (name, value) in headers {
+        if !resp.headers.contains_key(name) {
+            resp.insert_header(name, value.clone())?;
+        }
+    }
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    if let Some(id) = request_id {
+        resp.insert_header("x-request-id", id.clone())?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
 fn html(status: u16, detail: &str) -> String {
     let reason = StatusCode::from_u16(status)
         .ok()

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod sign_on;
 pub mod upstream;
 
 use std::io::Read;
@@ -165,6 +166,29 @@ impl Env {
             let _ = connection.await;
         });
         send.ready().await.expect("h2 ready")
+    }
+
+    /// A WebSocket over TLS through the gateway for a prepared handshake request (extra
+    /// headers such as a cookie); the host is the request URI's.
+    pub async fn ws_connect_request(
+        &self,
+        req: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> Result<
+        (
+            WsStream,
+            tokio_tungstenite::tungstenite::handshake::client::Response,
+        ),
+        WsError,
+    > {
+        let mut tls = native_tls::TlsConnector::builder();
+        tls.add_root_certificate(
+            native_tls::Certificate::from_pem(&self.cert_pem("default")).expect("cert"),
+        );
+        let connector = tokio_tungstenite::Connector::NativeTls(tls.build().expect("tls"));
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.https))
+            .await
+            .expect("connect");
+        tokio_tungstenite::client_async_tls_with_config(req, tcp, None, Some(connector)).await
     }
 
     /// A WebSocket over TLS to `wss://HOST:PORT/PATH` through the gateway.

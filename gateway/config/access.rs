@@ -1,0 +1,419 @@
+//! The access-control keys of a route: `allow`, `basic_auth`, `forward_auth`,
+//! `pass_authorization`, and `auth_failures` (in `defaults` and routes). Also the
+//! password-hash format check, shared with htpasswd files (`auth::htpasswd`).
+
+use std::net::ToSocketAddrs;
+use std::time::Duration;
+
+use http::HeaderName;
+use serde_yaml::Value;
+
+use super::htpasswd;
+use super::limits::cidr;
+use super::model::*;
+use super::raw::{RawBasicAuth, RawForwardAuth, RawRoute};
+use super::units::{self, is_off, shown};
+use super::validate::Checker;
+
+/// Longest realm accepted: it is shown in the browser's login prompt.
+const MAX_REALM: usize = 128;
+
+/// A route's `allow`, `basic_auth`, `forward_auth` and `pass_authorization`; `None`
+/// after an error (recorded).
+pub(super) fn access(c: &mut Checker, path: &str, raw: &mut RawRoute) -> Option<Access> {
+    let at = |key: &str| format!("{path}.{key}");
+    let allow = match raw.allow.take() {
+        Some(v) => Some(allow(c, &at("allow"), &v)?),
+        None => None,
+    };
+    let basic_auth = match raw.basic_auth.take() {
+        Some(b) => Some(basic_auth(c, &at("basic_auth"), b)?),
+        None => None,
+    };
+    let forward_auth = match raw.forward_auth.take() {
+        Some(f) => Some(forward_auth(c, &at("forward_auth"), f)?),
+        None => None,
+    };
+    let pass_authorization = c
+        .value(
+            &at("pass_authorization"),
+            raw.pass_authorization.as_ref(),
+            |v| {
+                v.as_bool()
+                    .ok_or_else(|| format!("expected true or false, found {}", shown(v)))
+            },
+        )
+        .unwrap_or(false);
+    Some(Access {
+        allow,
+        basic_auth,
+        forward_auth,
+        pass_authorization,
+    })
+}
+
+/// `allow: ["10.0.0.0/8", "203.0.113.7", "2001:db8::/32"]`.
+fn allow(c: &mut Checker, path: &str, v: &Value) -> Option<Vec<IpNet>> {
+    let Value::Sequence(items) = v else {
+        c.error(
+            path,
+            format!(
+                "expected a list of networks like [\"10.0.0.0/8\", \"2001:db8::/32\"], found {}",
+                shown(v)
+            ),
+        );
+        return None;
+    };
+    if items.is_empty() {
+        c.error(
+            path,
+            "an empty list would refuse every client; remove `allow` to allow all",
+        );
+        return None;
+    }
+    let mut nets = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        match c.value(&format!("{path}[{i}]"), Some(item), cidr) {
+            Some(net) => nets.push(net),
+            None => ok = false,
+        }
+    }
+    ok.then_some(nets)
+}
+
+fn basic_auth(c: &mut Checker, path: &str, raw: RawBasicAuth) -> Option<BasicAuth> {
+    let realm = c
+        .value(&format!("{path}.realm"), raw.realm.as_ref(), |v| match v {
+            Value::String(s)
+                if !s.is_empty()
+                    && s.len() <= MAX_REALM
+                    && s.chars().all(|ch| ch.is_ascii_graphic() || ch == ' ')
+                    && !s.contains(['"', '\\']) =>
+            {
+                Ok(s.clone())
+            }
+            _ => Err(format!(
+                "invalid realm {}; expected printable ASCII text without quotes, at most {MAX_REALM} characters",
+                shown(v)
+            )),
+        })
+        .unwrap_or_else(|| "restricted".to_string());
+    let mut ok = true;
+    let mut users = Vec::new();
+    for (name, hash) in raw.users.iter().flatten() {
+        let Some(name) = name.as_str().filter(|n| valid_user(n)) else {
+            c.error(
+                &format!("{path}.users"),
+                format!(
+                    "invalid user name {}; expected text without `:` or control characters",
+                    shown(name)
+                ),
+            );
+            ok = false;
+            continue;
+        };
+        let at = format!("{path}.users.{name}");
+        match c.value(&at, Some(hash), |v| match v {
+            Value::String(s) => password_hash(s),
+            _ => Err(format!("expected a password hash, found {}", shown(v))),
+        }) {
+            Some(hash) => users.push(User {
+                name: name.to_string(),
+                hash,
+            }),
+            None => ok = false,
+        }
+    }
+    let htpasswd_at = format!("{path}.htpasswd");
+    let htpasswd = match &raw.htpasswd {
+        Some(v) => Some(c.file_path(&htpasswd_at, Some(v))?),
+        None => None,
+    };
+    if let Some(file) = &htpasswd {
+        let from_file = htpasswd::read(c, &htpasswd_at, file)?;
+        for user in from_file {
+            if users.iter().any(|u| u.name == user.name) {
+                c.error(
+                    &htpasswd_at,
+                    format!(
+                        "user {:?} is both in `users` and in {}; give each user once",
+                        user.name,
+                        file.display()
+                    ),
+                );
+                ok = false;
+            } else {
+                users.push(user);
+            }
+        }
+    }
+    if users.is_empty() && ok {
+        c.error(
+            path,
+            "no users: add `users: { NAME: HASH }` or an `htpasswd` file with users in it",
+        );
+        return None;
+    }
+    ok.then_some(BasicAuth {
+        realm,
+        users,
+        htpasswd,
+    })
+}
+
+/// A user name as htpasswd files and `Basic` credentials can carry it.
+pub fn valid_user(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.contains(':')
+        && !name.chars().any(char::is_control)
+}
+
+/// Checks a password hash's scheme and format. Accepted: argon2id (PHC string) and
+/// bcrypt (`$2y$`, `$2b$`, `$2a$`). Anything else is refused with what to use instead.
+pub fn password_hash(text: &str) -> Result<PasswordHash, String> {
+    const USE: &str = "use `gateway hash-password` (argon2id) or `htpasswd -B` (bcrypt)";
+    let text = text.trim();
+    if text.starts_with("$argon2id$") {
+        let phc = argon2::password_hash::PasswordHash::new(text);
+        let complete = phc.as_ref().is_ok_and(|phc| {
+            phc.salt.is_some() && phc.hash.is_some() && argon2::Params::try_from(phc).is_ok()
+        });
+        return if complete {
+            Ok(PasswordHash::Argon2id(text.to_string()))
+        } else {
+            Err(format!("malformed argon2id hash; {USE}"))
+        };
+    }
+    for prefix in ["$2y$", "$2b$", "$2a$"] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            let (cost, tail) = rest.split_once('$').unwrap_or(("", ""));
+            let cost_ok =
+                cost.len() == 2 && cost.parse::<u32>().is_ok_and(|c| (4..=31).contains(&c));
+            let tail_ok = tail.len() == 53
+                && tail
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/');
+            return if cost_ok && tail_ok {
+                Ok(PasswordHash::Bcrypt(text.to_string()))
+            } else {
+                Err(format!("malformed bcrypt hash; {USE}"))
+            };
+        }
+    }
+    let scheme = if text.starts_with("$argon2i$") || text.starts_with("$argon2d$") {
+        "argon2i/argon2d (only argon2id is accepted)"
+    } else if text.starts_with("$apr1$") || text.starts_with("$1$") {
+        "MD5-crypt (htpasswd -m), which is broken"
+    } else if text.starts_with("{SHA}") {
+        "unsalted SHA-1 (htpasswd -s), which is broken"
+    } else if text.starts_with("$5$") || text.starts_with("$6$") {
+        "SHA-crypt, which is not accepted"
+    } else {
+        "a plaintext password (htpasswd -p) or DES crypt, which is never accepted"
+    };
+    Err(format!("not an accepted password hash: {scheme}; {USE}"))
+}
+
+fn forward_auth(c: &mut Checker, path: &str, raw: RawForwardAuth) -> Option<ForwardAuth> {
+    let at = |key: &str| format!("{path}.{key}");
+    if raw.url.is_none() {
+        c.error(
+            path,
+            "missing `url`; expected e.g. url: http://127.0.0.1:4180/oauth2/auth",
+        );
+    }
+    let url = c.value(&at("url"), raw.url.as_ref(), auth_url);
+    let copy_headers = match &raw.copy_headers {
+        None => Some(Vec::new()),
+        Some(Value::Sequence(items)) => {
+            let mut names = Vec::new();
+            let mut ok = true;
+            for (i, item) in items.iter().enumerate() {
+                let name = c.value(&format!("{}[{i}]", at("copy_headers")), Some(item), |v| {
+                    v.as_str()
+                        .and_then(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok())
+                        .ok_or_else(|| format!("invalid header name {}", shown(v)))
+                });
+                match name {
+                    Some(n) => names.push(n),
+                    None => ok = false,
+                }
+            }
+            ok.then_some(names)
+        }
+        Some(v) => {
+            c.error(
+                &at("copy_headers"),
+                format!(
+                    "expected a list of header names like [X-Auth-Request-User], found {}",
+                    shown(v)
+                ),
+            );
+            None
+        }
+    };
+    let sign_in = c.value(&at("sign_in"), raw.sign_in.as_ref(), |v| match v {
+        Value::String(s)
+            if (s.starts_with("https://") || s.starts_with("http://"))
+                && !s.chars().any(|ch| ch.is_control() || ch == ' ') =>
+        {
+            Ok(s.clone())
+        }
+        _ => Err(format!(
+            "invalid sign_in {}; expected an absolute URL, `{{url}}` standing for the request's own (e.g. https://auth.example.com/oauth2/start?rd={{url}})",
+            shown(v)
+        )),
+    });
+    let timeout = c
+        .value(
+            &at("timeout"),
+            raw.timeout.as_ref(),
+            |v| match units::duration(v)? {
+                Some(d) if d <= Duration::from_secs(60) => Ok(d),
+                _ => Err(format!(
+                    "invalid timeout {}; expected a duration up to 60s (it cannot be off)",
+                    shown(v)
+                )),
+            },
+        )
+        .unwrap_or(DEFAULT_AUTH_TIMEOUT);
+    if raw.sign_in.is_some() && sign_in.is_none() {
+        return None;
+    }
+    Some(ForwardAuth {
+        url: url?,
+        copy_headers: copy_headers?,
+        sign_in,
+        timeout,
+    })
+}
+
+/// `http://127.0.0.1:4180/oauth2/auth` or `https://auth.internal/api/verify`, resolved now.
+fn auth_url(v: &Value) -> Result<AuthUrl, String> {
+    let err = || {
+        format!(
+            "invalid url {}; expected http:// or https:// with a host and a path, e.g. http://127.0.0.1:4180/oauth2/auth",
+            shown(v)
+        )
+    };
+    let text = v.as_str().ok_or_else(err)?.trim();
+    let uri: http::Uri = text.parse().map_err(|_| err())?;
+    let tls = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(err()),
+    };
+    let authority = uri.authority().ok_or_else(err)?;
+    if authority.as_str().contains('@') {
+        return Err(err());
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let addr = (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("url {} does not resolve", shown(v)))?;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    Ok(AuthUrl {
+        text: text.to_string(),
+        tls,
+        host: host.to_string(),
+        addr,
+        path,
+    })
+}
+
+/// `auth_failures`: `off`, or `{ limit: 10, per: 1m }`. `Some(None)` for off.
+pub(super) fn failure_limit(
+    c: &mut Checker,
+    path: &str,
+    v: &Value,
+) -> Option<Option<FailureLimit>> {
+    if is_off(v) {
+        return Some(None);
+    }
+    let Value::Mapping(map) = v else {
+        c.error(
+            path,
+            format!(
+                "expected `off` or a mapping like {{ limit: 10, per: 1m }}, found {}",
+                shown(v)
+            ),
+        );
+        return None;
+    };
+    let mut ok = true;
+    for key in map.keys() {
+        if !matches!(key.as_str(), Some("limit" | "per")) {
+            let name = key.as_str().map_or_else(|| shown(key), str::to_string);
+            c.error(
+                &format!("{path}.{name}"),
+                format!("unknown key {name:?}; expected `limit` or `per`"),
+            );
+            ok = false;
+        }
+    }
+    let limit = c.value(&format!("{path}.limit"), map.get("limit"), |v| {
+        match v.as_u64() {
+            Some(n) if (1..=10_000).contains(&n) => Ok(n as u32),
+            _ => Err(format!(
+                "invalid limit {}; expected a number of failed logins from 1 to 10000",
+                shown(v)
+            )),
+        }
+    });
+    let per = c.value(
+        &format!("{path}.per"),
+        map.get("per"),
+        |v| match units::duration(v)? {
+            Some(d) if (Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&d) => Ok(d),
+            _ => Err(format!(
+                "invalid per {}; expected a window from 1s to 24h",
+                shown(v)
+            )),
+        },
+    );
+    let d = DEFAULT_AUTH_FAILURES;
+    let limit = match map.get("limit") {
+        Some(_) => limit?,
+        None => d.limit,
+    };
+    let per = match map.get("per") {
+        Some(_) => per?,
+        None => d.per,
+    };
+    ok.then_some(Some(FailureLimit { limit, per }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_by_scheme() {
+        let bcrypt = "$2y$05$abcdefghijklmnopqrstuuYI4Tm0xuHK/Wl0Vvm3bAqIxhWuT2T4u";
+        assert!(matches!(password_hash(bcrypt), Ok(PasswordHash::Bcrypt(_))));
+        let argon = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$kyH8X4YEvXYqPJFZP1pZf9SnKIlsRAZ2qO7JKTVlO7o";
+        assert!(matches!(
+            password_hash(argon),
+            Ok(PasswordHash::Argon2id(_))
+        ));
+        for (bad, says) in [
+            ("secret", "plaintext"),
+            ("$apr1$abc$def", "MD5-crypt"),
+            ("{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "SHA-1"),
+            ("$argon2i$v=19$m=16,t=2,p=1$c2FsdA$aGFzaA", "argon2i"),
+            ("$2y$05$short", "malformed bcrypt"),
+            ("$argon2id$nonsense", "malformed argon2id"),
+        ] {
+            let e = password_hash(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}

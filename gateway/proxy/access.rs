@@ -1,0 +1,229 @@
+//! The access checks of the proxy phases (see `crate::auth`): the allowlist (403), the
+//! failed-login counter (429), Basic credentials (401) and the sign-on service (its
+//! answer, a sign-in redirect, or 503), before anything reaches the app. And on the way
+//! upstream: the client's `Authorization` and any field it sent under a name the
+//! sign-on service vouches for are removed, the service's fields added.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{header, HeaderName, HeaderValue};
+use log::warn;
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+
+use super::{forwarded, page};
+use crate::auth::{Outcome, RouteAccess, Verdict};
+use crate::metrics::Reject;
+use crate::state::{ActiveRoute, Shared};
+
+/// Fields of the client's request never passed to the sign-on service: they describe
+/// the client's connection or body, not who the client is.
+const NOT_FOR_THE_CHECK: &[HeaderName] = &[
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::CONNECTION,
+    header::UPGRADE,
+    header::EXPECT,
+    header::TE,
+];
+
+/// The outcome of the access checks.
+pub enum Access {
+    /// Go on, as `user` (if a login named one), adding `fields` upstream.
+    Pass {
+        user: Option<Arc<str>>,
+        fields: Vec<(HeaderName, HeaderValue)>,
+    },
+    /// The gateway has answered, for this reason.
+    Answered(Reject),
+}
+
+/// Runs the route's checks, answering the client when one fails.
+pub async fn check(
+    session: &mut Session,
+    route: &ActiveRoute,
+    client: IpAddr,
+    shared: &Shared,
+    request_id: &HeaderValue,
+) -> Result<Access> {
+    let Some(access) = &route.access else {
+        return Ok(Access::Pass {
+            user: None,
+            fields: Vec::new(),
+        });
+    };
+    if !access.allows(client) {
+        let detail = format!("Your address may not use {}.", route.name);
+        page::send(session, 403, &detail, &route.headers, &[], Some(request_id)).await?;
+        return Ok(Access::Answered(Reject::Forbidden));
+    }
+    if let Some(retry) = access.failures.as_ref().and_then(|f| f.blocked(client)) {
+        let detail = format!("Too many failed logins. Try again in {retry} s.");
+        let extra = [(header::RETRY_AFTER, HeaderValue::from(retry))];
+        page::send(
+            session,
+            429,
+            &detail,
+            &route.headers,
+            &extra,
+            Some(request_id),
+        )
+        .await?;
+        return Ok(Access::Answered(Reject::AuthRateLimit));
+    }
+    let mut user = None;
+    if let Some(basic) = &access.basic {
+        let authorization = session.req_header().headers.get(header::AUTHORIZATION);
+        match basic.check(authorization, &shared.verifier).await {
+            Outcome::Allowed(name) => user = Some(name),
+            Outcome::Busy => {
+                let detail = "The login service is busy. Try again in a moment.";
+                page::send(session, 503, detail, &route.headers, &[], Some(request_id)).await?;
+                return Ok(Access::Answered(Reject::AuthUnavailable));
+            }
+            outcome => {
+                if outcome == Outcome::Wrong {
+                    if let Some(failures) = &access.failures {
+                        failures.failed(client);
+                    }
+                }
+                let extra = [(header::WWW_AUTHENTICATE, basic.challenge.clone())];
+                let detail = "This app needs a login.";
+                page::send(
+                    session,
+                    401,
+                    detail,
+                    &route.headers,
+                    &extra,
+                    Some(request_id),
+                )
+                .await?;
+                return Ok(Access::Answered(Reject::Auth));
+            }
+        }
+    }
+    let mut fields = Vec::new();
+    if let Some(forward) = &access.forward {
+        match sign_on(session, access, client, shared, request_id).await? {
+            Verdict::Allow(vouched) => fields = vouched,
+            Verdict::SignIn(location) => {
+                let extra = [(header::LOCATION, location)];
+                let detail = "Sign in to use this app.";
+                page::send(
+                    session,
+                    302,
+                    detail,
+                    &route.headers,
+                    &extra,
+                    Some(request_id),
+                )
+                .await?;
+                return Ok(Access::Answered(Reject::Auth));
+            }
+            Verdict::Answer(answer) => {
+                let reason = match answer.status {
+                    403 => Reject::Forbidden,
+                    _ => Reject::Auth,
+                };
+                page::send_as_is(
+                    session,
+                    answer.status,
+                    &answer.headers,
+                    answer.body,
+                    &route.headers,
+                    Some(request_id),
+                )
+                .await?;
+                return Ok(Access::Answered(reason));
+            }
+            Verdict::Unavailable(why) => {
+                warn!(
+                    "event=forward_auth_unavailable route={} url={} error=\"{why}\"",
+                    route.name, forward.url
+                );
+                let detail = "The sign-in service is not answering. Try again shortly.";
+                page::send(session, 503, detail, &route.headers, &[], Some(request_id)).await?;
+                return Ok(Access::Answered(Reject::AuthUnavailable));
+            }
+        }
+        // The user the service vouches for: its first copied field named `…-user`
+        // (oauth2-proxy's `X-Auth-Request-User`, Authelia's `Remote-User`).
+        if let Some(name) = fields
+            .iter()
+            .find(|(name, _)| name.as_str().ends_with("-user"))
+            .and_then(|(_, v)| v.to_str().ok())
+        {
+            user = Some(name.into());
+        }
+    }
+    Ok(Access::Pass { user, fields })
+}
+
+/// Asks the route's sign-on service about this request.
+async fn sign_on(
+    session: &Session,
+    access: &RouteAccess,
+    client: IpAddr,
+    shared: &Shared,
+    request_id: &HeaderValue,
+) -> Result<Verdict> {
+    let Some(forward) = &access.forward else {
+        return Ok(Verdict::Unavailable("no service".into()));
+    };
+    let req = session.req_header();
+    let mut check = forward.request()?;
+    for (name, value) in req.headers.iter() {
+        if !NOT_FOR_THE_CHECK.contains(name) {
+            check.append_header(name.clone(), value.clone())?;
+        }
+    }
+    let host = forwarded::client_host(req);
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    forwarded::apply(&mut check, peer, Some(client), host, request_id)?;
+    let uri = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    check.insert_header("x-forwarded-method", req.method.as_str())?;
+    check.insert_header("x-forwarded-uri", uri)?;
+    let original_url = format!(
+        "https://{}{uri}",
+        String::from_utf8_lossy(host.unwrap_or_default())
+    );
+    let browser = req
+        .headers
+        .get(header::ACCEPT)
+        .is_some_and(|a| a.to_str().is_ok_and(|a| a.contains("text/html")));
+    Ok(forward
+        .check(check, &shared.auth_connector, &original_url, browser)
+        .await)
+}
+
+/// On the upstream request: removes what the client may not pass to the app (its
+/// `Authorization` on a route with logins, unless `pass_authorization`; any field under
+/// a name the sign-on service vouches for), then adds the service's `fields`.
+pub fn upstream_fields(
+    up: &mut RequestHeader,
+    route: &ActiveRoute,
+    fields: &[(HeaderName, HeaderValue)],
+) -> Result<()> {
+    let Some(access) = &route.access else {
+        return Ok(());
+    };
+    let logins = access.basic.is_some() || access.forward.is_some();
+    if logins && !access.pass_authorization {
+        up.remove_header(&header::AUTHORIZATION);
+    }
+    if let Some(forward) = &access.forward {
+        for name in forward.copied_fields() {
+            up.remove_header(name);
+        }
+    }
+    for (name, value) in fields {
+        up.append_header(name.clone(), value.clone())?;
+    }
+    Ok(())
+}
