@@ -7,6 +7,9 @@
 # the cost of one request, TLS record handling and all.
 #
 #   bench/instructions.sh [N] BIN...     (default N 2000)
+#
+# IR_ROUTE (YAML lines appended to the route, e.g. a `basic_auth:` block) and IR_HEADER
+# (one `Name: value` field sent with every request) measure a feature's cost.
 set -euo pipefail
 n=2000
 if [[ ${1:-} =~ ^[0-9]+$ ]]; then n=$1; shift; fi
@@ -30,18 +33,23 @@ upgrade_sock: $work/ir.sock
 routes:
   - host: bench.test
     upstream: 127.0.0.1:$up
+${IR_ROUTE:-}
 YAML
   RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
     "$1" run -c "$work/ir.yaml" >/dev/null 2>>"$work/valgrind.log" &
   local pid=$!
   for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$https") 2>/dev/null && break; sleep 0.1; done
-  python3 - "$https" "$2" <<'PY'
+  python3 - "$https" "$2" "${IR_HEADER:-}" <<'PY'
 import http.client, ssl, sys
-port, n = int(sys.argv[1]), int(sys.argv[2])
+port, n, extra = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+headers = {"Host": "bench.test"}
+if extra:
+    name, value = extra.split(":", 1)
+    headers[name.strip()] = value.strip()
 ctx = ssl._create_unverified_context()
 c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=60)
 for _ in range(n):
-    c.request("GET", "/", headers={"Host": "bench.test"})
+    c.request("GET", "/", headers=headers)
     r = c.getresponse(); r.read()
     assert r.status == 200, r.status
 c.close()

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -166,18 +166,24 @@ pub struct Shared {
     pub reloaded: Notify,
     /// The bounded pool that verifies password hashes, off the worker threads.
     pub verifier: Verifier,
-    /// Pooled connections to forward-auth services.
-    pub auth_connector: Connector,
+    /// Pooled connections to forward-auth services; made on first use (building one
+    /// loads the system's trusted certificates, which only forward auth needs).
+    auth_connector: OnceLock<Connector>,
 }
 
 impl Shared {
+    /// The connector for forward-auth services.
+    pub fn auth_connector(&self) -> &Connector {
+        self.auth_connector.get_or_init(|| Connector::new(None))
+    }
+
     pub fn new(snapshot: Snapshot, certs: CertStore) -> Arc<Shared> {
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             certs: Arc::new(ArcSwap::from_pointee(certs)),
             reloaded: Notify::new(),
             verifier: Verifier::default(),
-            auth_connector: Connector::new(None),
+            auth_connector: OnceLock::new(),
         })
     }
 }

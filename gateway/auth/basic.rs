@@ -2,10 +2,13 @@
 //!
 //! A browser sends the same `Authorization` header with every request of a page: fifty
 //! assets would cost fifty hash verifications. A successful verification is remembered
-//! for `CACHE_FOR`, keyed by a salted SHA-256 of the header (never the password), so a
-//! page load costs one. Failed ones are never remembered.
+//! for `CACHE_FOR`, keyed by a 128-bit keyed hash of the header (two SipHash-1-3 with
+//! random keys; never the password itself), so a page load costs one. Without the keys,
+//! a header that hits another's entry takes about 2^128 guesses. Failed verifications
+//! are never remembered.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +17,6 @@ use base64::Engine;
 use http::HeaderValue;
 use lru::LruCache;
 use parking_lot::Mutex;
-use sha2::{Digest, Sha256};
 
 use super::verify::Verifier;
 use crate::config::{PasswordHash, User};
@@ -50,9 +52,10 @@ pub struct Basic {
     /// time as a wrong password (no user enumeration by timing): one of the route's own
     /// hashes, which no password is then accepted for.
     decoy: PasswordHash,
-    salt: [u8; 16],
-    /// Salted hash of a verified header → (user, verified at).
-    verified: Mutex<LruCache<[u8; 32], Verified>>,
+    /// The keys of the cache's hash.
+    keys: [RandomState; 2],
+    /// Keyed hash of a verified header → (user, verified at).
+    verified: Mutex<LruCache<u128, Verified>>,
 }
 
 /// A header found good: for whom, and when.
@@ -80,7 +83,7 @@ impl Basic {
             challenge,
             decoy,
             users: users.into_iter().map(|u| (u.name, u.hash)).collect(),
-            salt: *uuid::Uuid::new_v4().as_bytes(),
+            keys: [RandomState::new(), RandomState::new()],
             verified: Mutex::new(LruCache::new(
                 NonZeroUsize::new(CACHE_SIZE).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -96,13 +99,13 @@ impl Basic {
         let Some(header) = authorization.filter(|h| h.len() <= MAX_HEADER) else {
             return Outcome::Missing;
         };
-        let Some((user, password)) = credentials(header.as_bytes()) else {
-            return Outcome::Missing;
-        };
         let key = self.key(header.as_bytes());
         if let Some(user) = self.remembered(&key) {
             return Outcome::Allowed(user);
         }
+        let Some((user, password)) = credentials(header.as_bytes()) else {
+            return Outcome::Missing;
+        };
         let (hash, known) = match self.users.get(&user) {
             Some(hash) => (hash.clone(), true),
             None => (self.decoy.clone(), false),
@@ -120,14 +123,12 @@ impl Basic {
         }
     }
 
-    fn key(&self, header: &[u8]) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(self.salt);
-        h.update(header);
-        h.finalize().into()
+    fn key(&self, header: &[u8]) -> u128 {
+        let [a, b] = &self.keys;
+        (u128::from(a.hash_one(header)) << 64) | u128::from(b.hash_one(header))
     }
 
-    fn remembered(&self, key: &[u8; 32]) -> Option<Arc<str>> {
+    fn remembered(&self, key: &u128) -> Option<Arc<str>> {
         let mut verified = self.verified.lock();
         match verified.get(key) {
             Some((user, at)) if at.elapsed() < CACHE_FOR => Some(user.clone()),

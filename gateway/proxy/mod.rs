@@ -165,15 +165,26 @@ impl ProxyHttp for Gateway {
             admission::refuse(session, refusal, &route.headers, &request_id).await?;
             return Ok(true);
         }
-        match access::check(session, &route, client, &self.shared, &request_id).await? {
-            access::Access::Answered(reason) => {
-                ctx.reason = Some(reason);
-                limits::discard_body(session).await;
-                return Ok(true);
-            }
-            access::Access::Pass { user, fields } => {
-                ctx.user = user;
-                ctx.auth_fields = fields;
+        if route.access.is_some() {
+            // Boxed: the checks' state (a sign-on request in flight) stays out of every
+            // public route's request future.
+            let checked = Box::pin(access::check(
+                session,
+                &route,
+                client,
+                &self.shared,
+                &request_id,
+            ));
+            match checked.await? {
+                access::Access::Answered(reason) => {
+                    ctx.reason = Some(reason);
+                    limits::discard_body(session).await;
+                    return Ok(true);
+                }
+                access::Access::Pass { user, fields } => {
+                    ctx.user = user;
+                    ctx.auth_fields = fields;
+                }
             }
         }
         if limits::declared_body(session, &route, &request_id).await? {
