@@ -109,6 +109,21 @@ async fn allow_lists_decide_by_the_real_client_address() {
     let xff = [("x-forwarded-for", "10.1.2.3")];
     assert_eq!(get(&c, &env, "up.test", &xff).await.0, 403);
     assert_eq!(a.hits(), 1, "nothing refused reached the app");
+    // A reload applies a changed list.
+    env.write_config(&config(
+        &env,
+        "",
+        &routes.replace("10.0.0.0/8", "127.0.0.0/8"),
+    ));
+    gw.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&c, &env, "up.test", &[]).await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the new allow list never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(gw);
 
     // Behind a trusted proxy (here: loopback), the right-most untrusted address counts.
