@@ -109,23 +109,26 @@ impl Snapshot {
         let mut limiters = HashMap::new();
         let mut failures = HashMap::new();
         for route in &config.routes {
+            let old = previous.map(|p| (&p.limiters, &p.failures));
             let limiter = route.rate_limit.as_ref().map(|settings| {
-                previous
-                    .and_then(|p| p.limiters.get(&route.name))
-                    .filter(|l| l.settings() == settings)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(RateLimiter::new(settings)))
+                let kept = old.and_then(|(l, _)| l.get(&route.name));
+                kept_or(
+                    kept,
+                    |l| l.settings() == settings,
+                    || RateLimiter::new(settings),
+                )
             });
             if let Some(l) = &limiter {
                 limiters.insert(route.name.clone(), l.clone());
             }
             let counted = route.access.basic_auth.is_some();
             let counter = route.auth_failures.filter(|_| counted).map(|settings| {
-                previous
-                    .and_then(|p| p.failures.get(&route.name))
-                    .filter(|f| f.settings() == settings)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(Failures::new(settings)))
+                let kept = old.and_then(|(_, f)| f.get(&route.name));
+                kept_or(
+                    kept,
+                    |f| f.settings() == settings,
+                    || Failures::new(settings),
+                )
             });
             if let Some(f) = &counter {
                 failures.insert(route.name.clone(), f.clone());
@@ -156,6 +159,19 @@ impl Snapshot {
     pub fn limiters(&self) -> impl Iterator<Item = &Arc<RateLimiter>> {
         self.limiters.values()
     }
+}
+
+/// The previous configuration's `kept` state when it was built from the same settings
+/// (`same`), else a fresh one: clients' rate buckets and failed-login counts survive a
+/// reload that does not change their settings.
+fn kept_or<T>(
+    kept: Option<&Arc<T>>,
+    same: impl Fn(&T) -> bool,
+    fresh: impl FnOnce() -> T,
+) -> Arc<T> {
+    kept.filter(|k| same(k))
+        .cloned()
+        .unwrap_or_else(|| Arc::new(fresh()))
 }
 
 /// The handles shared by the proxy, the TLS handshakes, reload and background checks.

@@ -73,13 +73,8 @@ async fn get(
     host: &str,
     headers: &[(&str, &str)],
 ) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut req = c.get(format!("https://{host}:{}/echo", env.https));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.expect("request");
-    let (status, h) = (resp.status().as_u16(), resp.headers().clone());
-    (status, h, resp.json().await.unwrap_or(Value::Null))
+    let url = format!("https://{host}:{}/echo", env.https);
+    common::get_json(c, &url, headers).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,13 +29,7 @@ fn stream_body(chunks: usize) -> reqwest::Body {
 }
 
 async fn get(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> (u16, HeaderMap, Value) {
-    let mut req = c.get(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.expect("request");
-    let (status, h) = (resp.status().as_u16(), resp.headers().clone());
-    (status, h, resp.json().await.unwrap_or(Value::Null))
+    common::get_json(c, url, headers).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! The access-control keys of a route: `allow`, `basic_auth`, `forward_auth`,
-//! `pass_authorization`, and `auth_failures` (in `defaults` and routes). Also the
-//! password-hash format check, shared with htpasswd files (`auth::htpasswd`).
+//! `pass_authorization`, and `auth_failures` (in `defaults` and routes). Password
+//! hashes and htpasswd files are `password`'s.
 
 use std::net::ToSocketAddrs;
 use std::time::Duration;
@@ -8,9 +8,9 @@ use std::time::Duration;
 use http::HeaderName;
 use serde_yaml::Value;
 
-use super::htpasswd;
 use super::limits::cidr;
 use super::model::*;
+use super::password::{self, password_hash, valid_user};
 use super::raw::{RawBasicAuth, RawForwardAuth, RawRoute};
 use super::units::{self, is_off, shown};
 use super::validate::Checker;
@@ -131,7 +131,7 @@ fn basic_auth(c: &mut Checker, path: &str, raw: RawBasicAuth) -> Option<BasicAut
         None => None,
     };
     if let Some(file) = &htpasswd {
-        let from_file = htpasswd::read(c, &htpasswd_at, file)?;
+        let from_file = password::read_htpasswd(c, &htpasswd_at, file)?;
         for user in from_file {
             if users.iter().any(|u| u.name == user.name) {
                 c.error(
@@ -160,60 +160,6 @@ fn basic_auth(c: &mut Checker, path: &str, raw: RawBasicAuth) -> Option<BasicAut
         users,
         htpasswd,
     })
-}
-
-/// A user name as htpasswd files and `Basic` credentials can carry it.
-pub fn valid_user(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && !name.contains(':')
-        && !name.chars().any(char::is_control)
-}
-
-/// Checks a password hash's scheme and format. Accepted: argon2id (PHC string) and
-/// bcrypt (`$2y$`, `$2b$`, `$2a$`). Anything else is refused with what to use instead.
-pub fn password_hash(text: &str) -> Result<PasswordHash, String> {
-    const USE: &str = "use `gateway hash-password` (argon2id) or `htpasswd -B` (bcrypt)";
-    let text = text.trim();
-    if text.starts_with("$argon2id$") {
-        let phc = argon2::password_hash::PasswordHash::new(text);
-        let complete = phc.as_ref().is_ok_and(|phc| {
-            phc.salt.is_some() && phc.hash.is_some() && argon2::Params::try_from(phc).is_ok()
-        });
-        return if complete {
-            Ok(PasswordHash::Argon2id(text.to_string()))
-        } else {
-            Err(format!("malformed argon2id hash; {USE}"))
-        };
-    }
-    for prefix in ["$2y$", "$2b$", "$2a$"] {
-        if let Some(rest) = text.strip_prefix(prefix) {
-            let (cost, tail) = rest.split_once('$').unwrap_or(("", ""));
-            let cost_ok =
-                cost.len() == 2 && cost.parse::<u32>().is_ok_and(|c| (4..=31).contains(&c));
-            let tail_ok = tail.len() == 53
-                && tail
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/');
-            return if cost_ok && tail_ok {
-                Ok(PasswordHash::Bcrypt(text.to_string()))
-            } else {
-                Err(format!("malformed bcrypt hash; {USE}"))
-            };
-        }
-    }
-    let scheme = if text.starts_with("$argon2i$") || text.starts_with("$argon2d$") {
-        "argon2i/argon2d (only argon2id is accepted)"
-    } else if text.starts_with("$apr1$") || text.starts_with("$1$") {
-        "MD5-crypt (htpasswd -m), which is broken"
-    } else if text.starts_with("{SHA}") {
-        "unsalted SHA-1 (htpasswd -s), which is broken"
-    } else if text.starts_with("$5$") || text.starts_with("$6$") {
-        "SHA-crypt, which is not accepted"
-    } else {
-        "a plaintext password (htpasswd -p) or DES crypt, which is never accepted"
-    };
-    Err(format!("not an accepted password hash: {scheme}; {USE}"))
 }
 
 fn forward_auth(c: &mut Checker, path: &str, raw: RawForwardAuth) -> Option<ForwardAuth> {
@@ -338,27 +284,7 @@ pub(super) fn failure_limit(
     if is_off(v) {
         return Some(None);
     }
-    let Value::Mapping(map) = v else {
-        c.error(
-            path,
-            format!(
-                "expected `off` or a mapping like {{ limit: 10, per: 1m }}, found {}",
-                shown(v)
-            ),
-        );
-        return None;
-    };
-    let mut ok = true;
-    for key in map.keys() {
-        if !matches!(key.as_str(), Some("limit" | "per")) {
-            let name = key.as_str().map_or_else(|| shown(key), str::to_string);
-            c.error(
-                &format!("{path}.{name}"),
-                format!("unknown key {name:?}; expected `limit` or `per`"),
-            );
-            ok = false;
-        }
-    }
+    let (map, ok) = c.keyed(path, v, &["limit", "per"], "{ limit: 10, per: 1m }")?;
     let limit = c.value(&format!("{path}.limit"), map.get("limit"), |v| {
         match v.as_u64() {
             Some(n) if (1..=10_000).contains(&n) => Ok(n as u32),
@@ -389,31 +315,4 @@ pub(super) fn failure_limit(
         None => d.per,
     };
     ok.then_some(Some(FailureLimit { limit, per }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hashes_by_scheme() {
-        let bcrypt = "$2y$05$abcdefghijklmnopqrstuuYI4Tm0xuHK/Wl0Vvm3bAqIxhWuT2T4u";
-        assert!(matches!(password_hash(bcrypt), Ok(PasswordHash::Bcrypt(_))));
-        let argon = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$kyH8X4YEvXYqPJFZP1pZf9SnKIlsRAZ2qO7JKTVlO7o";
-        assert!(matches!(
-            password_hash(argon),
-            Ok(PasswordHash::Argon2id(_))
-        ));
-        for (bad, says) in [
-            ("secret", "plaintext"),
-            ("$apr1$abc$def", "MD5-crypt"),
-            ("{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "SHA-1"),
-            ("$argon2i$v=19$m=16,t=2,p=1$c2FsdA$aGFzaA", "argon2i"),
-            ("$2y$05$short", "malformed bcrypt"),
-            ("$argon2id$nonsense", "malformed argon2id"),
-        ] {
-            let e = password_hash(bad).expect_err(bad);
-            assert!(e.contains(says), "{bad}: {e}");
-        }
-    }
 }

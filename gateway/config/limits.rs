@@ -24,28 +24,12 @@ pub(super) fn rate_limit(c: &mut Checker, path: &str, v: &Value) -> Option<Optio
     if is_off(v) {
         return Some(None);
     }
-    let Value::Mapping(map) = v else {
-        c.error(
-            path,
-            format!(
-                "expected `off` or a mapping like {{ rate: 20/s, burst: 40 }}, found {}",
-                shown(v)
-            ),
-        );
-        return None;
-    };
-    let mut ok = true;
-    for key in map.keys() {
-        let known = matches!(key.as_str(), Some("rate" | "burst" | "key"));
-        if !known {
-            let name = key.as_str().map_or_else(|| shown(key), str::to_string);
-            c.error(
-                &format!("{path}.{name}"),
-                format!("unknown key {name:?}; expected `rate`, `burst` or `key`"),
-            );
-            ok = false;
-        }
-    }
+    let (map, ok) = c.keyed(
+        path,
+        v,
+        &["rate", "burst", "key"],
+        "{ rate: 20/s, burst: 40 }",
+    )?;
     let rate = match map.get("rate") {
         Some(v) => c.value(&format!("{path}.rate"), Some(v), rate),
         None => {

@@ -5,9 +5,9 @@
 
 mod access;
 mod error;
-mod htpasswd;
 mod limits;
 mod model;
+mod password;
 mod raw;
 mod route;
 mod span;
@@ -16,9 +16,9 @@ mod validate;
 
 use std::path::Path;
 
-pub use access::{password_hash, valid_user};
 pub use error::{render, Diagnostic, Pos};
 pub use model::*;
+pub use password::{password_hash, valid_user};
 
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {

@@ -40,6 +40,42 @@ impl Checker<'_> {
             .push(Diagnostic::new(file, pos, message.to_string()));
     }
 
+    /// `v` as a mapping of the `known` keys, for a setting that is `off` or a mapping
+    /// like `example`. `None` when it is not a mapping; otherwise the mapping and whether
+    /// every key in it is known (each other key is reported, with the known ones).
+    pub(super) fn keyed<'v>(
+        &mut self,
+        path: &str,
+        v: &'v Value,
+        known: &[&str],
+        example: &str,
+    ) -> Option<(&'v Mapping, bool)> {
+        let Value::Mapping(map) = v else {
+            self.error(
+                path,
+                format!(
+                    "expected `off` or a mapping like {example}, found {}",
+                    shown(v)
+                ),
+            );
+            return None;
+        };
+        let mut all_known = true;
+        for key in map.keys() {
+            if key.as_str().is_some_and(|k| known.contains(&k)) {
+                continue;
+            }
+            let name = key.as_str().map_or_else(|| shown(key), str::to_string);
+            let expected: Vec<String> = known.iter().map(|k| format!("`{k}`")).collect();
+            self.error(
+                &format!("{path}.{name}"),
+                format!("unknown key {name:?}; expected {}", expected.join(", ")),
+            );
+            all_known = false;
+        }
+        Some((map, all_known))
+    }
+
     /// Parses an optional value; `None` when absent or invalid (the error is recorded).
     pub(super) fn value<T>(
         &mut self,

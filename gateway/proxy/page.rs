@@ -21,22 +21,11 @@ pub async fn send(
     let body = Bytes::from(html(status, detail));
     let mut resp = ResponseHeader::build(status, Some(6 + headers.len() + extra.len()))?;
     resp.insert_header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")?;
-    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     for (name, value) in headers.iter().chain(extra) {
         resp.insert_header(name, value.clone())?;
     }
-    if let Some(id) = request_id {
-        resp.insert_header("x-request-id", id.clone())?;
-    }
-    let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(resp), head_only)
-        .await?;
-    if !head_only {
-        session.write_response_body(Some(body), true).await?;
-    }
-    Ok(())
+    write(session, resp, body, request_id).await
 }
 
 /// Writes an answer made elsewhere (a sign-on service's 401, 403 or redirect) as it is,
@@ -58,6 +47,17 @@ pub async fn send_as_is(
             resp.insert_header(name, value.clone())?;
         }
     }
+    write(session, resp, body, request_id).await
+}
+
+/// Sends `resp` (with its length and the request id) and `body`, unless the request was
+/// a HEAD.
+async fn write(
+    session: &mut Session,
+    mut resp: ResponseHeader,
+    body: Bytes,
+    request_id: Option<&HeaderValue>,
+) -> Result<()> {
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     if let Some(id) = request_id {
         resp.insert_header("x-request-id", id.clone())?;

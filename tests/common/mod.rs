@@ -34,6 +34,25 @@ pub async fn upload(
         .expect("upload response")
 }
 
+/// GET `url` with `headers`: (status, response headers, the body as JSON or null).
+pub async fn get_json(
+    c: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let mut req = c.get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("request");
+    let (status, h) = (resp.status().as_u16(), resp.headers().clone());
+    (
+        status,
+        h,
+        resp.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
 /// A port that was free a moment ago on 127.0.0.1, for a listener a test starts later.
 ///
 /// Taken from below the kernel's ephemeral range (`ip_local_port_range`, 32768–60999 by
@@ -203,16 +222,9 @@ impl Env {
         ),
         WsError,
     > {
-        let mut tls = native_tls::TlsConnector::builder();
-        tls.add_root_certificate(
-            native_tls::Certificate::from_pem(&self.cert_pem("default")).expect("cert"),
-        );
-        let connector = tokio_tungstenite::Connector::NativeTls(tls.build().expect("tls"));
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.https))
-            .await
-            .expect("connect");
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let url = format!("wss://{host}:{}{path}", self.https);
-        tokio_tungstenite::client_async_tls_with_config(url, tcp, None, Some(connector)).await
+        self.ws_connect_request(url.into_client_request()?).await
     }
 
     /// `GET http://127.0.0.1:METRICS{path}` on the metrics listener: (status, body).
