@@ -445,6 +445,11 @@ async fn forward_auth_with_a_real_sign_on_service() {
     assert_eq!(field("x-forwarded-host"), format!("a.test:{}", env.https));
     assert_eq!(field("x-forwarded-uri"), "/echo");
     assert_eq!(field("x-forwarded-for"), "127.0.0.1");
+    assert_eq!(
+        field("x-auth-request-user"),
+        "",
+        "the client's claim is not passed on"
+    );
     assert_eq!(a.hits(), 1);
 
     // Not signed in: a browser is sent to sign in, an API client gets the 401 as it is.

@@ -175,8 +175,10 @@ async fn sign_on(
     };
     let req = session.req_header();
     let mut check = forward.request()?;
+    // Neither framing fields nor a client's own claim to the fields the service vouches
+    // with (a naive service could believe them).
     for (name, value) in req.headers.iter() {
-        if !NOT_FOR_THE_CHECK.contains(name) {
+        if !NOT_FOR_THE_CHECK.contains(name) && !forward.copied_fields().contains(name) {
             check.append_header(name.clone(), value.clone())?;
         }
     }
