@@ -1,9 +1,10 @@
 //! Password verification off the reactor. Checking an argon2id or bcrypt hash costs tens
 //! of milliseconds of CPU (that is its point): done on a worker thread it would stall
 //! every connection that thread serves, and even on another thread it competes with the
-//! workers for the CPU. Verifications run on threads of their own, one per CPU, at the
-//! lowest scheduling priority (nice 19): when the proxy needs the CPU, the proxy gets it,
-//! and logins take what is left. The queue is bounded, and a login that waits longer
+//! workers for the CPU. Verifications run on threads of their own, one per CPU, at a
+//! low scheduling priority (nice 10): when the proxy needs the CPU, the proxy gets most
+//! of it, while logins still progress on a machine whose apps keep every CPU busy (at
+//! nice 19 they would starve there). The queue is bounded, and a login that waits longer
 //! than `QUEUE_WAIT` is answered 503 rather than left hanging.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
@@ -19,8 +20,8 @@ use crate::config::PasswordHash;
 const QUEUE_WAIT: Duration = Duration::from_secs(5);
 /// Logins that may wait for a verifier.
 const QUEUE: usize = 1024;
-/// The verifier threads' nice value: the lowest priority.
-const NICE: libc::c_int = 19;
+/// The verifier threads' nice value: a tenth of a normal thread's share of a busy CPU.
+const NICE: libc::c_int = 10;
 
 struct Job {
     hash: PasswordHash,
