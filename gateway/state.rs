@@ -21,6 +21,7 @@ use crate::auth::{Failures, RouteAccess, Verifier};
 use crate::config::{Config, Route};
 use crate::limits::RateLimiter;
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED};
+use crate::prefix::Prefix;
 use crate::router::RouteTable;
 use crate::tls::CertStore;
 
@@ -44,6 +45,8 @@ pub struct ActiveRoute {
     pub metrics: Option<Arc<RouteMetrics>>,
     /// Allowlist and logins; `None` for a public route.
     pub access: Option<RouteAccess>,
+    /// The route's path prefix; `None` for a route at `/`.
+    pub prefix: Option<Prefix>,
 }
 
 impl ActiveRoute {
@@ -66,6 +69,7 @@ impl ActiveRoute {
             rate_limit,
             metrics,
             access,
+            prefix: Prefix::new(&route.path, route.strip_prefix, route.upstream),
         }
     }
 }
@@ -135,8 +139,8 @@ impl Snapshot {
             }
             let access = RouteAccess::build(route, counter);
             let series = metrics.map(|m| m.route(&route.name));
-            routes.insert(
-                &route.host,
+            routes.entry(&route.host).insert(
+                &route.path,
                 Arc::new(ActiveRoute::build(route, limiter, series, access)),
             );
         }

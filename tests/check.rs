@@ -160,7 +160,7 @@ routes:
     assert_eq!(
         err.lines().collect::<Vec<_>>(),
         [
-            "routes.yaml:4:5: routes[0]: unknown field `max_bdy`, expected one of `host`, `name`, \
+            "routes.yaml:4:5: routes[0]: unknown field `max_bdy`, expected one of `host`, `path`, `strip_prefix`, `name`, \
              `upstream`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, \
              `headers`, `tls`, `rate_limit`, `allow`, `basic_auth`, `forward_auth`, `pass_authorization`, `auth_failures`; did you mean `max_body`?",
             "routes.yaml:5:11: routes[1].host: duplicate host \"a.test\" (first at 2:11); expected each host once",

@@ -161,9 +161,14 @@ impl std::fmt::Display for HostPattern {
 
 #[derive(Debug, Clone)]
 pub struct Route {
-    /// The label in logs and metrics (defaults to the host as written).
+    /// The label in logs and metrics (defaults to the host, then the path unless `/`).
     pub name: String,
     pub host: HostPattern,
+    /// The path prefix the route serves within its host: starts and ends with `/`.
+    pub path: String,
+    /// Forward `/voice/x` as `/x`, and put the prefix back on the app's redirects and
+    /// cookies.
+    pub strip_prefix: bool,
     pub upstream: SocketAddr,
     /// Request body limit in bytes; `None` is unlimited.
     pub max_body: Option<u64>,

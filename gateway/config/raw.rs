@@ -230,6 +230,8 @@ pub struct RawDefaults {
 )]
 pub struct RawRoute {
     pub host: Option<Value>,
+    pub path: Option<Value>,
+    pub strip_prefix: Option<Value>,
     pub name: Option<Value>,
     pub upstream: Option<Value>,
     pub max_body: Option<Value>,

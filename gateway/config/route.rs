@@ -35,47 +35,62 @@ impl Inherited {
     }
 }
 
-/// Every route, with duplicate hosts and names reported. Cut or empty entries (`None`)
-/// were reported when the file was read.
+/// Every route, with duplicate hosts (host and path) and names reported, and routes of
+/// one host checked to agree on its certificate. Cut or empty entries (`None`) were
+/// reported when the file was read.
 pub(super) fn routes(
     c: &mut Checker,
     raw: Vec<Option<RawRoute>>,
     inherited: &Inherited,
     spans: &Spans,
 ) -> Vec<Route> {
-    let mut routes = Vec::new();
-    let mut hosts: HashMap<HostPattern, Option<Pos>> = HashMap::new();
+    let mut routes: Vec<Route> = Vec::new();
+    let mut served: HashMap<(HostPattern, String), Option<Pos>> = HashMap::new();
     let mut names: HashMap<String, Option<Pos>> = HashMap::new();
     for (i, raw_route) in raw.into_iter().enumerate() {
-        let path = format!("routes[{i}]");
+        let at = format!("routes[{i}]");
         let Some(raw_route) = raw_route else {
             continue;
         };
-        // Found on the host alone, so that a duplicate is reported even when something
-        // else in either route is wrong too.
+        // Found on the host and path alone, so that a duplicate is reported even when
+        // something else in either route is wrong too.
         let host = raw_route.host.as_ref().and_then(|v| host_pattern(v).ok());
-        let host_pos = spans.find(&format!("{path}.host"));
-        let duplicate = match host.and_then(|h| Some((hosts.insert(h.clone(), host_pos)?, h))) {
-            Some((first, host)) => {
-                let first = first
-                    .map(|p| format!(" (first at {p})"))
-                    .unwrap_or_default();
-                c.error(
-                    &format!("{path}.host"),
-                    format!("duplicate host \"{host}\"{first}; expected each host once"),
-                );
-                true
-            }
-            None => false,
+        let path = match &raw_route.path {
+            Some(v) => route_path(v).ok(),
+            None => Some("/".to_string()),
         };
-        let Some(r) = route(c, &path, raw_route, inherited) else {
+        let duplicate = match (host, path) {
+            (Some(host), Some(path)) => {
+                let (key, pos) = match path.as_str() {
+                    "/" => (format!("{at}.host"), spans.find(&format!("{at}.host"))),
+                    _ => (format!("{at}.path"), spans.find(&format!("{at}.path"))),
+                };
+                let first = served.insert((host.clone(), path.clone()), pos);
+                if let Some(first) = first {
+                    let first = first
+                        .map(|p| format!(" (first at {p})"))
+                        .unwrap_or_default();
+                    let message = match path.as_str() {
+                        "/" => format!("duplicate host \"{host}\"{first}; expected each host once"),
+                        _ => format!(
+                            "duplicate path \"{path}\" for host \"{host}\"{first}; expected each host and path once"
+                        ),
+                    };
+                    c.error(&key, message);
+                }
+                first.is_some()
+            }
+            _ => false,
+        };
+        let Some(r) = route(c, &at, raw_route, inherited) else {
             continue;
         };
         if duplicate {
             continue;
         }
-        let name_path = format!("{path}.name");
-        if let Some(first) = names.insert(r.name.clone(), spans.get(&name_path).or(host_pos)) {
+        let name_path = format!("{at}.name");
+        let name_pos = spans.get(&name_path).or(spans.find(&format!("{at}.host")));
+        if let Some(first) = names.insert(r.name.clone(), name_pos) {
             let first = first
                 .map(|p| format!(" (first at {p})"))
                 .unwrap_or_default();
@@ -87,6 +102,23 @@ pub(super) fn routes(
                 ),
             );
             continue;
+        }
+        if let Some(tls) = &r.tls {
+            let other = routes.iter().find_map(|o| match &o.tls {
+                Some(t) if o.host == r.host && (t.cert != tls.cert || t.key != tls.key) => Some(t),
+                _ => None,
+            });
+            if let Some(other) = other {
+                c.error(
+                    &format!("{at}.tls"),
+                    format!(
+                        "host \"{}\" is already served the certificate of {}; the routes of one host share one certificate: set `tls` on one of them, or the same files on each",
+                        r.host,
+                        other.path.trim_end_matches(".cert")
+                    ),
+                );
+                continue;
+            }
         }
         routes.push(r);
     }
@@ -166,6 +198,23 @@ fn route(c: &mut Checker, path: &str, mut raw: RawRoute, inherited: &Inherited) 
         );
     }
     let host = c.value(&at("host"), raw.host.as_ref(), host_pattern);
+    let prefix = c.value(&at("path"), raw.path.as_ref(), route_path);
+    let strip_prefix = c
+        .value(&at("strip_prefix"), raw.strip_prefix.as_ref(), |v| {
+            v.as_bool()
+                .ok_or_else(|| format!("expected true or false, found {}", shown(v)))
+        })
+        .unwrap_or(false);
+    let nothing_to_strip = match &raw.path {
+        None => true,
+        Some(_) => prefix.as_deref() == Some("/"),
+    };
+    if strip_prefix && nothing_to_strip {
+        c.error(
+            &at("strip_prefix"),
+            "strip_prefix needs a `path` to strip; expected e.g. path: /voice/",
+        );
+    }
     let upstream = c.value(&at("upstream"), raw.upstream.as_ref(), units::upstream_addr);
     let name = c.value(&at("name"), raw.name.as_ref(), route_name);
     let max_body = c.value(&at("max_body"), raw.max_body.as_ref(), units::size);
@@ -204,9 +253,18 @@ fn route(c: &mut Checker, path: &str, mut raw: RawRoute, inherited: &Inherited) 
         c.cert_pair(&at("tls"), cert.as_ref(), key.as_ref())
     });
     let host = host?;
+    let path = match &raw.path {
+        None => "/".to_string(),
+        Some(_) => prefix?,
+    };
     Some(Route {
-        name: name.unwrap_or_else(|| host.to_string()),
+        name: name.unwrap_or_else(|| match path.as_str() {
+            "/" => host.to_string(),
+            path => format!("{host}{path}"),
+        }),
         host,
+        path,
+        strip_prefix,
         upstream: upstream?,
         max_body: max_body.unwrap_or(inherited.max_body),
         connect_timeout: connect_timeout.unwrap_or(inherited.connect_timeout),
@@ -245,6 +303,40 @@ fn host_pattern(v: &Value) -> Result<HostPattern, String> {
         HostPattern::Wildcard(name.to_string())
     } else {
         HostPattern::Exact(name.to_string())
+    })
+}
+
+/// `/voice/` (or `/voice`, the same prefix): the part of a host's paths a route serves.
+/// Plain characters only (letters, digits, `-._~`), so that the raw path a client sends
+/// and the path an app decodes agree on it; no empty, `.` or `..` segment. Stored with
+/// its trailing slash.
+fn route_path(v: &Value) -> Result<String, String> {
+    const EXPECTED: &str =
+        "expected a path prefix like /voice/ (letters, digits, -._~ between slashes)";
+    let Value::String(text) = v else {
+        return Err(format!("invalid path {}; {EXPECTED}", shown(v)));
+    };
+    let text = text.trim();
+    let Some(inner) = text.strip_prefix('/') else {
+        return Err(format!(
+            "path {} does not start with /; {EXPECTED}",
+            shown(v)
+        ));
+    };
+    let inner = inner.strip_suffix('/').unwrap_or(inner);
+    let segment_ok = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+    };
+    if text.len() > 256 || (!inner.is_empty() && !inner.split('/').all(segment_ok)) {
+        return Err(format!("invalid path {}; {EXPECTED}", shown(v)));
+    }
+    Ok(match inner {
+        "" => "/".to_string(),
+        inner => format!("/{inner}/"),
     })
 }
 

@@ -82,7 +82,7 @@ fn unknown_key_suggests_the_nearest() {
         errors("routes:\n  - host: a.example\n    upstrem: 127.0.0.1:1\n"),
         [
             "routes.yaml:2:5: routes[0]: missing `upstream`; expected e.g. upstream: 127.0.0.1:7860",
-            "routes.yaml:3:5: routes[0]: unknown field `upstrem`, expected one of `host`, `name`, \
+            "routes.yaml:3:5: routes[0]: unknown field `upstrem`, expected one of `host`, `path`, `strip_prefix`, `name`, \
           `upstream`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, `headers`, \
           `tls`, `rate_limit`, `allow`, `basic_auth`, `forward_auth`, `pass_authorization`, `auth_failures`; did you mean `upstream`?"
         ]
@@ -216,12 +216,12 @@ listn: {}
     assert_eq!(
         errors(text),
         [
-            "routes.yaml:4:5: routes[0]: unknown field `upstrem`, expected one of `host`, `name`, \
+            "routes.yaml:4:5: routes[0]: unknown field `upstrem`, expected one of `host`, `path`, `strip_prefix`, `name`, \
              `upstream`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, \
              `headers`, `tls`, `rate_limit`, `allow`, `basic_auth`, `forward_auth`, `pass_authorization`, `auth_failures`; did you mean `upstream`?",
             "routes.yaml:5:25: routes[0].rate_limit.rate: invalid rate \"fast\"; expected requests per second, minute or hour like 20/s, 60/m or 1000/h",
             "routes.yaml:6:11: routes[1].host: duplicate host \"a.example\" (first at 2:11); expected each host once",
-            "routes.yaml:8:5: routes[1]: unknown field `max_bdy`, expected one of `host`, `name`, \
+            "routes.yaml:8:5: routes[1]: unknown field `max_bdy`, expected one of `host`, `path`, `strip_prefix`, `name`, \
              `upstream`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, \
              `headers`, `tls`, `rate_limit`, `allow`, `basic_auth`, `forward_auth`, `pass_authorization`, `auth_failures`; did you mean `max_body`?",
             "routes.yaml:9:1: unknown field `listn`, expected one of `listen`, `tls`, `defaults`, `limits`, \
@@ -343,4 +343,82 @@ fn mutated_configurations_never_panic() {
         }
         let _ = parse(Path::new("routes.yaml"), &String::from_utf8_lossy(&text));
     }
+}
+
+#[test]
+fn path_routes_share_a_host() {
+    let config = ok("\
+routes:
+  - host: ai.example
+    path: /voice/
+    upstream: 1
+    strip_prefix: true
+  - host: ai.example
+    path: /image
+    name: image
+    upstream: 2
+    tls: { cert: a.pem, key: a.key }
+  - host: ai.example
+    upstream: 3
+    tls: { cert: a.pem, key: a.key }
+");
+    let shown: Vec<_> = config
+        .routes
+        .iter()
+        .map(|r| (r.name.as_str(), r.path.as_str(), r.strip_prefix))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("ai.example/voice/", "/voice/", true),
+            ("image", "/image/", false),
+            ("ai.example", "/", false),
+        ]
+    );
+}
+
+#[test]
+fn path_route_mistakes_each_with_its_line() {
+    let text = "\
+routes:
+  - host: ai.example
+    path: voice/
+    upstream: 1
+  - host: ai.example
+    path: /image/
+    upstream: 2
+  - host: ai.example
+    path: /image
+    upstream: 3
+  - host: b.example
+    strip_prefix: true
+    upstream: 4
+  - host: c.example
+    path: /a/../b/
+    upstream: 5
+  - host: c.example
+    path: /x%2F/
+    strip_prefix: yes please
+    upstream: 6
+  - host: ai.example
+    path: /voice/
+    upstream: 7
+    tls: { cert: a.pem, key: a.key }
+  - host: ai.example
+    path: /other/
+    upstream: 8
+    tls: { cert: b.pem, key: b.key }
+";
+    assert_eq!(
+        errors(text),
+        [
+            "routes.yaml:3:11: routes[0].path: path \"voice/\" does not start with /; expected a path prefix like /voice/ (letters, digits, -._~ between slashes)",
+            "routes.yaml:9:11: routes[2].path: duplicate path \"/image/\" for host \"ai.example\" (first at 6:11); expected each host and path once",
+            "routes.yaml:12:19: routes[3].strip_prefix: strip_prefix needs a `path` to strip; expected e.g. path: /voice/",
+            "routes.yaml:15:11: routes[4].path: invalid path \"/a/../b/\"; expected a path prefix like /voice/ (letters, digits, -._~ between slashes)",
+            "routes.yaml:18:11: routes[5].path: invalid path \"/x%2F/\"; expected a path prefix like /voice/ (letters, digits, -._~ between slashes)",
+            "routes.yaml:19:19: routes[5].strip_prefix: expected true or false, found \"yes please\"",
+            "routes.yaml:28:12: routes[7].tls: host \"ai.example\" is already served the certificate of routes[6].tls; the routes of one host share one certificate: set `tls` on one of them, or the same files on each",
+        ]
+    );
 }

@@ -1,5 +1,6 @@
 //! Headers the gateway adds on the way to the upstream (`X-Forwarded-*`, `X-Real-IP`,
-//! `X-Request-Id`) and the request id it keeps or makes.
+//! `X-Request-Id`) and the request id it keeps or makes. `X-Forwarded-Prefix` is the
+//! path route's (`prefix`); a client's own is always removed.
 
 use std::net::IpAddr;
 
@@ -96,6 +97,7 @@ pub fn apply(
         None => drop(up.remove_header("x-forwarded-host")),
     }
     up.insert_header("x-request-id", request_id.clone())?;
+    up.remove_header("x-forwarded-prefix");
     Ok(())
 }
 
@@ -140,6 +142,7 @@ mod tests {
             ("x-forwarded-for", "1.1.1.1"),
             ("x-forwarded-for", "2.2.2.2"),
             ("x-real-ip", "6.6.6.6"),
+            ("x-forwarded-prefix", "/admin"),
         ]);
         let id = HeaderValue::from_static("id");
         let peer = "10.0.0.1".parse().ok();
@@ -149,6 +152,7 @@ mod tests {
         assert_eq!(up.headers["x-forwarded-proto"], "https");
         assert_eq!(up.headers["x-forwarded-host"], "a.example:8443");
         assert_eq!(up.headers["x-request-id"], "id");
+        assert!(up.headers.get("x-forwarded-prefix").is_none());
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! request_filter ── head: framing, target, size ─────> 400/431 ─┐ (connection closed)
-//!        ├── route by host ──────────────────────────> 404 page ─┤
+//!        ├── route by host, then path ──────────> 404/400 page ─┤
 //!        ├── SNI names another certificate's host ────> 421 ─────┤ (connection closed)
+//!        ├── the prefix without its slash (`/voice`) ─> 301 ─────┤
 //!        ├── access: allow, failed logins, Basic, ─> 403/429/401 ┤
 //!        │   sign-on service                   ─> its answer/302/503
 //!        ├── declared body > max_body ────────────────> 413 ─────┤
@@ -12,9 +13,10 @@
 //!        ├── first chunk of a chunked body malformed ─> 400 ─────┤ (before any upstream)
 //!        │                                                       │
 //! upstream_peer (route's prebuilt peer)                          │
-//! upstream_request_filter (X-Forwarded-*, id, access fields)     │
+//! upstream_request_filter (X-Forwarded-*, id, access fields,     │
+//!                          prefix stripped)                      │
 //! request_body_filter (count; > max_body: 413) ──────────────────┤
-//! response_filter (security, RateLimit, id)                      │
+//! response_filter (security, RateLimit, id, prefix put back)     │
 //! fail_to_proxy (502/504 page) ──────────────────────────────────┤
 //! logging (the head deadline restarts) <─────────────────────────┘
 //! ```
@@ -25,6 +27,7 @@ mod forwarded;
 mod limits;
 mod observe;
 mod page;
+mod routing;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -43,6 +46,7 @@ use crate::lifecycle::{InFlight, Ticket};
 use crate::metrics::{Reject, RouteMetrics};
 use crate::state::{ActiveRoute, Shared};
 use observe::{GaugeGuard, Timing};
+use routing::Routed;
 
 /// Idle time allowed between requests on a client's keep-alive connection (nginx: 75 s),
 /// HTTP/1.1 and HTTP/2. Pingora's default keeps idle connections forever.
@@ -122,8 +126,8 @@ impl ProxyHttp for Gateway {
         });
         ctx.client = Some(client);
         ctx.request_id = Some(request_id.clone());
-        let host = forwarded::client_host(req);
-        let route = host.and_then(|host| snapshot.routes.lookup(host)).cloned();
+        let routed = routing::find(&snapshot.routes, req);
+        let route = routed.route().cloned();
         ctx.metrics = match &route {
             Some(route) => route.metrics.clone(),
             None => snapshot.unmatched.clone(),
@@ -140,20 +144,7 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         let Some(route) = route else {
-            let (status, reason, detail) = match forwarded::client_host(session.req_header()) {
-                Some(host) => (
-                    404,
-                    Reject::NoRoute,
-                    format!("No app is served at {}.", String::from_utf8_lossy(host)),
-                ),
-                None => (
-                    400,
-                    Reject::BadRequest,
-                    "The request names no host.".to_string(),
-                ),
-            };
-            ctx.reason = Some(reason);
-            page::send(session, status, &detail, headers, &[], Some(&request_id)).await?;
+            ctx.reason = routing::answer(session, &routed, headers, &request_id).await?;
             return Ok(true);
         };
         drop(snapshot);
@@ -163,6 +154,10 @@ impl ProxyHttp for Gateway {
         if let Err(refusal) = sni {
             ctx.reason = Some(refusal.reason());
             admission::refuse(session, refusal, &route.headers, &request_id).await?;
+            return Ok(true);
+        }
+        if let Routed::AddSlash(_) = routed {
+            routing::answer(session, &routed, &route.headers, &request_id).await?;
             return Ok(true);
         }
         if route.access.is_some() {
@@ -233,6 +228,9 @@ impl ProxyHttp for Gateway {
         }
         if let Some(route) = &ctx.route {
             access::upstream_fields(up, route, &ctx.auth_fields)?;
+            if let Some(prefix) = &route.prefix {
+                prefix.upstream_request(up)?;
+            }
         }
         Ok(())
     }
@@ -256,7 +254,7 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -272,6 +270,9 @@ impl ProxyHttp for Gateway {
                 }
             }
             limits::response_headers(resp, route, &ctx.rate)?;
+            if let Some(prefix) = &route.prefix {
+                prefix.response(resp, forwarded::client_host(session.req_header()))?;
+            }
         }
         if let Some(id) = &ctx.request_id {
             resp.insert_header("x-request-id", id.clone())?;

@@ -195,13 +195,18 @@ impl CertStore {
             None => CertKey::throwaway().map(Arc::new).ok(),
         };
         let mut by_host = HostMap::default();
-        let mut route_certs = Vec::new();
+        // One entry per host: the routes of a host (by path) share its certificate.
+        let mut route_certs: Vec<(String, Option<Arc<CertKey>>)> = Vec::new();
         for route in &config.routes {
+            let host = route.host.to_string();
             let ck = route.tls.as_ref().and_then(&mut load);
             if let Some(ck) = &ck {
                 by_host.insert(&route.host, ck.clone());
             }
-            route_certs.push((route.host.to_string(), ck));
+            match route_certs.iter_mut().find(|(h, _)| *h == host) {
+                Some((_, kept)) => *kept = kept.take().or(ck),
+                None => route_certs.push((host, ck)),
+            }
         }
         match default {
             Some(default) if errors.is_empty() => {

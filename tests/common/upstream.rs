@@ -136,14 +136,34 @@ fn headers_json(headers: &HeaderMap) -> Value {
     Value::Object(map)
 }
 
-async fn echo(State(seen): State<Arc<Seen>>, req: Request) -> Json<Value> {
-    Json(json!({
+/// The request as the app saw it, as JSON. `?location=URL` makes it a `302` to URL and
+/// each `cookie=VALUE` adds a `Set-Cookie` (values percent-encoded), as an app's login
+/// redirect does.
+async fn echo(State(seen): State<Arc<Seen>>, req: Request) -> Response {
+    let body = Json(json!({
         "upstream": seen.name,
         "method": req.method().as_str(),
         "uri": req.uri().to_string(),
         "version": format!("{:?}", req.version()),
         "headers": headers_json(req.headers()),
-    }))
+    }));
+    let mut resp = body.into_response();
+    for pair in req.uri().query().unwrap_or_default().split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
+        let Ok(value) = header::HeaderValue::from_str(&value) else {
+            continue;
+        };
+        match key {
+            "location" => {
+                *resp.status_mut() = StatusCode::FOUND;
+                resp.headers_mut().insert(header::LOCATION, value);
+            }
+            "cookie" => drop(resp.headers_mut().append(header::SET_COOKIE, value)),
+            _ => {}
+        }
+    }
+    resp
 }
 
 /// Five events, 300 ms apart, like a token stream from a generation queue.

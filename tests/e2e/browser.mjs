@@ -1,12 +1,14 @@
-// Browser half of the e2e suite: node browser.mjs SCENARIO ORIGIN SHOT_DIR
-// Drives Debian's /usr/bin/chromium with playwright-core (no browser download) and
-// prints one JSON line with what it saw. HOST_RULES maps only our test hosts.
+// Browser half of the e2e suite: node browser.mjs SCENARIO BASE SHOT
+// BASE is where the app is served (https://voice.test:PORT or https://ai.test:PORT/voice),
+// SHOT the screenshot's file. Drives Debian's /usr/bin/chromium with playwright-core (no
+// browser download) and prints one JSON line with what it saw, including every URL the
+// page requested and every WebSocket it opened. HOST_RULES maps only our test hosts.
 import { chromium } from "playwright-core";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 
-const [scenario, origin, shots] = process.argv.slice(2);
+const [scenario, origin, shot] = process.argv.slice(2);
 const deadline = (ms) => Date.now() + ms;
 
 const browser = await chromium.launch({
@@ -25,7 +27,9 @@ const browser = await chromium.launch({
   ],
 });
 const page = await browser.newPage({ viewport: { width: 1100, height: 800 } });
-const report = {};
+const report = { requests: [], websockets: [] };
+page.on("request", (r) => report.requests.push(r.url()));
+page.on("websocket", (ws) => report.websockets.push(ws.url()));
 try {
   if (scenario === "streamlit") await streamlit(page);
   else if (scenario === "gradio") await gradio(page);
@@ -61,7 +65,7 @@ async function streamlit(page) {
   writeFileSync(small, Buffer.alloc(4096, 7));
   await page.locator('input[type="file"]').setInputFiles(small);
   report.uploaded = await textMatching("p", /^received \d+ bytes/);
-  await page.screenshot({ path: join(shots, "streamlit.png"), fullPage: true });
+  await page.screenshot({ path: shot, fullPage: true });
   // Over the route's max_body (1M): the gateway answers 413 and the user sees it.
   const big = join(dir, "big.bin");
   writeFileSync(big, Buffer.alloc(2 << 20, 9));
@@ -87,5 +91,31 @@ async function gradio(page) {
     await page.waitForTimeout(100);
   }
   report.values = values;
-  await page.screenshot({ path: join(shots, "gradio.png"), fullPage: true });
+  // An upload through the browser (Gradio's /gradio_api/upload), then measured by the app.
+  const dir = mkdtempSync(join(tmpdir(), "e2e-"));
+  const file = join(dir, "upload.bin");
+  writeFileSync(file, Buffer.alloc(4096, 7));
+  // Measure only once the upload has been answered and the app has taken the file
+  // (Gradio then shows its size), else the click sends no file.
+  const uploaded = page.waitForResponse(
+    (r) => r.url().includes("/gradio_api/upload") && r.request().method() === "POST",
+    { timeout: 30000 },
+  );
+  await page.locator("#upload input[type=file]").setInputFiles(file);
+  report.upload_status = (await uploaded).status();
+  await page.locator("#upload").getByText(/4\.\d\s*KB/).first().waitFor({ timeout: 30000 });
+  await page.locator("#measure").click();
+  report.measured = await textValue(page.locator("#measured textarea"), /^\d+ [0-9a-f]{64}$/);
+  await page.screenshot({ path: shot, fullPage: true });
+}
+
+/** The value of a text box once it matches `re`, waiting. */
+async function textValue(box, re, ms = 30000) {
+  const end = deadline(ms);
+  while (Date.now() < end) {
+    const v = (await box.inputValue()).trim();
+    if (re.test(v)) return v;
+    await page.waitForTimeout(100);
+  }
+  throw new Error(`no value matching ${re} within ${ms} ms`);
 }

@@ -1,8 +1,13 @@
 """End to end: real Gradio and Streamlit apps behind the real gateway, checked with HTTP
 clients (HTTP/1.1 and HTTP/2) and headless Chromium. Run by tests/e2e/run.
 
+Every test runs against two stacks: "host", each app on its own host name (voice.test,
+image.test), and "path", both apps on one host name under /voice/ and /image/ (each
+started with its documented sub-path setting: Gradio's root_path, Streamlit's
+server.baseUrlPath).
+
 Everything stays on loopback: the apps and the gateway listen on 127.0.0.1, the
-clients map voice.test and image.test to 127.0.0.1 themselves (no /etc/hosts), Gradio
+clients map the test host names to 127.0.0.1 themselves (no /etc/hosts), Gradio
 analytics and Streamlit usage stats are off, Chromium runs without background
 networking.
 """
@@ -25,7 +30,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 GATEWAY = Path(os.environ.get("GATEWAY_BIN", ROOT / "target/debug/gateway"))
-VOICE, IMAGE = "voice.test", "image.test"
+VOICE, IMAGE, AI = "voice.test", "image.test", "ai.test"
 # docs/img/ when regenerating the screenshots (E2E_SCREENSHOTS=1), else a scratch dir.
 SHOTS = ROOT / "docs/img" if os.environ.get("E2E_SCREENSHOTS") == "1" else None
 
@@ -50,10 +55,12 @@ def wait_port(port, proc, what, seconds=90):
 
 
 class Stack:
-    """The two apps and the gateway, on free loopback ports."""
+    """The two apps and the gateway, on free loopback ports. `paths`: both apps on one
+    host, under /voice/ and /image/; otherwise each on its own host."""
 
-    def __init__(self, work: Path):
+    def __init__(self, work: Path, paths: bool):
         self.work = work
+        self.paths = paths
         self.procs = []
         self.https = free_port()
         self.metrics = free_port()
@@ -65,21 +72,33 @@ class Stack:
             HF_HUB_OFFLINE="1",
             GRADIO_TEMP_DIR=str(work / "gradio-tmp"),
         )
+        # The documented sub-path settings (docs/operations.md).
+        gradio_env = dict(env, PORT=str(gradio_port))
+        streamlit_extra = []
+        if paths:
+            gradio_env["GRADIO_ROOT_PATH"] = "/voice"
+            streamlit_extra = ["--server.baseUrlPath", "image"]
         self.gradio = self.spawn(
-            [sys.executable, str(HERE / "apps/gradio_app.py")],
-            dict(env, PORT=str(gradio_port)),
-            "gradio.log",
+            [sys.executable, str(HERE / "apps/gradio_app.py")], gradio_env, "gradio.log"
         )
         self.streamlit = self.spawn(
             [
                 sys.executable, "-m", "streamlit", "run", str(HERE / "apps/streamlit_app.py"),
                 "--server.address", "127.0.0.1", "--server.port", str(streamlit_port),
                 "--server.headless", "true", "--browser.gatherUsageStats", "false",
-                "--server.maxUploadSize", "200",
+                "--server.maxUploadSize", "200", *streamlit_extra,
             ],
             env,
             "streamlit.log",
         )
+        if paths:
+            # Gradio's root_path works with the prefix stripped or not; stripped here, so
+            # that the gateway's Location and cookie rewriting is exercised too.
+            # Streamlit's baseUrlPath needs the path as received.
+            voice = f"- host: {AI}\n    path: /voice/\n    strip_prefix: true"
+            image = f"- host: {AI}\n    path: /image/"
+        else:
+            voice, image = f"- host: {VOICE}", f"- host: {IMAGE}"
         self.config = work / "routes.yaml"
         self.config.write_text(
             f"""listen:
@@ -87,11 +106,11 @@ class Stack:
   metrics: "127.0.0.1:{self.metrics}"
 access_log: {work / "access.log"}
 routes:
-  - host: {VOICE}
+  {voice}
     name: voice
     upstream: 127.0.0.1:{gradio_port}
     max_body: 100M          # pairs with Gradio's max_file_size="100mb"
-  - host: {IMAGE}
+  {image}
     name: image
     upstream: 127.0.0.1:{streamlit_port}
     max_body: 1M            # well under Streamlit's server.maxUploadSize (200 MB)
@@ -114,8 +133,17 @@ routes:
         self.procs.append(proc)
         return proc
 
-    def origin(self, host):
-        return f"https://{host}:{self.https}"
+    def host(self, app):
+        """The host name the browser and clients use for `app` ("voice" or "image")."""
+        if self.paths:
+            return AI
+        return VOICE if app == "voice" else IMAGE
+
+    def origin(self, app, port=None):
+        """Where `app` is served, without a trailing slash."""
+        port = f":{port or self.https}" if port != 443 else ""
+        base = f"https://{self.host(app)}{port}"
+        return f"{base}/{app}" if self.paths else base
 
     def stop(self):
         for p in self.procs:
@@ -127,10 +155,10 @@ routes:
                 p.kill()
 
 
-@pytest.fixture(scope="session")
-def stack():
+@pytest.fixture(scope="module", params=["host", "path"])
+def stack(request):
     with tempfile.TemporaryDirectory() as work:
-        s = Stack(Path(work))
+        s = Stack(Path(work), paths=request.param == "path")
         try:
             yield s
         finally:
@@ -175,22 +203,27 @@ def gradio_call(c, origin, api, data):
 
 
 def test_gradio_page_and_urls_point_at_the_public_origin(stack):
+    origin = stack.origin("voice")
     with client(stack) as c:
-        page = c.get(stack.origin(VOICE) + "/")
+        page = c.get(origin + "/")
         assert page.status_code == 200 and "gradio" in page.text.lower()
-        config = c.get(stack.origin(VOICE) + "/config").json()
-        assert config["root"].rstrip("/") == stack.origin(VOICE), config["root"]
-        _, events = gradio_call(c, stack.origin(VOICE), "make_file", ["hello"])
+        config = c.get(origin + "/config").json()
+        assert config["root"].rstrip("/") == origin, config["root"]
+        _, events = gradio_call(c, origin, "make_file", ["hello"])
         result = events[-1][2][0]
-        assert result["url"].startswith(stack.origin(VOICE) + "/"), result["url"]
+        assert result["url"].startswith(origin + "/"), result["url"]
         download = c.get(result["url"])
         assert download.status_code == 200 and download.text == "hello"
+        if stack.paths:
+            # The prefix without its slash is sent to the prefix (relative URLs resolve).
+            moved = c.get(origin + "?x=1")
+            assert moved.status_code == 301 and moved.headers["location"] == "/voice/?x=1"
 
 
 @pytest.mark.parametrize("http2", [False, True], ids=["http1.1", "http2"])
 def test_gradio_stream_arrives_incrementally(stack, http2):
     with client(stack, http2) as c:
-        resp, events = gradio_call(c, stack.origin(VOICE), "generate", [8])
+        resp, events = gradio_call(c, stack.origin("voice"), "generate", [8])
         assert resp.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
     generating = [t for t, event, _ in events if event == "generating"]
     done = [t for t, event, _ in events if event == "complete"]
@@ -208,24 +241,26 @@ def test_gradio_50mb_upload_arrives_intact(stack, tmp_path):
     blob.write_bytes(data)
     expected = f"{len(data)} {hashlib.sha256(data).hexdigest()}"
     with client(stack) as c, open(blob, "rb") as f:
-        r = c.post(stack.origin(VOICE) + "/gradio_api/upload", files={"files": ("audio.bin", f)})
+        r = c.post(stack.origin("voice") + "/gradio_api/upload", files={"files": ("audio.bin", f)})
         assert r.status_code == 200, r.text
         path = r.json()[0]
         file_data = {"path": path, "meta": {"_type": "gradio.FileData"}}
-        _, events = gradio_call(c, stack.origin(VOICE), "measure", [file_data])
+        _, events = gradio_call(c, stack.origin("voice"), "measure", [file_data])
     assert events[-1][1] == "complete", events
     assert events[-1][2][0] == expected
 
 
-def browser(stack, scenario, host):
-    """Runs browser.mjs SCENARIO ORIGIN in headless Chromium; returns its JSON report."""
+def browser(stack, scenario):
+    """Runs browser.mjs SCENARIO BASE SHOT in headless Chromium; returns its JSON report.
+    Screenshots are named by scenario, with "-subpath" for the path stack."""
     shots = SHOTS or stack.work
+    shot = shots / (scenario + ("-subpath" if stack.paths else "") + ".png")
     out = subprocess.run(
-        ["node", str(HERE / "browser.mjs"), scenario, stack.origin(host), str(shots)],
+        ["node", str(HERE / "browser.mjs"), scenario, stack.origin(scenario_app(scenario)), str(shot)],
         capture_output=True,
         text=True,
         timeout=180,
-        env=dict(os.environ, HOST_RULES=f"MAP {VOICE} 127.0.0.1, MAP {IMAGE} 127.0.0.1"),
+        env=dict(os.environ, HOST_RULES=", ".join(f"MAP {h} 127.0.0.1" for h in (VOICE, IMAGE, AI))),
     )
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
@@ -233,23 +268,44 @@ def browser(stack, scenario, host):
     return report
 
 
+def scenario_app(scenario):
+    return "voice" if scenario == "gradio" else "image"
+
+
+def outside(stack, app, urls):
+    """The requests of a page that left its app's prefix (all of them for the host stack
+    are inside: the prefix is the whole host)."""
+    base = stack.origin(app) + "/"
+    host_root = f"https://{stack.host(app)}:{stack.https}/"
+    return [u for u in urls if u.startswith(host_root) and not u.startswith(base)]
+
+
 def test_streamlit_in_chromium_counter_upload_and_413(stack):
-    report = browser(stack, "streamlit", IMAGE)
+    report = browser(stack, "streamlit")
     assert report["counts"] == ["count: 1", "count: 2"], report
     assert report["uploaded"].startswith("received 4096 bytes"), report
     assert "413" in report["too_large"], report
     assert report["after"] == "count: 3", report
+    streams = [u for u in report["websockets"] if "/_stcore/stream" in u]
+    ws_base = stack.origin("image").replace("https://", "wss://")
+    assert streams and all(u.startswith(ws_base + "/_stcore/stream") for u in streams), report
+    assert outside(stack, "image", report["requests"]) == [], report["requests"]
     log = (stack.work / "access.log").read_text()
     refused = [json.loads(l) for l in log.splitlines() if '"reason":"body_too_large"' in l]
     assert refused and refused[0]["route"] == "image", log[-2000:]
 
 
-def test_gradio_in_chromium_shows_output_growing(stack):
-    report = browser(stack, "gradio", VOICE)
+def test_gradio_in_chromium_shows_output_growing_and_uploads(stack):
+    report = browser(stack, "gradio")
     values = report["values"]
     assert values[-1].strip().endswith("token7"), values
     partial = [v for v in values if v and not v.strip().endswith("token7")]
     assert partial, f"only the final output was ever seen: {values}"
+    assert report["measured"] == f"4096 {hashlib.sha256(bytes([7]) * 4096).hexdigest()}", report
+    # Every asset and API call under the prefix; Gradio 6 links /manifest.json from the
+    # host root.
+    strays = [u for u in outside(stack, "voice", report["requests"]) if "/manifest.json" not in u]
+    assert strays == [], strays
 
 
 def test_gradio_urls_on_port_443(stack):
@@ -264,7 +320,7 @@ def test_gradio_urls_on_port_443(stack):
     gw = stack.spawn([str(GATEWAY), "run", "-c", str(config)], dict(os.environ), "gateway-443.log")
     try:
         wait_port(443, gw, "gateway on 443", 30)
-        origin = f"https://{VOICE}"
+        origin = stack.origin("voice", port=443)
         with client(stack) as c:
             assert c.get(origin + "/config").json()["root"].rstrip("/") == origin
             _, events = gradio_call(c, origin, "make_file", ["on 443"])

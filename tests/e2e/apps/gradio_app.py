@@ -44,9 +44,9 @@ with gr.Blocks(title="voice: Gradio behind the gateway") as demo:
         generate, count, generated, api_name="generate"
     )
     with gr.Row():
-        upload = gr.File(label="upload", type="filepath")
-        measured = gr.Textbox(label="size and sha256")
-    gr.Button("Measure").click(measure, upload, measured, api_name="measure")
+        upload = gr.File(label="upload", type="filepath", elem_id="upload")
+        measured = gr.Textbox(label="size and sha256", elem_id="measured")
+    gr.Button("Measure", elem_id="measure").click(measure, upload, measured, api_name="measure")
     with gr.Row():
         text = gr.Textbox(label="file text", value="hello from gradio")
         download = gr.File(label="download")

@@ -1,11 +1,14 @@
-//! `RouteTable`: maps a request's host to its route. Exact hosts win over wildcards; a
-//! wildcard `*.example.com` matches exactly one more label. Lookup is pure and does not
-//! allocate.
+//! `RouteTable`: maps a request's host, then its path, to its route. Exact hosts win over
+//! wildcards; a wildcard `*.example.com` matches exactly one more label. Within a host
+//! the longest path prefix wins (`path`). Lookup is pure and does not allocate.
+
+mod path;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use crate::config::HostPattern;
+
+pub use path::{origin_form, request_path, PathMatch, PathRoutes};
 
 /// Longest host name (RFC 1035), so a lower-cased copy fits on the stack.
 const MAX_HOST: usize = 253;
@@ -33,6 +36,19 @@ impl<T> HostMap<T> {
             HostPattern::Exact(h) => self.exact.insert(h.as_str().into(), value),
             HostPattern::Wildcard(s) => self.wildcard.insert(s.as_str().into(), value),
         };
+    }
+
+    /// The entry for `pattern`, made empty if there is none yet.
+    pub fn entry(&mut self, pattern: &HostPattern) -> &mut T
+    where
+        T: Default,
+    {
+        let map = match pattern {
+            HostPattern::Exact(_) => &mut self.exact,
+            HostPattern::Wildcard(_) => &mut self.wildcard,
+        };
+        let (HostPattern::Exact(key) | HostPattern::Wildcard(key)) = pattern;
+        map.entry(key.as_str().into()).or_default()
     }
 
     pub fn len(&self) -> usize {
@@ -84,8 +100,8 @@ pub fn strip_port(host: &[u8]) -> &[u8] {
     }
 }
 
-/// The routes of one configuration, by host.
-pub type RouteTable<R> = HostMap<Arc<R>>;
+/// The routes of one configuration, by host, then by path.
+pub type RouteTable<R> = HostMap<PathRoutes<R>>;
 
 #[cfg(test)]
 mod tests {
