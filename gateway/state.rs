@@ -186,15 +186,16 @@ pub struct Shared {
     pub reloaded: Notify,
     /// The bounded pool that verifies password hashes, off the worker threads.
     pub verifier: Verifier,
-    /// Pooled connections to forward-auth services; made on first use (building one
-    /// loads the system's trusted certificates, which only forward auth needs).
-    auth_connector: OnceLock<Connector>,
+    /// Connections the gateway makes itself (forward-auth checks, upgraded connections,
+    /// see `proxy::upgrade`); made on first use (building one loads the system's trusted
+    /// certificates).
+    connector: OnceLock<Connector>,
 }
 
 impl Shared {
-    /// The connector for forward-auth services.
-    pub fn auth_connector(&self) -> &Connector {
-        self.auth_connector.get_or_init(|| Connector::new(None))
+    /// The connector for forward-auth services and upgraded connections.
+    pub fn connector(&self) -> &Connector {
+        self.connector.get_or_init(|| Connector::new(None))
     }
 
     pub fn new(snapshot: Snapshot, certs: CertStore) -> Arc<Shared> {
@@ -203,7 +204,7 @@ impl Shared {
             certs: Arc::new(ArcSwap::from_pointee(certs)),
             reloaded: Notify::new(),
             verifier: Verifier::default(),
-            auth_connector: OnceLock::new(),
+            connector: OnceLock::new(),
         })
     }
 }

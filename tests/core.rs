@@ -270,7 +270,34 @@ async fn websocket_echoes_over_tls() {
             format!("echo: hello {i}")
         );
     }
+    // A message larger than one read, both ways intact.
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    ws.send(tokio_tungstenite::tungstenite::Message::binary(big.clone()))
+        .await
+        .expect("send");
+    let reply = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("reply in time")
+        .expect("a message")
+        .expect("ok message");
+    assert_eq!(reply.into_data().as_ref(), big.as_slice());
     ws.close(None).await.expect("close");
+    // The 101 carries the route's security headers, like any answer.
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+
+    // An app that refuses the upgrade: its answer reaches the client as it is.
+    let (answer, closed) = tokio::task::block_in_place(|| {
+        env.exchange(
+            "a.test",
+            b"GET /echo HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+    });
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.contains("\"uri\":\"/echo\""), "{answer}");
+    assert!(
+        closed,
+        "the connection of a refused upgrade is closed after the answer"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -200,7 +200,7 @@ async fn sign_on(
         .get(header::ACCEPT)
         .is_some_and(|a| a.to_str().is_ok_and(|a| a.contains("text/html")));
     Ok(forward
-        .check(check, shared.auth_connector(), &original_url, browser)
+        .check(check, shared.connector(), &original_url, browser)
         .await)
 }
 

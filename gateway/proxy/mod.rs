@@ -11,6 +11,7 @@
 //!        ├── declared body > max_body ────────────────> 413 ─────┤
 //!        ├── rate limit (client key) ─────────────────> 429 ─────┤
 //!        ├── first chunk of a chunked body malformed ─> 400 ─────┤ (before any upstream)
+//!        ├── an upgrade (WebSocket): `upgrade::tunnel` ──────────┤ (the phases below, its own)
 //!        │                                                       │
 //! upstream_peer (route's prebuilt peer)                          │
 //! upstream_request_filter (X-Forwarded-*, id, access fields,     │
@@ -28,6 +29,7 @@ mod limits;
 mod observe;
 mod page;
 mod routing;
+mod upgrade;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -196,6 +198,10 @@ impl ProxyHttp for Gateway {
         if let Err(refusal) = admission::read_first_chunk(session).await {
             ctx.reason = Some(refusal.reason());
             admission::refuse(session, refusal, &route.headers, &request_id).await?;
+            return Ok(true);
+        }
+        if upgrade::wanted(session) {
+            upgrade::tunnel(self, session, ctx).await?;
             return Ok(true);
         }
         Ok(false)

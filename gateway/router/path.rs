@@ -94,7 +94,8 @@ impl<R> PathRoutes<R> {
 }
 
 /// The path of a request target as received: origin-form as it is, absolute-form
-/// (`http://host/x`) from its path on; without the query. Empty paths read as `/`.
+/// (`http://host/x`) from its path on; without the query. An empty path, and `OPTIONS *`
+/// (a question to the server as a whole), read as `/`.
 pub fn request_path(target: &[u8]) -> &[u8] {
     let path = origin_form(target);
     let end = path
@@ -102,8 +103,8 @@ pub fn request_path(target: &[u8]) -> &[u8] {
         .position(|&b| matches!(b, b'?' | b'#'))
         .unwrap_or(path.len());
     match &path[..end] {
-        b"" => b"/",
-        path => path,
+        path @ [b'/', ..] => path,
+        _ => b"/",
     }
 }
 
@@ -208,7 +209,7 @@ mod tests {
         assert_eq!(request_path(b"https://a.example/voice/x?q"), b"/voice/x");
         assert_eq!(request_path(b"https://a.example?q"), b"/");
         assert_eq!(request_path(b"https://a.example"), b"/");
-        assert_eq!(request_path(b"*"), b"*");
+        assert_eq!(request_path(b"*"), b"/");
         assert_eq!(request_path(b""), b"/");
     }
 
