@@ -8,8 +8,9 @@
 #
 #   bench/instructions.sh [N] BIN...     (default N 2000)
 #
-# IR_ROUTE (YAML lines appended to the route, e.g. a `basic_auth:` block) and IR_HEADER
-# (one `Name: value` field sent with every request) measure a feature's cost.
+# IR_ROUTE (YAML lines appended to the route, e.g. a `basic_auth:` block, or more routes),
+# IR_HEADER (one `Name: value` field sent with every request) and IR_PATH (the request
+# path, default /) measure a feature's cost.
 set -euo pipefail
 n=2000
 if [[ ${1:-} =~ ^[0-9]+$ ]]; then n=$1; shift; fi
@@ -39,9 +40,9 @@ YAML
     "$1" run -c "$work/ir.yaml" >/dev/null 2>>"$work/valgrind.log" &
   local pid=$!
   for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$https") 2>/dev/null && break; sleep 0.1; done
-  python3 - "$https" "$2" "${IR_HEADER:-}" <<'PY'
+  python3 - "$https" "$2" "${IR_HEADER:-}" "${IR_PATH:-/}" <<'PY'
 import http.client, ssl, sys
-port, n, extra = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+port, n, extra, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 headers = {"Host": "bench.test"}
 if extra:
     name, value = extra.split(":", 1)
@@ -49,7 +50,7 @@ if extra:
 ctx = ssl._create_unverified_context()
 c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=60)
 for _ in range(n):
-    c.request("GET", "/", headers=headers)
+    c.request("GET", path, headers=headers)
     r = c.getresponse(); r.read()
     assert r.status == 200, r.status
 c.close()
