@@ -331,7 +331,8 @@ fn route_path(v: &Value) -> Result<String, String> {
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
     };
-    if text.len() > 256 || (!inner.is_empty() && !inner.split('/').all(segment_ok)) {
+    let malformed = text.contains("//") || (!inner.is_empty() && !inner.split('/').all(segment_ok));
+    if text.len() > 256 || malformed {
         return Err(format!("invalid path {}; {EXPECTED}", shown(v)));
     }
     Ok(match inner {

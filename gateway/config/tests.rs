@@ -422,3 +422,23 @@ routes:
         ]
     );
 }
+
+#[test]
+fn path_prefixes_are_normalised_or_refused() {
+    let path = |p: &str| {
+        let text = format!("routes:\n  - host: a.example\n    path: \"{p}\"\n    upstream: 1\n");
+        match parse(Path::new("routes.yaml"), &text) {
+            Ok(config) => config.routes[0].path.clone(),
+            Err(_) => "refused".to_string(),
+        }
+    };
+    assert_eq!(path("/voice"), "/voice/");
+    assert_eq!(path("/voice/"), "/voice/");
+    assert_eq!(path("/a/b-c_d.e~f"), "/a/b-c_d.e~f/");
+    assert_eq!(path("/"), "/");
+    for bad in [
+        "//", "//voice/", "/a//b/", "/a b/", "/A%20/", "voice", "/./", "/a/?x",
+    ] {
+        assert_eq!(path(bad), "refused", "{bad}");
+    }
+}
