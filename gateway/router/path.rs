@@ -86,11 +86,6 @@ impl<R> PathRoutes<R> {
         }
         PathMatch::NotFound
     }
-
-    /// Every route of the host.
-    pub fn routes(&self) -> impl Iterator<Item = &Arc<R>> {
-        self.routes.iter().map(|(_, r)| r)
-    }
 }
 
 /// The path of a request target as received: origin-form as it is, absolute-form
