@@ -18,7 +18,7 @@ use crate::router::{origin_form, strip_port};
 pub struct Prefix {
     /// `/voice/`: the route's `path`.
     path: Box<str>,
-    /// `/voice`, for `X-Forwarded-Prefix`.
+    /// `/voice`: `X-Forwarded-Prefix`, and the prefix put back on the app's URLs.
     header: HeaderValue,
     strip: bool,
     /// The app's address as it may write it in an absolute `Location`
@@ -68,14 +68,18 @@ impl Prefix {
             }
         }
         let cookies = resp.headers.get_all(SET_COOKIE);
-        if cookies.iter().any(|v| self.cookie(v.as_bytes()).is_some()) {
+        let rewritten: Vec<Option<HeaderValue>> = cookies
+            .iter()
+            .map(|v| {
+                self.cookie(v.as_bytes())
+                    .and_then(|new| HeaderValue::from_bytes(&new).ok())
+            })
+            .collect();
+        if rewritten.iter().any(Option::is_some) {
             let values: Vec<HeaderValue> = cookies
                 .iter()
-                .map(|v| {
-                    self.cookie(v.as_bytes())
-                        .and_then(|new| HeaderValue::from_bytes(&new).ok())
-                        .unwrap_or_else(|| v.clone())
-                })
+                .zip(rewritten)
+                .map(|(old, new)| new.unwrap_or_else(|| old.clone()))
                 .collect();
             resp.remove_header(&SET_COOKIE);
             for value in values {
@@ -87,8 +91,7 @@ impl Prefix {
 
     /// Whether `path` is already under the prefix (`/voice/…`, `/voice`, `/voice?…`).
     fn covers(&self, path: &[u8]) -> bool {
-        let bare = &self.path.as_bytes()[..self.path.len() - 1];
-        match path.strip_prefix(bare) {
+        match path.strip_prefix(self.header.as_bytes()) {
             Some(rest) => matches!(rest.first(), None | Some(b'/' | b'?' | b'#')),
             None => false,
         }
@@ -99,7 +102,7 @@ impl Prefix {
         if self.covers(path) {
             return path.to_vec();
         }
-        let bare = &self.path.as_bytes()[..self.path.len() - 1];
+        let bare = self.header.as_bytes();
         let mut out = Vec::with_capacity(bare.len() + path.len() + 1);
         out.extend_from_slice(bare);
         if path.first() != Some(&b'/') {
