@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod pool;
 pub mod prefix;
 pub mod proxy;
 pub mod redirect;

@@ -21,20 +21,20 @@ pub struct Prefix {
     /// `/voice`: `X-Forwarded-Prefix`, and the prefix put back on the app's URLs.
     header: HeaderValue,
     strip: bool,
-    /// The app's address as it may write it in an absolute `Location`
+    /// The app's addresses as it may write them in an absolute `Location`
     /// (`127.0.0.1:7860`), where the client cannot follow it.
-    upstream: Box<str>,
+    upstreams: Box<[Box<str>]>,
 }
 
 impl Prefix {
     /// `None` for a route at `/`: nothing to name or strip.
-    pub fn new(path: &str, strip: bool, upstream: SocketAddr) -> Option<Prefix> {
+    pub fn new(path: &str, strip: bool, upstreams: &[SocketAddr]) -> Option<Prefix> {
         let bare = path.strip_suffix('/').filter(|p| !p.is_empty())?;
         Some(Prefix {
             path: path.into(),
             header: HeaderValue::from_str(bare).ok()?,
             strip,
-            upstream: upstream.to_string().into(),
+            upstreams: upstreams.iter().map(|u| u.to_string().into()).collect(),
         })
     }
 
@@ -134,7 +134,11 @@ impl Prefix {
             .position(|&b| matches!(b, b'/' | b'?' | b'#'))
             .unwrap_or(rest.len());
         let (authority, path) = rest.split_at(authority_end);
-        if authority.eq_ignore_ascii_case(self.upstream.as_bytes()) {
+        if self
+            .upstreams
+            .iter()
+            .any(|u| authority.eq_ignore_ascii_case(u.as_bytes()))
+        {
             return Some(self.put_back(path));
         }
         let same_host =
@@ -195,7 +199,7 @@ mod tests {
     use super::*;
 
     fn prefix(strip: bool) -> Prefix {
-        Prefix::new("/voice/", strip, "127.0.0.1:7860".parse().unwrap()).unwrap()
+        Prefix::new("/voice/", strip, &["127.0.0.1:7860".parse().unwrap()]).unwrap()
     }
 
     fn text(v: Option<Vec<u8>>) -> Option<String> {
@@ -204,7 +208,7 @@ mod tests {
 
     #[test]
     fn root_routes_have_no_prefix() {
-        assert!(Prefix::new("/", true, "127.0.0.1:1".parse().unwrap()).is_none());
+        assert!(Prefix::new("/", true, &["127.0.0.1:1".parse().unwrap()]).is_none());
         assert_eq!(prefix(false).header, "/voice");
     }
 

@@ -182,6 +182,12 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
         },
     ));
     server.add_service(background_service(
+        "health checks",
+        crate::pool::HealthChecks {
+            shared: shared.clone(),
+        },
+    ));
+    server.add_service(background_service(
         "session ticket rotation",
         TicketRotation { acceptor },
     ));

@@ -11,7 +11,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
 use pingora::connectors::http::Connector;
-use pingora::upstreams::peer::HttpPeer;
 use tokio::sync::Notify;
 
 use ipnet::IpNet;
@@ -21,20 +20,18 @@ use crate::auth::{Failures, RouteAccess, Verifier};
 use crate::config::{Config, Route};
 use crate::limits::RateLimiter;
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED};
+use crate::pool::{Kept, Pool};
 use crate::prefix::Prefix;
 use crate::router::RouteTable;
 use crate::tls::CertStore;
-
-/// How long an idle pooled upstream connection is kept.
-const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 
 /// A route as the request path needs it: everything precomputed.
 #[derive(Debug)]
 pub struct ActiveRoute {
     /// Label in logs, metrics and error pages.
     pub name: String,
-    /// Cloned per request; built once with the route's timeouts.
-    pub peer: HttpPeer,
+    /// The app's replicas (one for `upstream: host:port`).
+    pub pool: Arc<Pool>,
     /// Request body limit in bytes; `None` is unlimited.
     pub max_body: Option<u64>,
     /// Added to responses that lack them.
@@ -52,24 +49,20 @@ pub struct ActiveRoute {
 impl ActiveRoute {
     fn build(
         route: &Route,
+        pool: Arc<Pool>,
         rate_limit: Option<Arc<RateLimiter>>,
         metrics: Option<Arc<RouteMetrics>>,
         access: Option<RouteAccess>,
     ) -> ActiveRoute {
-        let mut peer = HttpPeer::new(route.upstream, false, String::new());
-        peer.options.connection_timeout = route.connect_timeout;
-        peer.options.read_timeout = route.read_timeout;
-        peer.options.write_timeout = route.write_timeout;
-        peer.options.idle_timeout = Some(UPSTREAM_IDLE);
         ActiveRoute {
             name: route.name.clone(),
-            peer,
+            pool,
             max_body: route.max_body,
             headers: route.headers.clone(),
             rate_limit,
             metrics,
             access,
-            prefix: Prefix::new(&route.path, route.strip_prefix, route.upstream),
+            prefix: Prefix::new(&route.path, route.strip_prefix, &route.upstreams),
         }
     }
 }
@@ -94,6 +87,10 @@ pub struct Snapshot {
     pub header_timeout: Duration,
     /// Every route's name and upstream, for the exposed-upstream check.
     pub upstreams: Vec<(String, SocketAddr)>,
+    /// Every route's replicas, for the health checks.
+    pub pools: Vec<Arc<Pool>>,
+    /// Replicas and queues, handed on to the next configuration.
+    kept: Kept,
     /// Each route's limiter by route name, for `build` to hand on to the next snapshot.
     limiters: HashMap<String, Arc<RateLimiter>>,
     /// Each route's failed-login counter by route name, handed on the same way.
@@ -112,6 +109,9 @@ impl Snapshot {
         let mut routes = RouteTable::default();
         let mut limiters = HashMap::new();
         let mut failures = HashMap::new();
+        let mut pools = Vec::with_capacity(config.routes.len());
+        let mut kept = Kept::default();
+        let mut handed_on = previous.map_or_else(Kept::default, |p| p.kept.handed_on());
         for route in &config.routes {
             let old = previous.map(|p| (&p.limiters, &p.failures));
             let limiter = route.rate_limit.as_ref().map(|settings| {
@@ -139,11 +139,14 @@ impl Snapshot {
             }
             let access = RouteAccess::build(route, counter);
             let series = metrics.map(|m| m.route(&route.name));
+            let pool = Arc::new(Pool::build(route, &mut kept, &mut handed_on, metrics));
+            pools.push(pool.clone());
             routes.entry(&route.host).insert(
                 &route.path,
-                Arc::new(ActiveRoute::build(route, limiter, series, access)),
+                Arc::new(ActiveRoute::build(route, pool, limiter, series, access)),
             );
         }
+        kept.finish(handed_on);
         Snapshot {
             routes,
             https_port: config.listen.https.port(),
@@ -154,6 +157,8 @@ impl Snapshot {
             admission: Admission::build(&config.head_limits),
             header_timeout: config.head_limits.header_timeout,
             upstreams: config.upstreams(),
+            pools,
+            kept,
             limiters,
             failures,
         }

@@ -420,7 +420,7 @@ async fn one_gib_upload_streams_intact_in_bounded_memory() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_down_is_502_and_slow_is_504() {
+async fn upstream_down_is_503_and_slow_is_504() {
     let a = Upstream::start("A").await;
     let closed = common::free_port();
     let env = Env::new();
@@ -440,13 +440,15 @@ async fn upstream_down_is_502_and_slow_is_504() {
         .send()
         .await
         .expect("request");
-    assert_eq!(resp.status(), 502);
+    // Its app is not running: "starting or down", and when to try again.
+    assert_eq!(resp.status(), 503);
     assert_eq!(
         resp.headers()["strict-transport-security"],
         "max-age=31536000"
     );
+    assert_eq!(resp.headers()["retry-after"], "5");
     let page = resp.text().await.expect("page");
-    assert!(page.contains("route voice"), "{page}");
+    assert!(page.contains("route voice is starting or down"), "{page}");
     assert!(
         !page.contains(&closed.to_string()),
         "internal address leaked: {page}"

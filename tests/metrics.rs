@@ -26,7 +26,7 @@ fn config(env: &Env, a: &Upstream, b: &Upstream, top: &str) -> String {
 }
 
 /// The traffic every test here sends: 2 × 200 and a 429 on a.test, a 413 and a 200 on
-/// up, a 502 on down.test, a 404 for an unknown host.
+/// up, a 503 on down.test (its app is not running), a 404 for an unknown host.
 async fn traffic(env: &Env, first: bool) {
     let c = client(
         env,
@@ -59,7 +59,7 @@ async fn traffic(env: &Env, first: bool) {
         let u = url(host, "/");
         async move { c.get(u).send().await.expect(host).status().as_u16() }
     };
-    assert_eq!(status("down.test").await, 502);
+    assert_eq!(status("down.test").await, 503);
     assert_eq!(status("default.test").await, 404);
 }
 
@@ -111,7 +111,7 @@ async fn metrics_count_every_request_by_label() {
             1.0,
         ),
         (
-            r#"gateway_requests_total{code="502",method="GET",route="down.test"}"#,
+            r#"gateway_requests_total{code="503",method="GET",route="down.test"}"#,
             1.0,
         ),
         (
@@ -179,9 +179,14 @@ async fn metrics_count_every_request_by_label() {
     );
     assert_eq!(sample(&text, &version), Some(1.0));
     assert!(text.contains("process_resident_memory_bytes"));
+    // Addresses appear as configured upstreams only, never a client's.
+    let outside_upstreams: String = text
+        .lines()
+        .filter(|l| !l.contains("upstream=\""))
+        .collect();
     for leak in ["default.test", "secret", "127.0.0.1"] {
         assert!(
-            !text.contains(leak),
+            !outside_upstreams.contains(leak),
             "labels come from the config only: {leak}"
         );
     }
@@ -419,7 +424,7 @@ async fn access_log_is_json_without_secrets_and_reopens_on_sigusr1() {
     assert_eq!(by_status(429).expect("429")["reason"], "rate_limit");
     assert_eq!(by_status(413).expect("413")["reason"], "body_too_large");
     assert_eq!(by_status(404).expect("404")["route"], "_unmatched");
-    assert_eq!(by_status(502).expect("502")["upstream_error"], "connect");
+    assert_eq!(by_status(503).expect("503")["upstream_error"], "connect");
 
     // logrotate: move the file away, SIGUSR1, and the next line goes to a new file.
     std::fs::rename(&log, env.path("logs/access.log.1")).expect("rotate");

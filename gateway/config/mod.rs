@@ -8,6 +8,7 @@ mod error;
 mod limits;
 mod model;
 mod password;
+mod pool;
 mod raw;
 mod route;
 mod span;

@@ -67,11 +67,11 @@ pub struct Config {
 }
 
 impl Config {
-    /// Every route's name and upstream (for the exposed-upstream check).
+    /// Every route's name with each of its upstreams (for the exposed-upstream check).
     pub fn upstreams(&self) -> Vec<(String, SocketAddr)> {
         self.routes
             .iter()
-            .map(|r| (r.name.clone(), r.upstream))
+            .flat_map(|r| r.upstreams.iter().map(|u| (r.name.clone(), *u)))
             .collect()
     }
 }
@@ -169,7 +169,10 @@ pub struct Route {
     /// Forward `/voice/x` as `/x`, and put the prefix back on the app's redirects and
     /// cookies.
     pub strip_prefix: bool,
-    pub upstream: SocketAddr,
+    /// The app's replicas, in the order written: one for `upstream: host:port`.
+    pub upstreams: Vec<SocketAddr>,
+    /// How requests are spread over the replicas, checked, pinned and capped.
+    pub pool: PoolSettings,
     /// Request body limit in bytes; `None` is unlimited.
     pub max_body: Option<u64>,
     pub connect_timeout: Option<Duration>,
@@ -186,6 +189,70 @@ pub struct Route {
     pub access: Access,
     /// Failed logins per client before 429; `None`: not counted.
     pub auth_failures: Option<FailureLimit>,
+}
+
+/// `balance`, `health`, `sticky`, `max_concurrent` and `queue`: how a route's replicas
+/// share its requests. Every route has these; a single upstream is a pool of one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub balance: Balance,
+    /// Active HTTP checks; `None`: passive only (a failed connect ejects a replica, which
+    /// is tried again after `PASSIVE_RETRY`).
+    pub health: Option<HealthCheck>,
+    /// Pin a client to its replica: a cookie, or the client's address for clients that
+    /// keep no cookies.
+    pub sticky: bool,
+    /// Requests in progress per replica (WebSockets not counted); `None`: unlimited.
+    pub max_concurrent: Option<u32>,
+    /// Where requests over `max_concurrent` wait.
+    pub queue: QueueSettings,
+}
+
+/// How long a replica ejected by a failed connect, on a pool without active checks, is
+/// left alone before one request may try it again.
+pub const PASSIVE_RETRY: Duration = Duration::from_secs(5);
+pub const DEFAULT_QUEUE: QueueSettings = QueueSettings {
+    size: 50,
+    timeout: Duration::from_secs(30),
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// The replica with the fewest requests in progress (ties in turn).
+    LeastConn,
+    RoundRobin,
+}
+
+/// `health`: `GET path` must answer 2xx or 3xx within `timeout`, every `interval`.
+/// The default (`HealthCheck::default()`) is on for a route with several replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Failed checks in a row that eject a healthy replica.
+    pub unhealthy_after: u32,
+    /// Good checks in a row that bring an ejected replica back.
+    pub healthy_after: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            path: "/".to_string(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            unhealthy_after: 2,
+            healthy_after: 2,
+        }
+    }
+}
+
+/// `queue`: at most `size` requests wait, each at most `timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSettings {
+    pub size: u32,
+    pub timeout: Duration,
 }
 
 /// A route's access control: an address allowlist, then password logins or an

@@ -11,6 +11,7 @@ use super::access;
 use super::error::Pos;
 use super::limits;
 use super::model::*;
+use super::pool;
 use super::raw::{RawCert, RawDefaults, RawRoute};
 use super::span::Spans;
 use super::units::{self, shown};
@@ -215,7 +216,11 @@ fn route(c: &mut Checker, path: &str, mut raw: RawRoute, inherited: &Inherited) 
             "strip_prefix needs a `path` to strip; expected e.g. path: /voice/",
         );
     }
-    let upstream = c.value(&at("upstream"), raw.upstream.as_ref(), units::upstream_addr);
+    let upstreams = raw
+        .upstream
+        .as_ref()
+        .and_then(|v| pool::upstreams(c, &at("upstream"), v));
+    let pool = pool::settings(c, path, &raw, upstreams.as_ref().map_or(0, Vec::len));
     let name = c.value(&at("name"), raw.name.as_ref(), route_name);
     let max_body = c.value(&at("max_body"), raw.max_body.as_ref(), units::size);
     let connect_timeout = c.value(
@@ -265,7 +270,8 @@ fn route(c: &mut Checker, path: &str, mut raw: RawRoute, inherited: &Inherited) 
         host,
         path,
         strip_prefix,
-        upstream: upstream?,
+        upstreams: upstreams?,
+        pool: pool?,
         max_body: max_body.unwrap_or(inherited.max_body),
         connect_timeout: connect_timeout.unwrap_or(inherited.connect_timeout),
         read_timeout: read_timeout.unwrap_or(inherited.read_timeout),

@@ -25,10 +25,16 @@ pub enum Reject {
     AuthRateLimit,
     /// 503: the sign-on service, or the password verifier, could not answer in time.
     AuthUnavailable,
+    /// 503: every replica is at `max_concurrent` and the queue is full.
+    QueueFull,
+    /// 503: waited in the queue for `queue.timeout` without a free replica.
+    QueueTimeout,
+    /// 503: every replica of the route is down.
+    UpstreamDown,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 10] = [
+    pub const ALL: [Reject; 13] = [
         Reject::RateLimit,
         Reject::BodyTooLarge,
         Reject::NoRoute,
@@ -39,6 +45,9 @@ impl Reject {
         Reject::Auth,
         Reject::AuthRateLimit,
         Reject::AuthUnavailable,
+        Reject::QueueFull,
+        Reject::QueueTimeout,
+        Reject::UpstreamDown,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +62,9 @@ impl Reject {
             Reject::Auth => "auth",
             Reject::AuthRateLimit => "auth_rate_limit",
             Reject::AuthUnavailable => "auth_unavailable",
+            Reject::QueueFull => "queue_full",
+            Reject::QueueTimeout => "queue_timeout",
+            Reject::UpstreamDown => "upstream_down",
         }
     }
 }

@@ -7,6 +7,7 @@
 //! `_unmatched`), never from traffic, so the series count is bounded by the config.
 
 mod labels;
+mod pool;
 mod route;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use prometheus::{
 };
 
 pub use labels::{HandshakeFailure, HandshakeFailures, Reject, UpstreamError};
+pub use pool::{QueueSeries, ReplicaSeries};
 pub use route::RouteMetrics;
 
 /// The `route` label of requests whose host matches no route.
@@ -49,6 +51,7 @@ pub struct Metrics {
     access_log_dropped: IntCounter,
     handshake_failures: IntCounterVec,
     upstream_exposed: IntGaugeVec,
+    pool: pool::PoolFamilies,
     /// Each route's resolved series by route name, reused across reloads.
     routes: Mutex<HashMap<String, Arc<RouteMetrics>>>,
 }
@@ -173,6 +176,7 @@ impl Metrics {
             "1 if the route's loopback upstream also accepts connections on a non-loopback address of this host.",
             &["route"],
         )?;
+        let pool = pool::PoolFamilies::new(&registry)?;
         let build_info = gauge(
             "gateway_build_info",
             "Always 1; labelled with the version.",
@@ -201,6 +205,7 @@ impl Metrics {
             access_log_dropped,
             handshake_failures,
             upstream_exposed,
+            pool,
             routes: Mutex::new(HashMap::new()),
         }))
     }
@@ -212,6 +217,19 @@ impl Metrics {
             .entry(name.to_string())
             .or_insert_with(|| Arc::new(RouteMetrics::new(self, name)))
             .clone()
+    }
+
+    /// The series of one replica of a route.
+    pub fn replica(&self, route: &str, addr: std::net::SocketAddr) -> ReplicaSeries {
+        self.pool.replica(route, addr)
+    }
+
+    /// The queue series of a route.
+    pub fn queue(&self, route: &str) -> QueueSeries {
+        QueueSeries {
+            depth: self.pool.queue_depth.with_label_values(&[route]),
+            wait: self.pool.queue_wait.with_label_values(&[route]),
+        }
     }
 
     /// The open-connections gauge of a listener (`http` or `https`).

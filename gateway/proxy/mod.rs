@@ -24,12 +24,14 @@
 
 mod access;
 mod admission;
+mod failure;
 mod forwarded;
 mod limits;
 mod observe;
 mod page;
 mod routing;
 mod upgrade;
+mod upstream;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -37,15 +39,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
-use log::debug;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{ErrorSource, ErrorType};
 
 use crate::access_log::AccessLog;
 use crate::lifecycle::{InFlight, Ticket};
 use crate::metrics::{Reject, RouteMetrics};
+use crate::pool::Lease;
 use crate::state::{ActiveRoute, Shared};
 use observe::{GaugeGuard, Timing};
 use routing::Routed;
@@ -82,6 +83,14 @@ pub struct RequestCtx {
     /// Fields the sign-on service vouched with, for the upstream request.
     auth_fields: Vec<(HeaderName, HeaderValue)>,
     upstream_error: Option<crate::metrics::UpstreamError>,
+    /// The replica this request holds (counted in its in-flight requests).
+    lease: Option<Lease>,
+    /// The sticky cookie for the response, when the request lacked it.
+    set_cookie: Option<HeaderValue>,
+    /// A failed connect was retried on another replica (once only).
+    retried: bool,
+    /// A connect failed and no replica is up: the answer is 503, not 502.
+    all_down: bool,
     timing: Timing,
     _in_flight: Option<GaugeGuard>,
     _websocket: Option<GaugeGuard>,
@@ -104,6 +113,10 @@ impl ProxyHttp for Gateway {
             user: None,
             auth_fields: Vec::new(),
             upstream_error: None,
+            lease: None,
+            set_cookie: None,
+            retried: false,
+            all_down: false,
             timing: Timing::new(),
             _in_flight: None,
             _websocket: None,
@@ -200,7 +213,11 @@ impl ProxyHttp for Gateway {
             admission::refuse(session, refusal, &route.headers, &request_id).await?;
             return Ok(true);
         }
-        if upgrade::wanted(session) {
+        let upgrading = upgrade::wanted(session);
+        if upstream::place(session, ctx, &route, upgrading).await? {
+            return Ok(true);
+        }
+        if upgrading {
             upgrade::tunnel(self, session, ctx).await?;
             return Ok(true);
         }
@@ -212,10 +229,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        match &ctx.route {
-            Some(route) => Ok(Box::new(route.peer.clone())),
-            None => Error::e_explain(ErrorType::InternalError, "upstream_peer without a route"),
-        }
+        upstream::peer(ctx)
     }
 
     async fn upstream_request_filter(
@@ -279,6 +293,7 @@ impl ProxyHttp for Gateway {
             if let Some(prefix) = &route.prefix {
                 prefix.response(resp, forwarded::client_host(session.req_header()))?;
             }
+            upstream::response(resp, ctx)?;
         }
         if let Some(id) = &ctx.request_id {
             resp.insert_header("x-request-id", id.clone())?;
@@ -303,6 +318,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.timing.upstream_connected = Some(std::time::Instant::now());
+        upstream::connected(ctx);
         Ok(())
     }
 
@@ -329,60 +345,27 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let code = status_for(e);
-        if code > 0 && session.response_written().is_none() {
-            let name = ctx.route.as_ref().map_or("this app", |r| r.name.as_str());
-            let detail = match (code, ctx.route.as_ref().and_then(|r| r.max_body)) {
-                (413, Some(max)) => limits::too_large(name, max),
-                (502, _) => {
-                    format!("The app for route {name} is not answering. Try again shortly.")
-                }
-                (504, _) => format!("The app for route {name} took too long to answer."),
-                _ => String::new(),
-            };
-            let snapshot;
-            let headers = match &ctx.route {
-                Some(route) => &route.headers,
-                None => {
-                    snapshot = self.shared.snapshot.load();
-                    &snapshot.default_headers
-                }
-            };
-            if let Err(e) = page::send(
-                session,
-                code,
-                &detail,
-                headers,
-                &[],
-                ctx.request_id.as_ref(),
-            )
-            .await
-            {
-                debug!("event=error_page_failed error={e}");
-            } else if code == 413 {
-                limits::discard_body(session).await;
-            }
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
+        failure::answer(self, session, e, ctx).await
     }
-}
 
-/// The status a failed request gets: ours for `HTTPStatus`, 504 for an upstream timeout,
-/// 502 for other upstream failures, 0 when the client is gone.
-fn status_for(e: &Error) -> u16 {
-    use ErrorType::*;
-    match (e.etype(), e.esource()) {
-        (HTTPStatus(code), _) => *code,
-        (
-            ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout,
-            ErrorSource::Upstream,
-        ) => 504,
-        (_, ErrorSource::Upstream) => 502,
-        (ReadError | WriteError | ConnectionClosed, ErrorSource::Downstream) => 0,
-        (_, ErrorSource::Downstream) => 400,
-        _ => 500,
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        upstream::connect_failed(ctx, upgrade::wanted(session), e)
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        _error: &Error,
+        _context: pingora::proxy::ProxyWarnLogContext,
+    ) -> bool {
+        // A retry is logged by `upstream::connect_failed`, the final error by `logging`.
+        true
     }
 }

@@ -15,7 +15,7 @@ use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
-use super::{Gateway, RequestCtx};
+use super::{upstream, Gateway, RequestCtx};
 
 /// Whether the request asks for an HTTP/1.1 upgrade (HTTP/2 has none).
 pub fn wanted(session: &Session) -> bool {
@@ -26,16 +26,19 @@ pub fn wanted(session: &Session) -> bool {
 /// a `101` the two connections are joined until either side closes. Errors before
 /// anything was sent to the client become the usual 502/504 page (`fail_to_proxy`).
 pub async fn tunnel(gw: &Gateway, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
-    let Some(route) = ctx.route.clone() else {
-        return Error::e_explain(ErrorType::InternalError, "upgrade without a route");
+    // A failed connect is retried once on another replica, as for any request.
+    let (app, peer) = loop {
+        let peer = upstream::peer(ctx)?;
+        match gw.shared.connector().get_http_session(&*peer).await {
+            Ok((app, _)) => break (app, peer),
+            Err(e) => {
+                let e = upstream::connect_failed(ctx, true, e.into_up());
+                if !e.retry() {
+                    return Err(e);
+                }
+            }
+        }
     };
-    let peer = &route.peer;
-    let (app, _) = gw
-        .shared
-        .connector()
-        .get_http_session(peer)
-        .await
-        .map_err(|e| e.into_up())?;
     let HttpSession::H1(mut app) = app else {
         return Error::e_explain(
             ErrorType::InternalError,
@@ -44,6 +47,7 @@ pub async fn tunnel(gw: &Gateway, session: &mut Session, ctx: &mut RequestCtx) -
     };
     app.read_timeout = peer.options.read_timeout;
     app.write_timeout = peer.options.write_timeout;
+    upstream::connected(ctx);
     ctx.timing.upstream_connected = Some(std::time::Instant::now());
 
     let mut req = session.req_header().clone();

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod replica;
 pub mod sign_on;
 pub mod upstream;
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::*;
 
 mod paths;
+mod pools;
 
 pub(super) fn errors(text: &str) -> Vec<String> {
     match parse(Path::new("routes.yaml"), text) {
@@ -56,7 +57,7 @@ fn parses_a_full_config_with_inheritance() {
     let apps = &c.routes[1];
     assert_eq!(apps.host, HostPattern::Wildcard("apps.example.com".into()));
     assert_eq!(apps.name, "apps");
-    assert_eq!(apps.upstream.to_string(), "127.0.0.1:7861");
+    assert_eq!(apps.upstreams, ["127.0.0.1:7861".parse().unwrap()]);
     assert_eq!(apps.max_body, Some(500 << 20));
     assert_eq!(apps.read_timeout, None);
     assert_eq!(apps.headers.len(), 1);
@@ -85,7 +86,7 @@ fn unknown_key_suggests_the_nearest() {
         [
             "routes.yaml:2:5: routes[0]: missing `upstream`; expected e.g. upstream: 127.0.0.1:7860",
             "routes.yaml:3:5: routes[0]: unknown field `upstrem`, expected one of `host`, `path`, `strip_prefix`, `name`, \
-          `upstream`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, `headers`, \
+          `upstream`, `balance`, `health`, `sticky`, `max_concurrent`, `queue`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, `headers`, \
           `tls`, `rate_limit`, `allow`, `basic_auth`, `forward_auth`, `pass_authorization`, `auth_failures`; did you mean `upstream`?"
         ]
     );
@@ -219,12 +220,12 @@ listn: {}
         errors(text),
         [
             "routes.yaml:4:5: routes[0]: unknown field `upstrem`, expected one of `host`, `path`, `strip_prefix`, `name`, \
-             `upstream`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, \
+             `upstream`, `balance`, `health`, `sticky`, `max_concurrent`, `queue`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, \
              `headers`, `tls`, `rate_limit`, `allow`, `basic_auth`, `forward_auth`, `pass_authorization`, `auth_failures`; did you mean `upstream`?",
             "routes.yaml:5:25: routes[0].rate_limit.rate: invalid rate \"fast\"; expected requests per second, minute or hour like 20/s, 60/m or 1000/h",
             "routes.yaml:6:11: routes[1].host: duplicate host \"a.example\" (first at 2:11); expected each host once",
             "routes.yaml:8:5: routes[1]: unknown field `max_bdy`, expected one of `host`, `path`, `strip_prefix`, `name`, \
-             `upstream`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, \
+             `upstream`, `balance`, `health`, `sticky`, `max_concurrent`, `queue`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, \
              `headers`, `tls`, `rate_limit`, `allow`, `basic_auth`, `forward_auth`, `pass_authorization`, `auth_failures`; did you mean `max_body`?",
             "routes.yaml:9:1: unknown field `listn`, expected one of `listen`, `tls`, `defaults`, `limits`, \
              `routes`, `shutdown_timeout`, `threads`, `acme_webroot`, `trusted_proxies`, \

@@ -1,0 +1,432 @@
+//! A route's replicas at run time (`Pool`): which one a request goes to, how many
+//! requests each may have (`max_concurrent`, with the route's queue), which are healthy.
+//! Built with each configuration; a replica's state (`Replica`) and a route's queue
+//! (`Queue`) outlive a reload that keeps them (see `Kept`).
+//!
+//! ```text
+//! place: cookie ─┐ (sticky) the pinned replica, while it is up
+//!        address ┤ (a client without cookies) the first up replica on the hash ring
+//!        balance ┘ least_conn / round_robin over the up replicas
+//!   no replica up ─────────────────────────> Down (503)
+//!   capped, none with room: the queue ──> a slot handed over | Full | Timeout (503)
+//! replace: after a failed connect, another replica with room, at once (one retry)
+//! ```
+
+mod health;
+mod lease;
+mod queue;
+mod replica;
+mod sticky;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+use pingora::http::RequestHeader;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::config::{Balance, HealthCheck, QueueSettings, Route, PASSIVE_RETRY};
+use crate::metrics::Metrics;
+pub use health::HealthChecks;
+pub use lease::Lease;
+use queue::{Handed, Queue};
+pub use replica::Replica;
+use sticky::{Placement, Sticky};
+
+/// How long an idle pooled upstream connection is kept.
+const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+
+/// A route's replicas and how they share its requests.
+#[derive(Debug)]
+pub struct Pool {
+    pub route: Arc<str>,
+    members: Box<[Member]>,
+    balance: Balance,
+    /// Where `round_robin` starts next, and where `least_conn` starts breaking ties.
+    turn: AtomicUsize,
+    sticky: Option<Sticky>,
+    cap: Option<u32>,
+    queue: Arc<Queue>,
+    queue_settings: QueueSettings,
+    /// Active checks; `None`: passive only.
+    pub health: Option<HealthCheck>,
+}
+
+#[derive(Debug)]
+struct Member {
+    peer: HttpPeer,
+    replica: Arc<Replica>,
+    /// The sticky cookie's value for this replica.
+    token: Box<[u8]>,
+    set_cookie: Option<HeaderValue>,
+}
+
+/// Why a request got no replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Every replica is down.
+    Down,
+    /// Every replica is at `max_concurrent` and the queue is full.
+    Full,
+    /// Waited `queue.timeout` without a free replica.
+    Timeout,
+}
+
+/// A request's replica.
+pub struct Placed {
+    pub lease: Lease,
+    /// The cookie that pins the client to it, when the request did not carry it.
+    pub set_cookie: Option<HeaderValue>,
+}
+
+enum Choice {
+    Use(usize),
+    /// Every replica it may use is at the cap: wait for this one, or for any (`None`).
+    Wait(Option<usize>),
+    Down,
+}
+
+/// The state the previous configuration hands on: replicas by route name and address,
+/// queues by route name, and removed replicas that still have requests.
+#[derive(Debug, Default)]
+pub struct Kept {
+    replicas: HashMap<(Arc<str>, SocketAddr), Arc<Replica>>,
+    queues: HashMap<Arc<str>, Arc<Queue>>,
+    retired: Vec<Weak<Replica>>,
+}
+
+impl Kept {
+    /// What this configuration hands on to the next one.
+    pub fn handed_on(&self) -> Kept {
+        Kept {
+            replicas: self.replicas.clone(),
+            queues: self.queues.clone(),
+            retired: self.retired.clone(),
+        }
+    }
+
+    /// Every replica the previous configuration had (`old`: what `build` left of it) that
+    /// this one does not is retired: it gets no new requests, those it has finish. It is
+    /// remembered while a request still holds it, so that adding it back keeps its state.
+    pub fn finish(&mut self, old: Kept) {
+        for ((route, addr), replica) in old.replicas {
+            if !self.replicas.contains_key(&(route.clone(), addr)) {
+                replica.retire();
+                if let Some(queue) = old.queues.get(&route) {
+                    queue.unpin(&replica);
+                }
+                self.retired.push(Arc::downgrade(&replica));
+            }
+        }
+        self.retired
+            .extend(old.retired.into_iter().filter(|w| w.strong_count() > 0));
+        let live = &self.replicas;
+        self.retired.retain(|w| {
+            w.upgrade()
+                .is_some_and(|r| !live.contains_key(&(r.route.clone(), r.addr)))
+        });
+    }
+}
+
+impl Pool {
+    pub fn build(
+        route: &Route,
+        kept: &mut Kept,
+        old: &mut Kept,
+        metrics: Option<&Metrics>,
+    ) -> Pool {
+        let name: Arc<str> = route.name.as_str().into();
+        let settings = &route.pool;
+        let sticky = (settings.sticky && route.upstreams.len() > 1)
+            .then(|| Sticky::new(&name, &route.upstreams));
+        let members = route
+            .upstreams
+            .iter()
+            .map(|&addr| {
+                let key = (name.clone(), addr);
+                let replica = old
+                    .replicas
+                    .remove(&key)
+                    .or_else(|| revive(&old.retired, &key))
+                    .unwrap_or_else(|| Replica::new(name.clone(), addr, metrics));
+                kept.replicas.insert(key, replica.clone());
+                let mut peer = HttpPeer::new(addr, false, String::new());
+                peer.options.connection_timeout = route.connect_timeout;
+                peer.options.read_timeout = route.read_timeout;
+                peer.options.write_timeout = route.write_timeout;
+                peer.options.idle_timeout = Some(UPSTREAM_IDLE);
+                let token = Sticky::token(&name, addr);
+                let set_cookie = sticky.as_ref().and_then(|s| s.set_cookie(&token));
+                Member {
+                    peer,
+                    replica,
+                    token,
+                    set_cookie,
+                }
+            })
+            .collect();
+        let queue = old
+            .queues
+            .remove(&name)
+            .unwrap_or_else(|| Queue::new(&name, metrics));
+        kept.queues.insert(name.clone(), queue.clone());
+        let pool = Pool {
+            route: name,
+            members,
+            balance: settings.balance,
+            turn: AtomicUsize::new(0),
+            sticky,
+            cap: settings.max_concurrent,
+            queue,
+            queue_settings: settings.queue,
+            health: settings.health.clone(),
+        };
+        // A cap raised by this configuration lets waiters in now.
+        if let Some(cap) = pool.cap {
+            for m in pool.members.iter() {
+                pool.queue.refill(&m.replica, cap);
+            }
+        }
+        pool
+    }
+
+    /// The replicas, for the health checks and the exposed-upstream check.
+    pub fn replicas(&self) -> impl Iterator<Item = &Arc<Replica>> {
+        self.members.iter().map(|m| &m.replica)
+    }
+
+    /// The connection settings for `replica`.
+    pub fn peer(&self, replica: &Arc<Replica>) -> HttpPeer {
+        match self
+            .members
+            .iter()
+            .find(|m| Arc::ptr_eq(&m.replica, replica))
+        {
+            Some(m) => m.peer.clone(),
+            None => {
+                // A slot of a replica this configuration dropped, handed to a request
+                // that was queued before the reload: same settings, its address.
+                let mut peer = self.members[0].peer.clone();
+                peer._address = pingora::protocols::l4::socket::SocketAddr::Inet(replica.addr);
+                peer
+            }
+        }
+    }
+
+    /// Seconds a client is told to wait (`Retry-After`) after `refused`.
+    pub fn retry_after(&self, refused: Refused) -> u64 {
+        let wait = match refused {
+            Refused::Down => self.health.as_ref().map_or(PASSIVE_RETRY, |h| h.interval),
+            Refused::Full | Refused::Timeout => self.queue_settings.timeout,
+        };
+        wait.as_secs().clamp(1, 60)
+    }
+
+    /// A replica for `req` from `client` (an upgrade is not under the cap), waiting in
+    /// the queue when every one it may use is at the cap.
+    pub async fn place(
+        &self,
+        req: &RequestHeader,
+        client: IpAddr,
+        upgrade: bool,
+    ) -> Result<Placed, Refused> {
+        let mut placement = match &self.sticky {
+            Some(s) => s.placement(req, client, |v| {
+                self.members.iter().position(|m| &*m.token == v)
+            }),
+            None => Placement::Balance,
+        };
+        let cap = match self.cap {
+            Some(cap) if !upgrade => cap,
+            _ => {
+                return match self.choose(&placement, None, |_| true) {
+                    Choice::Use(i) | Choice::Wait(Some(i)) => {
+                        let replica = self.members[i].replica.clone();
+                        let lease = if upgrade {
+                            Lease::tunnel(replica)
+                        } else {
+                            Lease::request(replica, None)
+                        };
+                        Ok(self.placed(lease, &placement))
+                    }
+                    Choice::Wait(None) | Choice::Down => Err(Refused::Down),
+                };
+            }
+        };
+        let started = Instant::now();
+        let deadline = started + self.queue_settings.timeout;
+        // A waiter whose pinned replica goes down chooses again; each round has one
+        // replica fewer, so few rounds are needed.
+        for _ in 0..=self.members.len() {
+            let mut ticket = {
+                let mut waiters = self.queue.lock();
+                let room = |r: &Replica| r.in_flight.get() < i64::from(cap);
+                let pin = match self.choose(&placement, None, room) {
+                    Choice::Use(i) => {
+                        let replica = self.members[i].replica.clone();
+                        let lease = Lease::request(replica, Some(self.queue.clone()));
+                        drop(waiters);
+                        self.queue.waited(started);
+                        return Ok(self.placed(lease, &placement));
+                    }
+                    Choice::Down => return Err(Refused::Down),
+                    Choice::Wait(pin) => pin.map(|i| self.members[i].replica.clone()),
+                };
+                let size = self.queue_settings.size;
+                match self.queue.join(&mut waiters, pin, size) {
+                    Some(ticket) => ticket,
+                    None => return Err(Refused::Full),
+                }
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            match Queue::wait(&mut ticket, left).await {
+                Some(Handed::Slot(lease)) => {
+                    self.queue.waited(started);
+                    return Ok(self.placed(lease, &placement));
+                }
+                Some(Handed::Replace) => placement = Placement::Balance,
+                None => {
+                    self.queue.waited(started);
+                    return Err(Refused::Timeout);
+                }
+            }
+        }
+        Err(Refused::Timeout)
+    }
+
+    /// Another replica than `failed` (whose connect failed), at once: no waiting.
+    pub fn replace(&self, failed: &Arc<Replica>, upgrade: bool) -> Option<Placed> {
+        let cap = self.cap.filter(|_| !upgrade);
+        let guard = cap.map(|_| self.queue.lock());
+        let room = |r: &Replica| cap.is_none_or(|cap| r.in_flight.get() < i64::from(cap));
+        let Choice::Use(i) = self.choose(&Placement::Balance, Some(failed), room) else {
+            return None;
+        };
+        let replica = self.members[i].replica.clone();
+        let lease = match (upgrade, cap) {
+            (true, _) => Lease::tunnel(replica),
+            (false, Some(_)) => Lease::request(replica, Some(self.queue.clone())),
+            (false, None) => Lease::request(replica, None),
+        };
+        drop(guard);
+        Some(self.placed(lease, &Placement::Balance))
+    }
+
+    /// A change of `replica`'s health: waiters pinned to a replica gone down choose
+    /// again; one back up takes waiters.
+    pub fn health_changed(&self, replica: &Arc<Replica>) {
+        if replica.is_up() {
+            if let Some(cap) = self.cap {
+                self.queue.refill(replica, cap);
+            }
+        } else {
+            self.queue.unpin(replica);
+        }
+    }
+
+    /// How long a replica ejected by a failed connect waits for its trial: `None` when
+    /// active checks bring it back.
+    pub fn passive_retry(&self) -> Option<Duration> {
+        self.health.is_none().then_some(PASSIVE_RETRY)
+    }
+
+    fn placed(&self, lease: Lease, placement: &Placement) -> Placed {
+        let member = self
+            .members
+            .iter()
+            .position(|m| Arc::ptr_eq(&m.replica, lease.replica()));
+        let set_cookie = match (placement, member) {
+            (Placement::Cookie(pinned), Some(i)) if *pinned == i => None,
+            (_, Some(i)) => self.members[i].set_cookie.clone(),
+            (_, None) => None,
+        };
+        Placed { lease, set_cookie }
+    }
+
+    /// The replica for `placement` among those up (or due a trial), other than
+    /// `exclude`, with `room`.
+    fn choose(
+        &self,
+        placement: &Placement,
+        exclude: Option<&Arc<Replica>>,
+        room: impl Fn(&Replica) -> bool,
+    ) -> Choice {
+        let retry = self.passive_retry();
+        let usable = |i: usize| {
+            let r = &self.members[i].replica;
+            exclude.is_none_or(|x| !Arc::ptr_eq(x, r))
+                && (r.serving() || (retry.is_some() && r.trial_due()))
+        };
+        // A down replica due a trial is used by one request only: claim it, or look
+        // again without it.
+        let claim = |i: usize| {
+            let r = &self.members[i].replica;
+            r.serving() || retry.is_some_and(|retry| r.claim_trial(retry))
+        };
+        let pinned = match placement {
+            Placement::Cookie(i) => Some(*i).filter(|&i| usable(i)),
+            Placement::Address(ip) => self
+                .sticky
+                .as_ref()
+                .and_then(|s| s.by_address(*ip).find(|&i| usable(i))),
+            Placement::Balance => None,
+        };
+        if let Some(i) = pinned {
+            if !room(&self.members[i].replica) {
+                return Choice::Wait(Some(i));
+            }
+            if claim(i) {
+                return Choice::Use(i);
+            }
+        }
+        let n = self.members.len();
+        let start = self.turn.fetch_add(1, Ordering::Relaxed);
+        // Each failed claim moves that replica's trial on, so it is not chosen again.
+        for _ in 0..=n {
+            let mut any_usable = false;
+            let mut best: Option<(usize, i64)> = None;
+            for k in 0..n {
+                let i = (start + k) % n;
+                if !usable(i) {
+                    continue;
+                }
+                any_usable = true;
+                let r = &self.members[i].replica;
+                if !room(r) {
+                    continue;
+                }
+                let load = match self.balance {
+                    Balance::LeastConn => r.load(),
+                    Balance::RoundRobin => 0,
+                };
+                if best.is_none_or(|(_, b)| load < b) {
+                    best = Some((i, load));
+                    if self.balance == Balance::RoundRobin {
+                        break;
+                    }
+                }
+            }
+            match best {
+                Some((i, _)) if claim(i) => return Choice::Use(i),
+                Some(_) => continue,
+                None if any_usable => return Choice::Wait(None),
+                None => return Choice::Down,
+            }
+        }
+        Choice::Down
+    }
+}
+
+/// A replica removed by an earlier reload and still held by a request: configured again,
+/// it keeps its state.
+fn revive(retired: &[Weak<Replica>], key: &(Arc<str>, SocketAddr)) -> Option<Arc<Replica>> {
+    let replica = retired
+        .iter()
+        .filter_map(Weak::upgrade)
+        .find(|r| r.route == key.0 && r.addr == key.1)?;
+    replica.unretire();
+    Some(replica)
+}

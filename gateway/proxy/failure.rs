@@ -1,0 +1,87 @@
+//! `fail_to_proxy`: the page a failed request gets (413, 502, 504, or 503 when every
+//! replica turned out to be down) and the status it is recorded with.
+
+use log::debug;
+use pingora::proxy::{FailToProxy, Session};
+use pingora::{Error, ErrorSource, ErrorType};
+
+use super::{limits, page, upstream, Gateway, RequestCtx};
+use crate::pool::Refused;
+
+/// Answers a request that failed before its response started.
+pub async fn answer(
+    gw: &Gateway,
+    session: &mut Session,
+    e: &Error,
+    ctx: &mut RequestCtx,
+) -> FailToProxy {
+    let mut code = status_for(e);
+    if code > 0 && session.response_written().is_none() {
+        // The connection ends after this answer (`can_reuse_downstream` below): say so,
+        // or a client may send its next request into the closing connection.
+        session.set_keepalive(None);
+        if let Some(route) = upstream::all_down(ctx).filter(|_| code == 502 || code == 504) {
+            // The connect failed and no replica is left: the app is starting or down.
+            code = 503;
+            if let Err(e) = upstream::unavailable(session, ctx, &route, Refused::Down).await {
+                debug!("event=error_page_failed error={e}");
+            }
+            return FailToProxy {
+                error_code: code,
+                can_reuse_downstream: false,
+            };
+        }
+        let name = ctx.route.as_ref().map_or("this app", |r| r.name.as_str());
+        let detail = match (code, ctx.route.as_ref().and_then(|r| r.max_body)) {
+            (413, Some(max)) => limits::too_large(name, max),
+            (502, _) => {
+                format!("The app for route {name} is not answering. Try again shortly.")
+            }
+            (504, _) => format!("The app for route {name} took too long to answer."),
+            _ => String::new(),
+        };
+        let snapshot;
+        let headers = match &ctx.route {
+            Some(route) => &route.headers,
+            None => {
+                snapshot = gw.shared.snapshot.load();
+                &snapshot.default_headers
+            }
+        };
+        if let Err(e) = page::send(
+            session,
+            code,
+            &detail,
+            headers,
+            &[],
+            ctx.request_id.as_ref(),
+        )
+        .await
+        {
+            debug!("event=error_page_failed error={e}");
+        } else if code == 413 {
+            limits::discard_body(session).await;
+        }
+    }
+    FailToProxy {
+        error_code: code,
+        can_reuse_downstream: false,
+    }
+}
+
+/// The status a failed request gets: ours for `HTTPStatus`, 504 for an upstream timeout,
+/// 502 for other upstream failures, 0 when the client is gone.
+pub fn status_for(e: &Error) -> u16 {
+    use ErrorType::*;
+    match (e.etype(), e.esource()) {
+        (HTTPStatus(code), _) => *code,
+        (
+            ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout,
+            ErrorSource::Upstream,
+        ) => 504,
+        (_, ErrorSource::Upstream) => 502,
+        (ReadError | WriteError | ConnectionClosed, ErrorSource::Downstream) => 0,
+        (_, ErrorSource::Downstream) => 400,
+        _ => 500,
+    }
+}

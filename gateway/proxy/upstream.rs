@@ -1,0 +1,157 @@
+//! The request's replica: placed once the request is admitted (`pool::Pool::place`,
+//! which may wait in the route's queue), connected through its prebuilt peer, replaced
+//! once when the connect fails, and named in the sticky cookie of the response.
+
+use std::sync::Arc;
+
+use http::header;
+use http::HeaderValue;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType, Result};
+
+use super::{limits, observe, page, RequestCtx};
+use crate::metrics::Reject;
+use crate::pool::{Pool, Refused};
+use crate::state::ActiveRoute;
+
+/// Places the request on a replica of its route. `Ok(true)`: none could be given, and
+/// the 503 page went out.
+pub async fn place(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    route: &ActiveRoute,
+    upgrade: bool,
+) -> Result<bool> {
+    let client = ctx.client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    match route
+        .pool
+        .place(session.req_header(), client, upgrade)
+        .await
+    {
+        Ok(placed) => {
+            ctx.lease = Some(placed.lease);
+            ctx.set_cookie = placed.set_cookie;
+            Ok(false)
+        }
+        Err(refused) => {
+            ctx.reason = Some(reason(refused));
+            unavailable(session, ctx, route, refused).await?;
+            limits::discard_body(session).await;
+            Ok(true)
+        }
+    }
+}
+
+fn reason(refused: Refused) -> Reject {
+    match refused {
+        Refused::Down => Reject::UpstreamDown,
+        Refused::Full => Reject::QueueFull,
+        Refused::Timeout => Reject::QueueTimeout,
+    }
+}
+
+/// The 503 page: the app is busy (queue) or starting or down, with `Retry-After`.
+pub async fn unavailable(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    route: &ActiveRoute,
+    refused: Refused,
+) -> Result<()> {
+    let retry = route.pool.retry_after(refused);
+    let name = &route.name;
+    let detail = match refused {
+        Refused::Down => {
+            format!("The app for route {name} is starting or down. Try again in {retry} s.")
+        }
+        Refused::Full | Refused::Timeout => {
+            format!("The app for route {name} is busy with other requests. Try again in {retry} s.")
+        }
+    };
+    let extra = [(header::RETRY_AFTER, HeaderValue::from(retry))];
+    page::send(
+        session,
+        503,
+        &detail,
+        &route.headers,
+        &extra,
+        ctx.request_id.as_ref(),
+    )
+    .await
+}
+
+/// The placed replica's connection settings.
+pub fn peer(ctx: &RequestCtx) -> Result<Box<HttpPeer>> {
+    match (&ctx.route, &ctx.lease) {
+        (Some(route), Some(lease)) => Ok(Box::new(route.pool.peer(lease.replica()))),
+        _ => Error::e_explain(ErrorType::InternalError, "upstream_peer without a replica"),
+    }
+}
+
+/// A connect to the placed replica failed: it is ejected, and the request (which the
+/// app never saw) is retried once on another replica, if one is up with room. With none
+/// and every replica now down, the request gets the "starting or down" page.
+pub fn connect_failed(ctx: &mut RequestCtx, upgrade: bool, mut e: Box<Error>) -> Box<Error> {
+    let (Some(route), Some(lease)) = (ctx.route.clone(), ctx.lease.take()) else {
+        return e;
+    };
+    let pool: &Pool = &route.pool;
+    let failed = lease.replica().clone();
+    let kind = observe::upstream_kind(&e);
+    if failed.connect_failed(
+        &format!("connect failed: {}", e.etype().as_str()),
+        pool.passive_retry(),
+    ) {
+        pool.health_changed(&failed);
+    }
+    // Given back before the retry takes a slot.
+    drop(lease);
+    if !ctx.retried {
+        if let Some(placed) = pool.replace(&failed, upgrade) {
+            ctx.retried = true;
+            if let Some(m) = &ctx.metrics {
+                m.upstream_error(kind);
+            }
+            log::info!(
+                "event=upstream_retry route={} failed={} retry={} error_type={}",
+                route.name,
+                failed.addr,
+                placed.lease.replica().addr,
+                e.etype().as_str()
+            );
+            ctx.lease = Some(placed.lease);
+            ctx.set_cookie = placed.set_cookie;
+            e.set_retry(true);
+            return e;
+        }
+    }
+    if !pool.replicas().any(|r| r.serving()) {
+        ctx.all_down = true;
+    }
+    e.set_retry(false);
+    e
+}
+
+/// A connect worked: a replica on trial (no active checks) is back.
+pub fn connected(ctx: &RequestCtx) {
+    if let (Some(route), Some(lease)) = (&ctx.route, &ctx.lease) {
+        let replica = lease.replica();
+        if !replica.is_up() && route.pool.passive_retry().is_some() && replica.connected() {
+            route.pool.health_changed(replica);
+        }
+    }
+}
+
+/// The sticky cookie on the response, when the request did not carry it.
+pub fn response(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    if let Some(cookie) = &ctx.set_cookie {
+        resp.append_header(header::SET_COOKIE, cookie.clone())?;
+    }
+    Ok(())
+}
+
+/// Whether a failed request should get the "starting or down" page instead of a 502.
+pub fn all_down(ctx: &RequestCtx) -> Option<Arc<ActiveRoute>> {
+    ctx.all_down.then(|| ctx.route.clone()).flatten()
+}
