@@ -9,8 +9,10 @@
 #   bench/instructions.sh [N] BIN...     (default N 2000)
 #
 # IR_ROUTE (YAML lines appended to the route, e.g. a `basic_auth:` block, or more routes),
-# IR_HEADER (one `Name: value` field sent with every request) and IR_PATH (the request
-# path, default /) measure a feature's cost.
+# IR_HEADER (one `Name: value` field sent with every request), IR_PATH (the request
+# path, default /) and IR_UPSTREAM (the route's `upstream`, default `127.0.0.1:UP`; `UP`
+# and `UP2` name the two ports the nginx upstream listens on, e.g. `[127.0.0.1:UP,
+# 127.0.0.1:UP2]` for a pool of two) measure a feature's cost.
 set -euo pipefail
 n=2000
 if [[ ${1:-} =~ ^[0-9]+$ ]]; then n=$1; shift; fi
@@ -20,7 +22,11 @@ for i in "${!bins[@]}"; do bins[$i]=$(realpath "${bins[$i]}"); done
 source "$(dirname "$0")/lib.sh"
 command -v valgrind >/dev/null || { echo "needs valgrind: apt-get install -y valgrind"; exit 1; }
 up=$(port)
-start_upstream "$up"
+up2=$(port)
+start_upstream "$up" "$up2"
+upstream=${IR_UPSTREAM:-127.0.0.1:UP}
+upstream=${upstream//UP2/$up2}
+upstream=${upstream//UP/$up}
 
 # total_ir BIN REQUESTS: instructions the gateway executed from start to exit.
 total_ir() {
@@ -33,7 +39,7 @@ threads: 1
 upgrade_sock: $work/ir.sock
 routes:
   - host: bench.test
-    upstream: 127.0.0.1:$up
+    upstream: $upstream
 ${IR_ROUTE:-}
 YAML
   RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \

@@ -16,13 +16,16 @@ cargo build --release -q
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_upstream PORT: nginx answering "ok" to everything.
+# start_upstream PORT [PORT2]: nginx answering "ok" to everything (on PORT2 too: two
+# "replicas" for a pool).
 start_upstream() {
+  local also=""
+  [ -n "${2:-}" ] && also="listen 127.0.0.1:$2;"
   cat >"$work/nginx.conf" <<NGINX
 worker_processes 1; daemon on; pid $work/nginx.pid; error_log $work/nginx-error.log;
 events { worker_connections 4096; }
 http { access_log off;
-  server { listen 127.0.0.1:$1; location / { return 200 "ok\n"; } } }
+  server { listen 127.0.0.1:$1; $also location / { return 200 "ok\n"; } } }
 NGINX
   nginx -p "$work" -c nginx.conf
 }

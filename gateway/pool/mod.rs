@@ -75,6 +75,21 @@ pub enum Refused {
     Timeout,
 }
 
+/// A request that got no replica at once.
+pub enum Pending {
+    Refused(Refused),
+    /// In the queue: `Pool::wait` for the slot.
+    Wait(Waiting),
+}
+
+/// A request's place in the queue.
+pub struct Waiting {
+    ticket: queue::Ticket,
+    placement: Placement,
+    /// When the request came (the queue's timeout and wait time count from it).
+    since: Instant,
+}
+
 /// A request's replica.
 pub struct Placed {
     pub lease: Lease,
@@ -225,76 +240,94 @@ impl Pool {
         wait.as_secs().clamp(1, 60)
     }
 
-    /// A replica for `req` from `client` (an upgrade is not under the cap), waiting in
-    /// the queue when every one it may use is at the cap.
-    pub async fn place(
+    /// A replica for `req` from `client` (an upgrade is not under the cap), at once; or
+    /// a place in the queue, when every replica it may use is at the cap (`wait`).
+    pub fn place(
         &self,
         req: &RequestHeader,
         client: IpAddr,
         upgrade: bool,
-    ) -> Result<Placed, Refused> {
-        let mut placement = match &self.sticky {
+    ) -> Result<Placed, Pending> {
+        let placement = match &self.sticky {
             Some(s) => s.placement(req, client, |v| {
                 self.members.iter().position(|m| &*m.token == v)
             }),
             None => Placement::Balance,
         };
-        let cap = match self.cap {
-            Some(cap) if !upgrade => cap,
-            _ => {
-                return match self.choose(&placement, None, |_| true) {
-                    Choice::Use(i) | Choice::Wait(Some(i)) => {
-                        let replica = self.members[i].replica.clone();
-                        let lease = if upgrade {
-                            Lease::tunnel(replica)
-                        } else {
-                            Lease::request(replica, None)
-                        };
-                        Ok(self.placed(lease, &placement))
-                    }
-                    Choice::Wait(None) | Choice::Down => Err(Refused::Down),
-                };
-            }
+        match self.cap {
+            Some(cap) if !upgrade => self.try_capped(placement, cap, Instant::now()),
+            _ => match self.choose(&placement, None, |_| true) {
+                Choice::Use(i) | Choice::Wait(Some(i)) => {
+                    let replica = self.members[i].replica.clone();
+                    let lease = if upgrade {
+                        Lease::tunnel(replica)
+                    } else {
+                        Lease::request(replica, None)
+                    };
+                    Ok(self.placed(lease, &placement))
+                }
+                Choice::Wait(None) | Choice::Down => Err(Pending::Refused(Refused::Down)),
+            },
+        }
+    }
+
+    /// Waits in the queue for a slot, until `queue.timeout` after the request came.
+    pub async fn wait(&self, mut waiting: Waiting) -> Result<Placed, Refused> {
+        let Some(cap) = self.cap else {
+            return Err(Refused::Down);
         };
-        let started = Instant::now();
-        let deadline = started + self.queue_settings.timeout;
+        let deadline = waiting.since + self.queue_settings.timeout;
         // A waiter whose pinned replica goes down chooses again; each round has one
         // replica fewer, so few rounds are needed.
         for _ in 0..=self.members.len() {
-            let mut ticket = {
-                let mut waiters = self.queue.lock();
-                let room = |r: &Replica| r.in_flight.get() < i64::from(cap);
-                let pin = match self.choose(&placement, None, room) {
-                    Choice::Use(i) => {
-                        let replica = self.members[i].replica.clone();
-                        let lease = Lease::request(replica, Some(self.queue.clone()));
-                        drop(waiters);
-                        self.queue.waited(started);
-                        return Ok(self.placed(lease, &placement));
-                    }
-                    Choice::Down => return Err(Refused::Down),
-                    Choice::Wait(pin) => pin.map(|i| self.members[i].replica.clone()),
-                };
-                let size = self.queue_settings.size;
-                match self.queue.join(&mut waiters, pin, size) {
-                    Some(ticket) => ticket,
-                    None => return Err(Refused::Full),
-                }
-            };
             let left = deadline.saturating_duration_since(Instant::now());
-            match Queue::wait(&mut ticket, left).await {
+            match Queue::wait(&mut waiting.ticket, left).await {
                 Some(Handed::Slot(lease)) => {
-                    self.queue.waited(started);
-                    return Ok(self.placed(lease, &placement));
+                    self.queue.waited(waiting.since);
+                    return Ok(self.placed(lease, &waiting.placement));
                 }
-                Some(Handed::Replace) => placement = Placement::Balance,
-                None => {
-                    self.queue.waited(started);
-                    return Err(Refused::Timeout);
+                Some(Handed::Replace) => {
+                    match self.try_capped(Placement::Balance, cap, waiting.since) {
+                        Ok(placed) => return Ok(placed),
+                        Err(Pending::Refused(refused)) => return Err(refused),
+                        Err(Pending::Wait(again)) => waiting = again,
+                    }
                 }
+                None => break,
             }
         }
+        self.queue.waited(waiting.since);
         Err(Refused::Timeout)
+    }
+
+    /// A slot under `cap` now, or a place in the queue, under the queue's lock.
+    fn try_capped(
+        &self,
+        placement: Placement,
+        cap: u32,
+        since: Instant,
+    ) -> Result<Placed, Pending> {
+        let mut waiters = self.queue.lock();
+        let room = |r: &Replica| r.in_flight.get() < i64::from(cap);
+        let pin = match self.choose(&placement, None, room) {
+            Choice::Use(i) => {
+                let replica = self.members[i].replica.clone();
+                let lease = Lease::request(replica, Some(self.queue.clone()));
+                drop(waiters);
+                self.queue.waited(since);
+                return Ok(self.placed(lease, &placement));
+            }
+            Choice::Down => return Err(Pending::Refused(Refused::Down)),
+            Choice::Wait(pin) => pin.map(|i| self.members[i].replica.clone()),
+        };
+        match self.queue.join(&mut waiters, pin, self.queue_settings.size) {
+            Some(ticket) => Err(Pending::Wait(Waiting {
+                ticket,
+                placement,
+                since,
+            })),
+            None => Err(Pending::Refused(Refused::Full)),
+        }
     }
 
     /// Another replica than `failed` (whose connect failed), at once: no waiting.
@@ -383,6 +416,15 @@ impl Pool {
             }
         }
         let n = self.members.len();
+        if n == 1 {
+            // A pool of one (most routes): no turn to take.
+            return match (usable(0), room(&self.members[0].replica)) {
+                (false, _) => Choice::Down,
+                (true, false) => Choice::Wait(None),
+                (true, true) if claim(0) => Choice::Use(0),
+                (true, true) => Choice::Down,
+            };
+        }
         let start = self.turn.fetch_add(1, Ordering::Relaxed);
         // Each failed claim moves that replica's trial on, so it is not chosen again.
         for _ in 0..=n {

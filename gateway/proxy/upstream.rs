@@ -13,7 +13,7 @@ use pingora::{Error, ErrorType, Result};
 
 use super::{limits, observe, page, RequestCtx};
 use crate::metrics::Reject;
-use crate::pool::{Pool, Refused};
+use crate::pool::{Pending, Pool, Refused};
 use crate::state::ActiveRoute;
 
 /// Places the request on a replica of its route. `Ok(true)`: none could be given, and
@@ -25,11 +25,13 @@ pub async fn place(
     upgrade: bool,
 ) -> Result<bool> {
     let client = ctx.client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-    match route
-        .pool
-        .place(session.req_header(), client, upgrade)
-        .await
-    {
+    let placed = match route.pool.place(session.req_header(), client, upgrade) {
+        Ok(placed) => Ok(placed),
+        Err(Pending::Refused(refused)) => Err(refused),
+        // Boxed: the queue's state stays out of every other request's future.
+        Err(Pending::Wait(waiting)) => Box::pin(route.pool.wait(waiting)).await,
+    };
+    match placed {
         Ok(placed) => {
             ctx.lease = Some(placed.lease);
             ctx.set_cookie = placed.set_cookie;
