@@ -17,6 +17,8 @@ mod lease;
 mod queue;
 mod replica;
 mod sticky;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -388,16 +390,20 @@ impl Pool {
         room: impl Fn(&Replica) -> bool,
     ) -> Choice {
         let retry = self.passive_retry();
+        // The only replica of a pool without active checks is always tried (nginx does
+        // the same): one failed connect must not turn the next seconds into 503s for a
+        // route with nowhere else to go. Its state is still logged and exported.
+        let always = retry.is_some() && self.members.len() == 1;
         let usable = |i: usize| {
             let r = &self.members[i].replica;
             exclude.is_none_or(|x| !Arc::ptr_eq(x, r))
-                && (r.serving() || (retry.is_some() && r.trial_due()))
+                && (r.serving() || (always && !r.retired()) || (retry.is_some() && r.trial_due()))
         };
         // A down replica due a trial is used by one request only: claim it, or look
         // again without it.
         let claim = |i: usize| {
             let r = &self.members[i].replica;
-            r.serving() || retry.is_some_and(|retry| r.claim_trial(retry))
+            r.serving() || always || retry.is_some_and(|retry| r.claim_trial(retry))
         };
         let pinned = match placement {
             Placement::Cookie(i) => Some(*i).filter(|&i| usable(i)),

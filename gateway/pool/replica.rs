@@ -106,6 +106,11 @@ impl Replica {
         self.in_flight.get() + self.tunnels.load(Ordering::Relaxed)
     }
 
+    /// Out of the configuration (a reload removed it).
+    pub fn retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
     /// Marks it out of the configuration (a reload removed it).
     pub fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
