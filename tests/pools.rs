@@ -540,7 +540,7 @@ async fn every_replica_down_is_a_503_page_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_adding_a_replica_keeps_a_websocket_on_the_old_one() {
+async fn a_reload_adding_a_replica_keeps_a_websocket_on_the_old_one_and_removing_it_drains() {
     let env = Env::new();
     let old = Upstream::start("old").await;
     let new = Upstream::start("new").await;
@@ -592,4 +592,39 @@ async fn a_reload_adding_a_replica_keeps_a_websocket_on_the_old_one() {
         )
     };
     assert_eq!((up(old.addr), up(new.addr)), (Some(1.0), Some(1.0)));
+
+    // The old replica removed: its WebSocket goes on (it drains), new requests go to the
+    // new one, and its series go once the WebSocket is closed.
+    env.write_config(&config(&format!("[{}]", new.addr)));
+    let reload = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/-/reload", env.metrics))
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(reload.status(), 200);
+    let before = old.hits_on("/echo");
+    for _ in 0..5 {
+        let resp = c
+            .get(format!("https://ws.apps.test:{}/echo", env.https))
+            .send()
+            .await
+            .expect("echo");
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(
+        old.hits_on("/echo"),
+        before,
+        "a removed replica gets no new request"
+    );
+    ws.send("draining".into())
+        .await
+        .expect("send while draining");
+    let echo = ws.next().await.expect("echo").expect("frame");
+    assert_eq!(echo.into_text().expect("text"), "echo: draining");
+    drop(ws);
+    let gone = format!("upstream=\"{}\"", old.addr);
+    env.metrics_until("the drained replica's series removed", |t| {
+        !t.contains(&gone)
+    })
+    .await;
 }
