@@ -4,7 +4,9 @@ clients (HTTP/1.1 and HTTP/2) and headless Chromium. Run by tests/e2e/run.
 Every test runs against two stacks: "host", each app on its own host name (voice.test,
 image.test), and "path", both apps on one host name under /voice/ and /image/ (each
 started with its documented sub-path setting: Gradio's root_path, Streamlit's
-server.baseUrlPath).
+server.baseUrlPath). In both the Gradio app runs as two replicas, "a" and "b", behind
+the one voice route (a pool: least_conn, health checks, sticky cookie), so every Gradio
+test goes through the pool; each replica has its own temp dir and request log.
 
 Everything stays on loopback: the apps and the gateway listen on 127.0.0.1, the
 clients map the test host names to 127.0.0.1 themselves (no /etc/hosts), Gradio
@@ -12,9 +14,11 @@ analytics and Streamlit usage stats are off, Chromium runs without background
 networking.
 """
 
+import collections
 import hashlib
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -33,6 +37,20 @@ GATEWAY = Path(os.environ.get("GATEWAY_BIN", ROOT / "target/debug/gateway"))
 VOICE, IMAGE, AI = "voice.test", "image.test", "ai.test"
 # docs/img/ when regenerating the screenshots (E2E_SCREENSHOTS=1), else a scratch dir.
 SHOTS = ROOT / "docs/img" if os.environ.get("E2E_SCREENSHOTS") == "1" else None
+
+
+def replica_series(lines, name, replicas):
+    """{replica: value} of gauge `name` for the voice route, from Prometheus text lines."""
+    by_addr = {addr: r for r, addr in replicas.items()}
+    values = {}
+    for line in lines:
+        m = re.fullmatch(r"(\w+)\{([^}]*)\}\s+(\S+)", line.strip())
+        if not m or m[1] != name:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m[2]))
+        if labels.get("route") == "voice" and labels.get("upstream") in by_addr:
+            values[by_addr[labels["upstream"]]] = int(float(m[3]))
+    return values
 
 
 def free_port():
@@ -54,9 +72,13 @@ def wait_port(port, proc, what, seconds=90):
     raise RuntimeError(f"{what} did not listen on {port} within {seconds} s")
 
 
+REPLICAS = ("a", "b")
+
+
 class Stack:
-    """The two apps and the gateway, on free loopback ports. `paths`: both apps on one
-    host, under /voice/ and /image/; otherwise each on its own host."""
+    """The apps and the gateway, on free loopback ports: the Gradio app as two replicas
+    behind one route, Streamlit once. `paths`: both apps on one host, under /voice/ and
+    /image/; otherwise each on its own host."""
 
     def __init__(self, work: Path, paths: bool):
         self.work = work
@@ -64,23 +86,37 @@ class Stack:
         self.procs = []
         self.https = free_port()
         self.metrics = free_port()
-        gradio_port, streamlit_port = free_port(), free_port()
+        # Replica name -> its address, as in routes.yaml and the metrics' upstream label.
+        self.replicas = {r: f"127.0.0.1:{free_port()}" for r in REPLICAS}
+        streamlit_port = free_port()
         env = dict(os.environ)
         env.update(
             GRADIO_ANALYTICS_ENABLED="False",
             STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
             HF_HUB_OFFLINE="1",
-            GRADIO_TEMP_DIR=str(work / "gradio-tmp"),
         )
         # The documented sub-path settings (docs/operations.md).
-        gradio_env = dict(env, PORT=str(gradio_port))
+        gradio_env = dict(env)
         streamlit_extra = []
         if paths:
             gradio_env["GRADIO_ROOT_PATH"] = "/voice"
             streamlit_extra = ["--server.baseUrlPath", "image"]
-        self.gradio = self.spawn(
-            [sys.executable, str(HERE / "apps/gradio_app.py")], gradio_env, "gradio.log"
-        )
+        # The replicas start together. Each has its own temp dir (an upload or a file
+        # made on one is not found on the other, as on two machines) and request log.
+        self.gradios = {
+            r: self.spawn(
+                [sys.executable, str(HERE / "apps/gradio_app.py")],
+                dict(
+                    gradio_env,
+                    PORT=addr.rsplit(":", 1)[1],
+                    REPLICA=r,
+                    REQUEST_LOG=str(work / f"requests-{r}.log"),
+                    GRADIO_TEMP_DIR=str(work / f"gradio-tmp-{r}"),
+                ),
+                f"gradio-{r}.log",
+            )
+            for r, addr in self.replicas.items()
+        }
         self.streamlit = self.spawn(
             [
                 sys.executable, "-m", "streamlit", "run", str(HERE / "apps/streamlit_app.py"),
@@ -108,8 +144,9 @@ access_log: {work / "access.log"}
 routes:
   {voice}
     name: voice
-    upstream: 127.0.0.1:{gradio_port}
+    upstream: [{", ".join(self.replicas.values())}]   # least_conn, health, sticky: the defaults
     max_body: 100M          # pairs with Gradio's max_file_size="100mb"
+    rate_limit: {{ rate: 50/s, burst: 300 }}   # two browsers from one address (pool test)
   {image}
     name: image
     upstream: 127.0.0.1:{streamlit_port}
@@ -117,21 +154,50 @@ routes:
     rate_limit: {{ rate: 50/s, burst: 300 }}
 """
         )
+        # The gateway once the apps listen: its first health checks (at start, then every
+        # 5 s) would otherwise eject a replica still importing Gradio.
+        for r, addr in self.replicas.items():
+            wait_port(int(addr.rsplit(":", 1)[1]), self.gradios[r], f"gradio replica {r}")
+        wait_port(streamlit_port, self.streamlit, "streamlit")
         self.gateway = self.spawn(
             [str(GATEWAY), "run", "-c", str(self.config)],
             dict(env, RUST_LOG="info"),
             "gateway.log",
         )
         wait_port(self.https, self.gateway, "gateway", 30)
-        wait_port(gradio_port, self.gradio, "gradio")
-        wait_port(streamlit_port, self.streamlit, "streamlit")
+        wait_port(self.metrics, self.gateway, "gateway metrics", 30)
         self.ca = work / "certs/selfsigned.pem"
+        deadline = time.time() + 15
+        while self.replicas_up() != {r: 1 for r in REPLICAS}:
+            if time.time() > deadline:
+                raise RuntimeError(f"replicas not up: {self.replicas_up()}")
+            time.sleep(0.2)
 
     def spawn(self, args, env, log):
         out = open(self.work / log, "wb")
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=self.work)
         self.procs.append(proc)
         return proc
+
+    def replica_series(self, name):
+        """A gateway_upstream_* gauge of the voice route per replica: {"a": 1, "b": 1}."""
+        text = httpx.get(f"http://127.0.0.1:{self.metrics}/metrics").text
+        return replica_series(text.splitlines(), name, self.replicas)
+
+    def replicas_up(self):
+        return self.replica_series("gateway_upstream_up")
+
+    def replica_requests(self, replica, user_agent=None):
+        """The requests the gateway forwarded to `replica` (with `user_agent`), from the
+        replica's own log (apps/gradio_app.py): not the health checks, nor Gradio's
+        start-up requests to itself."""
+        log = self.work / f"requests-{replica}.log"
+        lines = [json.loads(l) for l in log.read_text().splitlines()] if log.exists() else []
+        return [
+            q
+            for q in lines
+            if q["x_forwarded_proto"] == "https" and user_agent in (None, q["user_agent"])
+        ]
 
     def host(self, app):
         """The host name the browser and clients use for `app` ("voice" or "image")."""
@@ -260,7 +326,11 @@ def browser(stack, scenario):
         capture_output=True,
         text=True,
         timeout=180,
-        env=dict(os.environ, HOST_RULES=", ".join(f"MAP {h} 127.0.0.1" for h in (VOICE, IMAGE, AI))),
+        env=dict(
+            os.environ,
+            HOST_RULES=", ".join(f"MAP {h} 127.0.0.1" for h in (VOICE, IMAGE, AI)),
+            METRICS=f"http://127.0.0.1:{stack.metrics}/metrics",
+        ),
     )
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
@@ -269,7 +339,7 @@ def browser(stack, scenario):
 
 
 def scenario_app(scenario):
-    return "voice" if scenario == "gradio" else "image"
+    return "voice" if scenario.startswith("gradio") else "image"
 
 
 def outside(stack, app, urls):
@@ -306,6 +376,100 @@ def test_gradio_in_chromium_shows_output_growing_and_uploads(stack):
     # host root.
     strays = [u for u in outside(stack, "voice", report["requests"]) if "/manifest.json" not in u]
     assert strays == [], strays
+
+
+def test_gradio_pool_in_chromium_keeps_each_browser_on_one_replica(stack):
+    """Two Chromium sessions on the two-replica voice route (browser.mjs gradio-pool).
+    The first generates (streamed to its end), uploads and measures; while its output
+    streams, the second, without cookies, opens the app and then generates too. Each
+    session's requests all reach one replica, the one its cookie names."""
+    report = browser(stack, "gradio-pool")
+    sessions = report["sessions"]
+    placed = []
+    for s in sessions:
+        # The streamed output, every value of which names the replica that made it.
+        values = [v.strip() for v in s["values"] if v.strip()]
+        assert values and values[-1].endswith("token7"), s["values"]
+        assert [v for v in values if not v.endswith("token7")], f"no partial value: {values}"
+        names = {m[1] if (m := re.match(r"\[(\w+)\] token0\b", v)) else v for v in values}
+        assert len(names) == 1 and names <= set(REPLICAS), values
+        placed.append(names.pop())
+    assert sessions[0]["measured"] == f"4096 {hashlib.sha256(bytes([7]) * 4096).hexdigest()}"
+
+    # While the first session's output streamed (from before the second browser's first
+    # request until after its page had arrived, with two tokens at least still to come)
+    # its replica had a request in flight and the other none, so least_conn put the
+    # second browser on the other replica.
+    before = report["metrics_before_second"]
+    in_flight = replica_series(before, "gateway_upstream_in_flight", stack.replicas)
+    up = replica_series(before, "gateway_upstream_up", stack.replicas)
+    first, other = placed[0], next(r for r in REPLICAS if r != placed[0])
+    assert up == {"a": 1, "b": 1} and in_flight[first] >= 1 and in_flight[other] == 0, before
+    assert "token6" not in report["first_after_second"], report["first_after_second"]
+    assert placed[1] == other, (placed, before)
+
+    # Every request of a session reached its replica and none the other (the replicas'
+    # own logs), and every one the gateway forwarded and the app answered is among them.
+    access = [json.loads(l) for l in (stack.work / "access.log").read_text().splitlines()]
+    for s, replica in zip(sessions, placed):
+        ua = s["user_agent"]
+        seen = {r: [(q["method"], q["path"]) for q in stack.replica_requests(r, ua)] for r in REPLICAS}
+        assert seen[replica] and not any(seen[r] for r in REPLICAS if r != replica), seen
+        mine = [e for e in access if e["user_agent"] == ua and e["route"] == "voice"]
+        assert mine and all(e["reason"] is None and e["upstream_error"] is None for e in mine)
+        cut = len("/voice") if stack.paths else 0
+        answered = collections.Counter(
+            (e["method"], e["path"][cut:]) for e in mine if e["upstream_header_ms"] is not None
+        )
+        missing = answered - collections.Counter(seen[replica])
+        assert answered and not missing, (missing, seen[replica])
+
+    # The sticky cookie: set once per session, on its first response; the two sessions
+    # got the route's cookie with two values (two replicas).
+    cookies = []
+    for s in sessions:
+        jar = [c for c in s["cookies"] if c["name"].startswith("gw_")]
+        assert len(jar) == 1, s["cookies"]
+        c = jar[0]
+        assert re.fullmatch(r"gw_[0-9a-f]{10}", c["name"]), c
+        assert re.fullmatch(r"[0-9a-f]{16}", c["value"]), c
+        assert c["path"] == "/" and c["httpOnly"] and c["secure"] and c["sameSite"] == "Lax", c
+        set_cookies = [x for x in s["set_cookies"] if x["cookie"].startswith("gw_")]
+        expected = f"{c['name']}={c['value']}; Path=/; HttpOnly; Secure; SameSite=Lax"
+        assert [x["cookie"] for x in set_cookies] == [expected], set_cookies
+        assert set_cookies[0]["url"] == stack.origin("voice") + "/", set_cookies
+        cookies.append((c["name"], c["value"]))
+    assert cookies[0][0] == cookies[1][0] and cookies[0][1] != cookies[1][1], cookies
+
+    # Both replicas healthy, and nothing left in flight once the browsers are gone.
+    after = report["metrics_after"]
+    assert replica_series(after, "gateway_upstream_up", stack.replicas) == {"a": 1, "b": 1}, after
+    idle = {"a": 0, "b": 0}
+    deadline = time.time() + 10
+    while stack.replica_series("gateway_upstream_in_flight") != idle and time.time() < deadline:
+        time.sleep(0.2)
+    assert stack.replica_series("gateway_upstream_in_flight") == idle
+    assert stack.replicas_up() == {"a": 1, "b": 1}
+
+
+def test_gradio_pool_pins_an_api_client_by_its_address(stack):
+    """A client without cookies or Fetch Metadata (httpx, like gradio_client) gets no
+    cookie and stays on one replica by its address, over new connections and both HTTP
+    versions: the REST API's POST and its event stream meet on one replica."""
+    replicas = set()
+    for http2 in (False, True):
+        with client(stack, http2) as c:
+            resp, events = gradio_call(c, stack.origin("voice"), "generate", [2])
+            assert "set-cookie" not in resp.headers, resp.headers
+            text = events[-1][2][0]
+            assert events[-1][1] == "complete" and text.strip().endswith("token1"), events
+            replicas.add(text[1:].split("]")[0])
+    assert len(replicas) == 1 and replicas <= set(REPLICAS), replicas
+    agents = {
+        r: {q["user_agent"] for q in stack.replica_requests(r) if "httpx" in q["user_agent"]}
+        for r in REPLICAS
+    }
+    assert agents[replicas.pop()] and sum(bool(a) for a in agents.values()) == 1, agents
 
 
 def test_gradio_urls_on_port_443(stack):

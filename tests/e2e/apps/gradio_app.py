@@ -1,18 +1,51 @@
 """A small Gradio app of the kind the gateway fronts: a streaming generator, an upload
 that answers the file's size and hash, and a file output. PORT comes from the
-environment; analytics are off (GRADIO_ANALYTICS_ENABLED=False, set by the suite)."""
+environment; analytics are off (GRADIO_ANALYTICS_ENABLED=False, set by the suite).
+
+The suite runs it as two replicas behind one route. REPLICA names the process: the
+generated text starts with "[REPLICA] ", so a streamed value shows which replica made
+it. With REQUEST_LOG set, every HTTP request the app receives is appended there as a
+JSON line (replica, method, path, user agent, X-Forwarded-Proto): the replica's own
+record of what the gateway sent it."""
 
 import hashlib
+import json
 import os
 import tempfile
 import time
 
 import gradio as gr
+from starlette.middleware import Middleware
+
+REPLICA = os.environ.get("REPLICA", "")
+REQUEST_LOG = os.environ.get("REQUEST_LOG")
+
+
+class RequestLog:
+    """ASGI middleware: one line per HTTP request, written when it arrives."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and REQUEST_LOG:
+            headers = dict(scope["headers"])
+            line = {
+                "replica": REPLICA,
+                "method": scope["method"],
+                "path": scope["path"],
+                "user_agent": headers.get(b"user-agent", b"").decode("latin-1"),
+                # Set by the gateway; Gradio's own start-up requests to itself have none.
+                "x_forwarded_proto": headers.get(b"x-forwarded-proto", b"").decode("latin-1"),
+            }
+            with open(REQUEST_LOG, "a") as f:
+                f.write(json.dumps(line) + "\n")
+        await self.app(scope, receive, send)
 
 
 def generate(count):
     """Yields a growing text, one token every 0.4 s, like an LLM token stream."""
-    text = ""
+    text = f"[{REPLICA}] " if REPLICA else ""
     for i in range(int(count)):
         time.sleep(0.4)
         text += f"token{i} "
@@ -58,4 +91,5 @@ demo.queue().launch(
     max_file_size="100mb",
     ssr_mode=False,
     show_error=True,
+    app_kwargs={"middleware": [Middleware(RequestLog)]},
 )
