@@ -127,6 +127,8 @@ pub struct Entry<'a> {
     pub upstream_connect_ms: Option<f64>,
     /// Time from the request to the upstream's response header (null: none).
     pub upstream_header_ms: Option<f64>,
+    /// The replica the request went to (its address as configured); null: none.
+    pub upstream: Option<&'a str>,
     pub user_agent: &'a str,
     /// The user a login or the sign-on service vouched for (never a password or cookie).
     pub user: Option<&'a str>,

@@ -401,6 +401,7 @@ async fn access_log_is_json_without_secrets_and_reopens_on_sigusr1() {
         "response_bytes",
         "duration_ms",
         "upstream_connect_ms",
+        "upstream",
         "user_agent",
         "reason",
     ];
@@ -424,7 +425,21 @@ async fn access_log_is_json_without_secrets_and_reopens_on_sigusr1() {
     assert_eq!(by_status(429).expect("429")["reason"], "rate_limit");
     assert_eq!(by_status(413).expect("413")["reason"], "body_too_large");
     assert_eq!(by_status(404).expect("404")["route"], "_unmatched");
-    assert_eq!(by_status(503).expect("503")["upstream_error"], "connect");
+    let down = by_status(503).expect("503");
+    assert_eq!(down["upstream_error"], "connect");
+    assert!(
+        down["upstream"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("127.0.0.1:")),
+        "{down}"
+    );
+    assert!(
+        ok["upstream"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("127.0.0.1:")),
+        "{ok}"
+    );
+    assert!(by_status(429).expect("429")["upstream"].is_null());
 
     // logrotate: move the file away, SIGUSR1, and the next line goes to a new file.
     std::fs::rename(&log, env.path("logs/access.log.1")).expect("rotate");

@@ -12,7 +12,9 @@
 //! replace: after a failed connect, another replica with room, at once (one retry)
 //! ```
 
+mod choose;
 mod health;
+mod kept;
 mod lease;
 mod queue;
 mod replica;
@@ -20,10 +22,9 @@ mod sticky;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::net::IpAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
@@ -32,7 +33,10 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::{Balance, HealthCheck, QueueSettings, Route, PASSIVE_RETRY};
 use crate::metrics::Metrics;
+use choose::Choice;
 pub use health::HealthChecks;
+use kept::revive;
+pub use kept::Kept;
 pub use lease::Lease;
 use queue::{Handed, Queue};
 pub use replica::Replica;
@@ -97,55 +101,6 @@ pub struct Placed {
     pub lease: Lease,
     /// The cookie that pins the client to it, when the request did not carry it.
     pub set_cookie: Option<HeaderValue>,
-}
-
-enum Choice {
-    Use(usize),
-    /// Every replica it may use is at the cap: wait for this one, or for any (`None`).
-    Wait(Option<usize>),
-    Down,
-}
-
-/// The state the previous configuration hands on: replicas by route name and address,
-/// queues by route name, and removed replicas that still have requests.
-#[derive(Debug, Default)]
-pub struct Kept {
-    replicas: HashMap<(Arc<str>, SocketAddr), Arc<Replica>>,
-    queues: HashMap<Arc<str>, Arc<Queue>>,
-    retired: Vec<Weak<Replica>>,
-}
-
-impl Kept {
-    /// What this configuration hands on to the next one.
-    pub fn handed_on(&self) -> Kept {
-        Kept {
-            replicas: self.replicas.clone(),
-            queues: self.queues.clone(),
-            retired: self.retired.clone(),
-        }
-    }
-
-    /// Every replica the previous configuration had (`old`: what `build` left of it) that
-    /// this one does not is retired: it gets no new requests, those it has finish. It is
-    /// remembered while a request still holds it, so that adding it back keeps its state.
-    pub fn finish(&mut self, old: Kept) {
-        for ((route, addr), replica) in old.replicas {
-            if !self.replicas.contains_key(&(route.clone(), addr)) {
-                replica.retire();
-                if let Some(queue) = old.queues.get(&route) {
-                    queue.unpin(&replica);
-                }
-                self.retired.push(Arc::downgrade(&replica));
-            }
-        }
-        self.retired
-            .extend(old.retired.into_iter().filter(|w| w.strong_count() > 0));
-        let live = &self.replicas;
-        self.retired.retain(|w| {
-            w.upgrade()
-                .is_some_and(|r| !live.contains_key(&(r.route.clone(), r.addr)))
-        });
-    }
 }
 
 impl Pool {
@@ -380,101 +335,4 @@ impl Pool {
         };
         Placed { lease, set_cookie }
     }
-
-    /// The replica for `placement` among those up (or due a trial), other than
-    /// `exclude`, with `room`.
-    fn choose(
-        &self,
-        placement: &Placement,
-        exclude: Option<&Arc<Replica>>,
-        room: impl Fn(&Replica) -> bool,
-    ) -> Choice {
-        let retry = self.passive_retry();
-        // The only replica of a pool without active checks is always tried (nginx does
-        // the same): one failed connect must not turn the next seconds into 503s for a
-        // route with nowhere else to go. Its state is still logged and exported.
-        let always = retry.is_some() && self.members.len() == 1;
-        let usable = |i: usize| {
-            let r = &self.members[i].replica;
-            exclude.is_none_or(|x| !Arc::ptr_eq(x, r))
-                && (r.serving() || (always && !r.retired()) || (retry.is_some() && r.trial_due()))
-        };
-        // A down replica due a trial is used by one request only: claim it, or look
-        // again without it.
-        let claim = |i: usize| {
-            let r = &self.members[i].replica;
-            r.serving() || always || retry.is_some_and(|retry| r.claim_trial(retry))
-        };
-        let pinned = match placement {
-            Placement::Cookie(i) => Some(*i).filter(|&i| usable(i)),
-            Placement::Address(ip) => self
-                .sticky
-                .as_ref()
-                .and_then(|s| s.by_address(*ip).find(|&i| usable(i))),
-            Placement::Balance => None,
-        };
-        if let Some(i) = pinned {
-            if !room(&self.members[i].replica) {
-                return Choice::Wait(Some(i));
-            }
-            if claim(i) {
-                return Choice::Use(i);
-            }
-        }
-        let n = self.members.len();
-        if n == 1 {
-            // A pool of one (most routes): no turn to take.
-            return match (usable(0), room(&self.members[0].replica)) {
-                (false, _) => Choice::Down,
-                (true, false) => Choice::Wait(None),
-                (true, true) if claim(0) => Choice::Use(0),
-                (true, true) => Choice::Down,
-            };
-        }
-        let start = self.turn.fetch_add(1, Ordering::Relaxed);
-        // Each failed claim moves that replica's trial on, so it is not chosen again.
-        for _ in 0..=n {
-            let mut any_usable = false;
-            let mut best: Option<(usize, i64)> = None;
-            for k in 0..n {
-                let i = (start + k) % n;
-                if !usable(i) {
-                    continue;
-                }
-                any_usable = true;
-                let r = &self.members[i].replica;
-                if !room(r) {
-                    continue;
-                }
-                let load = match self.balance {
-                    Balance::LeastConn => r.load(),
-                    Balance::RoundRobin => 0,
-                };
-                if best.is_none_or(|(_, b)| load < b) {
-                    best = Some((i, load));
-                    if self.balance == Balance::RoundRobin {
-                        break;
-                    }
-                }
-            }
-            match best {
-                Some((i, _)) if claim(i) => return Choice::Use(i),
-                Some(_) => continue,
-                None if any_usable => return Choice::Wait(None),
-                None => return Choice::Down,
-            }
-        }
-        Choice::Down
-    }
-}
-
-/// A replica removed by an earlier reload and still held by a request: configured again,
-/// it keeps its state.
-fn revive(retired: &[Weak<Replica>], key: &(Arc<str>, SocketAddr)) -> Option<Arc<Replica>> {
-    let replica = retired
-        .iter()
-        .filter_map(Weak::upgrade)
-        .find(|r| r.route == key.0 && r.addr == key.1)?;
-    replica.unretire();
-    Some(replica)
 }

@@ -17,6 +17,8 @@ use crate::metrics::{Metrics, ReplicaSeries};
 pub struct Replica {
     pub route: Arc<str>,
     pub addr: SocketAddr,
+    /// `addr` as text, for the access log.
+    pub addr_text: Box<str>,
     /// Taking requests. Read on every request; written on a change of health.
     up: AtomicBool,
     /// Consecutive check results against the current state.
@@ -80,6 +82,7 @@ impl Replica {
         Arc::new(Replica {
             route,
             addr,
+            addr_text: addr.to_string().into(),
             up: AtomicBool::new(true),
             streak: Mutex::new(Streak::default()),
             retry_at: AtomicU64::new(0),

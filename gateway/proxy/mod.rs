@@ -11,14 +11,17 @@
 //!        ├── declared body > max_body ────────────────> 413 ─────┤
 //!        ├── rate limit (client key) ─────────────────> 429 ─────┤
 //!        ├── first chunk of a chunked body malformed ─> 400 ─────┤ (before any upstream)
+//!        ├── a replica (`upstream::place`; may queue) ─> 503 ─────┤ (down, queue full/timeout)
 //!        ├── an upgrade (WebSocket): `upgrade::tunnel` ──────────┤ (the phases below, its own)
 //!        │                                                       │
-//! upstream_peer (route's prebuilt peer)                          │
+//! upstream_peer (the replica's prebuilt peer)                    │
+//! fail_to_connect (eject it; once: another replica)              │
 //! upstream_request_filter (X-Forwarded-*, id, access fields,     │
 //!                          prefix stripped)                      │
 //! request_body_filter (count; > max_body: 413) ──────────────────┤
-//! response_filter (security, RateLimit, id, prefix put back)     │
-//! fail_to_proxy (502/504 page) ──────────────────────────────────┤
+//! response_filter (security, RateLimit, id, prefix put back,     │
+//!                  sticky cookie)                                │
+//! fail_to_proxy (502/503/504 page) ──────────────────────────────┤
 //! logging (the head deadline restarts) <─────────────────────────┘
 //! ```
 
@@ -85,6 +88,8 @@ pub struct RequestCtx {
     upstream_error: Option<crate::metrics::UpstreamError>,
     /// The replica this request holds (counted in its in-flight requests).
     lease: Option<Lease>,
+    /// The last replica tried, when its connect failed and none was left (for the log).
+    failed: Option<Arc<crate::pool::Replica>>,
     /// The sticky cookie for the response, when the request lacked it.
     set_cookie: Option<HeaderValue>,
     /// A failed connect was retried on another replica (once only).
@@ -95,6 +100,16 @@ pub struct RequestCtx {
     _in_flight: Option<GaugeGuard>,
     _websocket: Option<GaugeGuard>,
     _ticket: Ticket,
+}
+
+impl RequestCtx {
+    /// The replica the request went to, or last tried.
+    fn replica(&self) -> Option<&Arc<crate::pool::Replica>> {
+        self.lease
+            .as_ref()
+            .map(Lease::replica)
+            .or(self.failed.as_ref())
+    }
 }
 
 #[async_trait]
@@ -114,6 +129,7 @@ impl ProxyHttp for Gateway {
             auth_fields: Vec::new(),
             upstream_error: None,
             lease: None,
+            failed: None,
             set_cookie: None,
             retried: false,
             all_down: false,

@@ -145,6 +145,7 @@ pub fn finish(
         duration_ms: round_ms(elapsed),
         upstream_connect_ms: ctx.timing.ms(ctx.timing.upstream_connected),
         upstream_header_ms: ctx.timing.ms(ctx.timing.upstream_header),
+        upstream: ctx.replica().map(|r| &*r.addr_text),
         user_agent: header(http::header::USER_AGENT),
         user: ctx.user.as_deref().map(clip),
         reason: ctx.reason.map(Reject::as_str),

@@ -131,6 +131,7 @@ pub fn connect_failed(ctx: &mut RequestCtx, upgrade: bool, mut e: Box<Error>) ->
     if !pool.replicas().any(|r| r.serving()) {
         ctx.all_down = true;
     }
+    ctx.failed = Some(failed);
     e.set_retry(false);
     e
 }

@@ -1,0 +1,105 @@
+//! Which replica a request gets: the one it is pinned to (cookie or address) while it
+//! is usable, else by `balance` among the usable ones with room.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::replica::Replica;
+use super::sticky::Placement;
+use super::Pool;
+use crate::config::Balance;
+
+pub(super) enum Choice {
+    Use(usize),
+    /// Every replica it may use is at the cap: wait for this one, or for any (`None`).
+    Wait(Option<usize>),
+    Down,
+}
+
+impl Pool {
+    /// The replica for `placement` among those up (or due a trial), other than
+    /// `exclude`, with `room`.
+    pub(super) fn choose(
+        &self,
+        placement: &Placement,
+        exclude: Option<&Arc<Replica>>,
+        room: impl Fn(&Replica) -> bool,
+    ) -> Choice {
+        let retry = self.passive_retry();
+        // The only replica of a pool without active checks is always tried (nginx does
+        // the same): one failed connect must not turn the next seconds into 503s for a
+        // route with nowhere else to go. Its state is still logged and exported.
+        let always = retry.is_some() && self.members.len() == 1;
+        let usable = |i: usize| {
+            let r = &self.members[i].replica;
+            exclude.is_none_or(|x| !Arc::ptr_eq(x, r))
+                && (r.serving() || (always && !r.retired()) || (retry.is_some() && r.trial_due()))
+        };
+        // A down replica due a trial is used by one request only: claim it, or look
+        // again without it.
+        let claim = |i: usize| {
+            let r = &self.members[i].replica;
+            r.serving() || always || retry.is_some_and(|retry| r.claim_trial(retry))
+        };
+        let pinned = match placement {
+            Placement::Cookie(i) => Some(*i).filter(|&i| usable(i)),
+            Placement::Address(ip) => self
+                .sticky
+                .as_ref()
+                .and_then(|s| s.by_address(*ip).find(|&i| usable(i))),
+            Placement::Balance => None,
+        };
+        if let Some(i) = pinned {
+            if !room(&self.members[i].replica) {
+                return Choice::Wait(Some(i));
+            }
+            if claim(i) {
+                return Choice::Use(i);
+            }
+        }
+        let n = self.members.len();
+        if n == 1 {
+            // A pool of one (most routes): no turn to take.
+            return match (usable(0), room(&self.members[0].replica)) {
+                (false, _) => Choice::Down,
+                (true, false) => Choice::Wait(None),
+                (true, true) if claim(0) => Choice::Use(0),
+                (true, true) => Choice::Down,
+            };
+        }
+        let start = self.turn.fetch_add(1, Ordering::Relaxed);
+        // Each failed claim moves that replica's trial on, so it is not chosen again.
+        for _ in 0..=n {
+            let mut any_usable = false;
+            let mut best: Option<(usize, i64)> = None;
+            for k in 0..n {
+                let i = (start + k) % n;
+                if !usable(i) {
+                    continue;
+                }
+                any_usable = true;
+                let r = &self.members[i].replica;
+                if !room(r) {
+                    continue;
+                }
+                let load = match self.balance {
+                    Balance::LeastConn => r.load(),
+                    Balance::RoundRobin => 0,
+                };
+                if best.is_none_or(|(_, b)| load < b) {
+                    best = Some((i, load));
+                    if self.balance == Balance::RoundRobin {
+                        break;
+                    }
+                }
+            }
+            match best {
+                Some((i, _)) if claim(i) => return Choice::Use(i),
+                Some(_) => continue,
+                None if any_usable => return Choice::Wait(None),
+                None => return Choice::Down,
+            }
+        }
+        Choice::Down
+    }
+}
