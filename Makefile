@@ -7,9 +7,10 @@ CONFIG ?= routes.yaml
 # tool:package pairs. Pingora builds zlib-ng with cmake and OpenSSL with perl and make.
 BUILD_TOOLS := cmake:cmake perl:perl make:make cc:gcc
 # The observability tests run promtool and a real Prometheus server; the TLS scan,
-# testssl.sh; the access tests, Apache's htpasswd.
+# testssl.sh; the access tests, Apache's htpasswd; the pool tests, app replicas written
+# in Python (standard library only).
 TEST_TOOLS := $(BUILD_TOOLS) promtool:prometheus prometheus:prometheus testssl:testssl.sh \
-  htpasswd:apache2-utils
+  htpasswd:apache2-utils python3:python3
 
 .PHONY: run test check build prereqs test-prereqs
 
