@@ -104,6 +104,9 @@ pub struct Placed {
 }
 
 impl Pool {
+    /// The pool of `route`: each replica taken from `old` (what the previous
+    /// configuration left) when it is listed again, else new; recorded in `kept` for the
+    /// next configuration.
     pub fn build(
         route: &Route,
         kept: &mut Kept,
@@ -156,11 +159,10 @@ impl Pool {
             queue_settings: settings.queue,
             health: settings.health.clone(),
         };
-        // A cap raised by this configuration lets waiters in now.
-        if let Some(cap) = pool.cap {
-            for m in pool.members.iter() {
-                pool.queue.refill(&m.replica, cap);
-            }
+        // A cap this configuration raised (or removed) lets waiters in now.
+        let cap = pool.cap.unwrap_or(u32::MAX);
+        for m in pool.members.iter() {
+            pool.queue.refill(&m.replica, cap);
         }
         pool
     }
