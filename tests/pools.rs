@@ -628,3 +628,68 @@ async fn a_reload_adding_a_replica_keeps_a_websocket_on_the_old_one_and_removing
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_the_queue_gives_up_its_place_and_never_reaches_the_app() {
+    let app = Upstream::start("q").await;
+    let env = Env::new();
+    let routes = format!(
+        "routes:\n  - host: leave.apps.test\n    upstream: {}\n    max_concurrent: 1\n    queue: {{ size: 5, timeout: 30s }}\n",
+        app.addr
+    );
+    let _gw = env.start(&format!("{}{routes}", env.listen_and_tls()));
+    let c = client(&env, &["leave.apps.test"], false);
+    let depth = "gateway_queue_depth{route=\"leave.apps.test\"}";
+    // One request holds the only slot for 8 s: long enough for the rest of the test to
+    // happen while it runs, however slow the machine.
+    let hold = {
+        let url = format!("https://leave.apps.test:{}/slow?ms=8000", env.https);
+        tokio::spawn(async move { c.get(url).send().await.expect("hold").status() })
+    };
+    app.wait_for("/slow", 1).await;
+
+    // HTTP/1.1, no body: queued, then the connection closed.
+    let socket = {
+        tokio::task::spawn_blocking({
+            let s = env.tls_connect("leave.apps.test");
+            move || {
+                use std::io::Write;
+                let mut s = s;
+                s.write_all(b"GET /echo?h1 HTTP/1.1\r\nHost: leave.apps.test\r\n\r\n")
+                    .expect("write");
+                s
+            }
+        })
+        .await
+        .expect("write task")
+    };
+    env.metrics_until("the HTTP/1.1 request queued", |t| {
+        sample(t, depth) == Some(1.0)
+    })
+    .await;
+    drop(socket);
+    env.metrics_until("its place given up", |t| sample(t, depth) == Some(0.0))
+        .await;
+
+    // HTTP/2: queued, then the stream reset (the client drops the request).
+    let mut h2 = env.h2_connect("leave.apps.test").await;
+    let req = http::Request::get(format!("https://leave.apps.test:{}/echo?h2", env.https))
+        .body(())
+        .expect("request");
+    let (answer, _) = h2.send_request(req, true).expect("send");
+    env.metrics_until("the HTTP/2 request queued", |t| {
+        sample(t, depth) == Some(1.0)
+    })
+    .await;
+    drop(answer);
+    env.metrics_until("its place given up", |t| sample(t, depth) == Some(0.0))
+        .await;
+
+    assert!(!hold.is_finished(), "both left before the slot was free");
+    assert_eq!(hold.await.expect("hold"), 200);
+    assert_eq!(
+        app.hits_on("/echo"),
+        0,
+        "the app never got a request of a client gone"
+    );
+}

@@ -13,7 +13,7 @@ use pingora::{Error, ErrorType, Result};
 
 use super::{limits, observe, page, RequestCtx};
 use crate::metrics::Reject;
-use crate::pool::{Pending, Pool, Refused};
+use crate::pool::{Pending, Placed, Pool, Refused};
 use crate::state::ActiveRoute;
 
 /// Places the request on a replica of its route. `Ok(true)`: none could be given, and
@@ -29,7 +29,9 @@ pub async fn place(
         Ok(placed) => Ok(placed),
         Err(Pending::Refused(refused)) => Err(refused),
         // Boxed: the queue's state stays out of every other request's future.
-        Err(Pending::Wait(waiting)) => Box::pin(route.pool.wait(waiting)).await,
+        Err(Pending::Wait(waiting)) => {
+            Box::pin(wait_for_client(session, route.pool.wait(waiting))).await?
+        }
     };
     match placed {
         Ok(placed) => {
@@ -44,6 +46,36 @@ pub async fn place(
             Ok(true)
         }
     }
+}
+
+/// The queue's wait, given up when the client leaves meanwhile (its place goes to the
+/// next waiter, and no app works for nobody): an HTTP/2 stream reset, or an HTTP/1.1
+/// connection closed by a request without a body (one with a body cannot be watched
+/// without reading the body).
+async fn wait_for_client(
+    session: &mut Session,
+    wait: impl std::future::Future<Output = std::result::Result<Placed, Refused>>,
+) -> Result<std::result::Result<Placed, Refused>> {
+    let downstream = session.as_downstream_mut();
+    if downstream.is_http2() {
+        if let Some(closed) = downstream.watch_h2_stream_close() {
+            return tokio::select! {
+                placed = wait => Ok(placed),
+                _ = closed => Error::e_explain(ErrorType::ConnectionClosed, "client left the queue")
+                    .map_err(|e| e.into_down()),
+            };
+        }
+    } else if downstream.is_body_empty() {
+        return tokio::select! {
+            placed = wait => Ok(placed),
+            left = downstream.read_body_or_idle(true) => match left {
+                Err(e) => Err(e.into_down()),
+                Ok(_) => Error::e_explain(ErrorType::ConnectionClosed, "client left the queue")
+                    .map_err(|e| e.into_down()),
+            },
+        };
+    }
+    Ok(wait.await)
 }
 
 fn reason(refused: Refused) -> Reject {
