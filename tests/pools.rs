@@ -640,10 +640,10 @@ async fn a_client_that_leaves_the_queue_gives_up_its_place_and_never_reaches_the
     let _gw = env.start(&format!("{}{routes}", env.listen_and_tls()));
     let c = client(&env, &["leave.apps.test"], false);
     let depth = "gateway_queue_depth{route=\"leave.apps.test\"}";
-    // One request holds the only slot for 8 s: long enough for the rest of the test to
+    // One request holds the only slot for 12 s: long enough for the rest of the test to
     // happen while it runs, however slow the machine.
     let hold = {
-        let url = format!("https://leave.apps.test:{}/slow?ms=8000", env.https);
+        let url = format!("https://leave.apps.test:{}/slow?ms=12000", env.https);
         tokio::spawn(async move { c.get(url).send().await.expect("hold").status() })
     };
     app.wait_for("/slow", 1).await;
