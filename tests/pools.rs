@@ -693,3 +693,62 @@ async fn a_client_that_leaves_the_queue_gives_up_its_place_and_never_reaches_the
         "the app never got a request of a client gone"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_browser_opens_its_websockets_on_its_own_replica() {
+    // Streamlit: the page, then its WebSocket; both must reach the replica holding the
+    // session.
+    let apps = [Upstream::start("w0").await, Upstream::start("w1").await];
+    let env = Env::new();
+    let routes = format!(
+        "routes:\n  - host: stream.apps.test\n    upstream: [{}, {}]\n    balance: round_robin\n",
+        apps[0].addr, apps[1].addr
+    );
+    let _gw = env.start(&format!("{}{routes}", env.listen_and_tls()));
+    let c = client(&env, &["stream.apps.test"], false);
+    for round in 0..4 {
+        let page = c
+            .get(format!("https://stream.apps.test:{}/echo", env.https))
+            .header("sec-fetch-mode", "navigate")
+            .send()
+            .await
+            .expect("page");
+        let cookie = page.headers()["set-cookie"]
+            .to_str()
+            .expect("text")
+            .split(';')
+            .next()
+            .expect("pair")
+            .to_string();
+        let body: serde_json::Value = page.json().await.expect("json");
+        let pinned = usize::from(body["upstream"] == "w1");
+        let before = [apps[0].hits_on("/ws"), apps[1].hits_on("/ws")];
+        for _ in 0..3 {
+            let mut req =
+                tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                    format!("wss://stream.apps.test:{}/ws", env.https),
+                )
+                .expect("request");
+            req.headers_mut()
+                .insert("cookie", cookie.parse().expect("cookie"));
+            req.headers_mut()
+                .insert("sec-fetch-mode", "websocket".parse().expect("mode"));
+            let (mut ws, _) = env.ws_connect_request(req).await.expect("websocket");
+            ws.send("hi".into()).await.expect("send");
+            let echo = ws.next().await.expect("echo").expect("frame");
+            assert_eq!(echo.into_text().expect("text"), "echo: hi");
+        }
+        assert_eq!(
+            apps[pinned].hits_on("/ws"),
+            before[pinned] + 3,
+            "round {round}"
+        );
+        assert_eq!(
+            apps[1 - pinned].hits_on("/ws"),
+            before[1 - pinned],
+            "round {round}"
+        );
+    }
+    // Round robin placed the four browsers on both replicas.
+    assert!(apps.iter().all(|a| a.hits_on("/ws") > 0));
+}
