@@ -363,11 +363,16 @@ impl Gateway {
         }
     }
 
-    /// The lines the gateway logged at error level.
+    /// The lines the gateway logged at error level, but for one that Pingora 0.9.1 logs
+    /// at error level for a harmless race: a pooled upstream connection still held by its
+    /// idle watcher when a request wants it (`connectors/mod.rs`, `reused_stream`); the
+    /// request then opens a new connection and nothing fails. Seen once in 13 loaded runs
+    /// of the suite.
     pub fn errors_logged(&self) -> Vec<String> {
+        const BENIGN: &str = "pingora_core::connectors] failed to acquire reusable stream";
         self.log_text()
             .lines()
-            .filter(|l| l.contains(" ERROR "))
+            .filter(|l| l.contains(" ERROR ") && !l.ends_with(BENIGN))
             .map(str::to_string)
             .collect()
     }
