@@ -22,6 +22,17 @@ async fn who(resp: reqwest::Response) -> String {
         .to_string()
 }
 
+/// The `name=value` of the sticky cookie an answer sets.
+fn pinning_cookie(resp: &reqwest::Response) -> String {
+    resp.headers()["set-cookie"]
+        .to_str()
+        .expect("text")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_string()
+}
+
 fn replicas(env: &Env, names: &[&str]) -> Vec<Replica> {
     names
         .iter()
@@ -339,13 +350,7 @@ async fn a_dead_pinned_replica_moves_the_client_and_rewrites_its_cookie() {
         .send()
         .await
         .expect("first");
-    let cookie = first.headers()["set-cookie"]
-        .to_str()
-        .expect("text")
-        .split(';')
-        .next()
-        .expect("pair")
-        .to_string();
+    let cookie = pinning_cookie(&first);
     let pinned = who(first).await;
     let index = apps
         .iter()
@@ -713,13 +718,7 @@ async fn a_pinned_browser_opens_its_websockets_on_its_own_replica() {
             .send()
             .await
             .expect("page");
-        let cookie = page.headers()["set-cookie"]
-            .to_str()
-            .expect("text")
-            .split(';')
-            .next()
-            .expect("pair")
-            .to_string();
+        let cookie = pinning_cookie(&page);
         let body: serde_json::Value = page.json().await.expect("json");
         let pinned = usize::from(body["upstream"] == "w1");
         let before = [apps[0].hits_on("/ws"), apps[1].hits_on("/ws")];

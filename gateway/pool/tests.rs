@@ -10,16 +10,7 @@ use pingora::http::RequestHeader;
 use super::*;
 
 fn pools(yaml: &str) -> (Vec<Pool>, Kept) {
-    let config = crate::config::parse(Path::new("t.yaml"), yaml).expect("config");
-    let mut kept = Kept::default();
-    let mut old = Kept::default();
-    let pools = config
-        .routes
-        .iter()
-        .map(|r| Pool::build(r, &mut kept, &mut old, None))
-        .collect();
-    kept.finish(old);
-    (pools, kept)
+    rebuild(yaml, &Kept::default())
 }
 
 fn rebuild(yaml: &str, previous: &Kept) -> (Vec<Pool>, Kept) {
