@@ -8,9 +8,10 @@ CONFIG ?= routes.yaml
 BUILD_TOOLS := cmake:cmake perl:perl make:make cc:gcc
 # The observability tests run promtool and a real Prometheus server; the TLS scan,
 # testssl.sh; the access tests, Apache's htpasswd; the pool tests, app replicas written
-# in Python (standard library only).
+# in Python (standard library only); the ACME tests, Pebble (an ACME server and its
+# test DNS, pebble-challtestsrv).
 TEST_TOOLS := $(BUILD_TOOLS) promtool:prometheus prometheus:prometheus testssl:testssl.sh \
-  htpasswd:apache2-utils python3:python3
+  htpasswd:apache2-utils python3:python3 pebble:pebble
 
 .PHONY: run test check build prereqs test-prereqs
 

@@ -4,6 +4,7 @@
 //! `config` ← `router`, `tls` ← `state` ← `proxy`, `redirect` ← `server` ← `main`.
 
 pub mod access_log;
+pub mod acme;
 pub mod admin;
 pub mod admission;
 pub mod auth;

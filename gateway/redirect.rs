@@ -1,7 +1,8 @@
 //! The plain-HTTP listener: every request for a routed host gets `301` to the same path
 //! on HTTPS (`https://HOST[:PORT]/path?query`, port omitted when 443); anything else 404.
-//! With `acme_webroot` set, ACME HTTP-01 challenge files are served from it first, for
-//! any host, so certbot's `--webroot` mode works with the gateway on port 80.
+//! ACME HTTP-01 challenges are answered first, for any host: those of the gateway's own
+//! orders (`tls: acme`), then, with `acme_webroot` set, files from it, so certbot's
+//! `--webroot` mode works with the gateway on port 80.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -31,11 +32,13 @@ impl ServeHttp for Redirect {
         deadline::request_done(session.stream());
         let snapshot = self.shared.snapshot.load_full();
         let req = session.req_header();
-        if let (Some(root), Some(token)) = (
-            &snapshot.acme_webroot,
-            req.uri.path().strip_prefix(ACME_PREFIX),
-        ) {
-            return acme_challenge(root, token).await;
+        if let Some(token) = req.uri.path().strip_prefix(ACME_PREFIX) {
+            if let Some(answer) = self.shared.challenges.answer(token) {
+                return plain(StatusCode::OK, answer.into_bytes());
+            }
+            if let Some(root) = &snapshot.acme_webroot {
+                return acme_challenge(root, token).await;
+            }
         }
         let host = req
             .headers

@@ -20,7 +20,9 @@ use log::{info, warn};
 use parking_lot::Mutex;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use tokio::sync::watch;
 
+use crate::acme;
 use crate::config::{self, CertFiles, Config, Diagnostic};
 use crate::metrics::Metrics;
 use crate::state::{Shared, Snapshot};
@@ -81,6 +83,8 @@ pub struct Reloader {
     metrics: Option<Arc<Metrics>>,
     /// Held for the whole of a reload: reloads never interleave.
     current: Mutex<Current>,
+    /// What the ACME service orders, from the configuration in force.
+    acme: watch::Sender<Option<Arc<acme::Plan>>>,
 }
 
 impl Reloader {
@@ -93,7 +97,9 @@ impl Reloader {
     ) -> Arc<Reloader> {
         let files = Current::cert_files(&config, &default_cert);
         let htpasswd = Current::htpasswd_files(&config);
+        let (acme, _) = watch::channel(acme::Plan::of(&config).map(Arc::new));
         Arc::new(Reloader {
+            acme,
             path: path.to_path_buf(),
             shared,
             metrics,
@@ -104,6 +110,11 @@ impl Reloader {
                 htpasswd,
             }),
         })
+    }
+
+    /// The ACME plan of the configuration in force, updated by each reload.
+    pub fn acme_plan(&self) -> watch::Receiver<Option<Arc<acme::Plan>>> {
+        self.acme.subscribe()
     }
 
     /// Reloads the configuration file: a one-line summary, or every problem found.
@@ -148,6 +159,12 @@ impl Reloader {
         self.shared.certs.store(Arc::new(certs));
         self.shared.snapshot.store(Arc::new(snapshot));
         self.shared.reloaded.notify_one();
+        let plan = acme::Plan::of(&config).map(Arc::new);
+        self.acme.send_if_modified(|old| {
+            let changed = *old != plan;
+            *old = plan;
+            changed
+        });
         current.files = Current::cert_files(&config, &default_cert);
         current.htpasswd = Current::htpasswd_files(&config);
         current.config = config;

@@ -17,6 +17,7 @@ use pingora::services::listening::Service;
 use prometheus::IntGauge;
 
 use crate::access_log::{AccessLog, Target};
+use crate::acme::AcmeService;
 use crate::admin::Admin;
 use crate::config::{self, AccessLogTarget, Config};
 use crate::deadline::HeadDeadline;
@@ -167,6 +168,16 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
         admin.add_tcp(&addr.to_string());
         server.add_service(admin);
     }
+    let check_files = reloader.clone();
+    server.add_service(background_service(
+        "acme",
+        AcmeService {
+            plan: reloader.acme_plan(),
+            challenges: shared.challenges.clone(),
+            metrics: metrics.clone(),
+            installed: Arc::new(move || check_files.check_files()),
+        },
+    ));
     server.add_service(background_service("reload", ReloadService { reloader }));
     server.add_service(background_service(
         "rate limit sweeper",

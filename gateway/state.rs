@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use ipnet::IpNet;
 
+use crate::acme::Challenges;
 use crate::admission::Admission;
 use crate::auth::{Failures, RouteAccess, Verifier};
 use crate::config::{Config, Route};
@@ -189,6 +190,8 @@ pub struct Shared {
     pub certs: Arc<ArcSwap<CertStore>>,
     /// Signalled after each reload, for the checks that run again on a new configuration.
     pub reloaded: Notify,
+    /// HTTP-01 answers of ACME orders in progress, for the plain-HTTP listener.
+    pub challenges: Arc<Challenges>,
     /// The bounded pool that verifies password hashes, off the worker threads.
     pub verifier: Verifier,
     /// Connections the gateway makes itself (forward-auth checks, upgraded connections,
@@ -208,6 +211,7 @@ impl Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             certs: Arc::new(ArcSwap::from_pointee(certs)),
             reloaded: Notify::new(),
+            challenges: Arc::default(),
             verifier: Verifier::default(),
             connector: OnceLock::new(),
         })

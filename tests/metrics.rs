@@ -222,6 +222,25 @@ fn shipped_alert_rules_pass_promtool() {
     assert!(ok, "{out}");
 }
 
+/// `promtool test rules`: a certificate 6 days from expiry raises
+/// GatewayCertificateNotRenewed; one 20 days away does not (only the 14-day warning at 10).
+#[test]
+fn certificate_not_renewed_alert_fires_within_7_days() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/prometheus/alerts.yml");
+    // At t=0 the clock is 0: expiry timestamps are seconds from then.
+    let test = format!(
+        "rule_files: [{}]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n      - series: 'gateway_tls_certificate_expiry_timestamp_seconds{{host=\"late.example.com\"}}'\n        values: '{}x30'\n      - series: 'gateway_tls_certificate_expiry_timestamp_seconds{{host=\"fine.example.com\"}}'\n        values: '{}x30'\n    alert_rule_test:\n      - eval_time: 15m\n        alertname: GatewayCertificateNotRenewed\n        exp_alerts:\n          - exp_labels: {{ severity: critical, host: late.example.com }}\n            exp_annotations:\n              summary: \"certificate for late.example.com was not renewed and expires within 7 days\"\n              description: \"tls: acme hosts: the gateway retries with backoff; the last event=acme_order result=failed log line says why (DNS, port 80, rate limit). certbot files: run certbot renew by hand.\"\n",
+        rules.display(),
+        6 * 86_400,
+        20 * 86_400
+    );
+    let file = dir.path().join("alerts_test.yml");
+    std::fs::write(&file, test).expect("write test");
+    let (ok, out) = promtool(&["test", "rules", &file.display().to_string()], None);
+    assert!(ok, "{out}");
+}
+
 /// A Prometheus server scraping the gateway every second, with the shipped config and
 /// rules; killed on drop.
 struct Prometheus {

@@ -4,6 +4,7 @@
 //! Depends on nothing else in the crate; nothing on the request path imports it.
 
 mod access;
+mod acme;
 mod error;
 mod limits;
 mod model;
@@ -17,6 +18,7 @@ mod validate;
 
 use std::path::Path;
 
+pub use acme::{LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 pub use error::{render, Diagnostic, Pos};
 pub use model::*;
 pub use password::{password_hash, valid_user};

@@ -63,7 +63,34 @@ pub struct Config {
     pub access_log: AccessLogTarget,
     /// What a client's request head may be.
     pub head_limits: HeadLimits,
+    /// Where `tls: acme` certificates are ordered and kept; `None` when no route uses it.
+    pub acme: Option<AcmeSettings>,
     pub routes: Vec<Route>,
+}
+
+/// `acme`: the ACME server and the directory the account and certificates live in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeSettings {
+    /// Contact for the account; `None`: an account without one.
+    pub email: Option<String>,
+    /// The directory URL.
+    pub directory: String,
+    /// `acme.storage`, as resolved.
+    pub storage: PathBuf,
+    /// `storage/<directory host and port>/`: this directory's account and certificates.
+    pub dir: PathBuf,
+    /// An extra root to trust for the directory's own HTTPS.
+    pub ca_bundle: Option<PathBuf>,
+    /// First wait after a failed order; doubled after each failure up to `max_retry`.
+    pub first_retry: Duration,
+    pub max_retry: Duration,
+}
+
+impl AcmeSettings {
+    /// Where a host's certificate and key are kept.
+    pub fn host_dir(&self, host: &str) -> PathBuf {
+        self.dir.join(host)
+    }
 }
 
 impl Config {
@@ -183,6 +210,9 @@ pub struct Route {
     /// Response headers added unless the upstream set them (defaults merged with the route's).
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub tls: Option<CertFiles>,
+    /// `tls: acme`: `tls` names the files the gateway orders and renews itself, and
+    /// until they exist (or while invalid) the default certificate is served.
+    pub acme: bool,
     /// Requests per client key; `None`: not limited.
     pub rate_limit: Option<RateLimit>,
     /// Who may use the route: allowlist, logins. All off: public.

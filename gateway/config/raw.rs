@@ -169,6 +169,7 @@ pub struct RawConfig {
     pub shutdown_timeout: Option<Value>,
     pub threads: Option<Value>,
     pub acme_webroot: Option<Value>,
+    pub acme: Option<Value>,
     pub trusted_proxies: Option<Value>,
     pub access_log: Option<Value>,
     pub upgrade_grace: Option<Value>,
@@ -244,7 +245,8 @@ pub struct RawRoute {
     pub read_timeout: Option<Value>,
     pub write_timeout: Option<Value>,
     pub headers: Option<Mapping>,
-    pub tls: Option<RawCert>,
+    /// `acme` or `{ cert: FILE, key: FILE }`.
+    pub tls: Option<Value>,
     pub rate_limit: Option<Value>,
     pub allow: Option<Value>,
     pub basic_auth: Option<RawBasicAuth>,
@@ -274,14 +276,4 @@ pub struct RawForwardAuth {
     pub copy_headers: Option<Value>,
     pub sign_in: Option<Value>,
     pub timeout: Option<Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping like { cert: FILE, key: FILE }"
-)]
-pub struct RawCert {
-    pub cert: Option<Value>,
-    pub key: Option<Value>,
 }

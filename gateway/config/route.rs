@@ -2,17 +2,19 @@
 //! checks across routes (a host or a name given twice).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use serde_yaml::Value;
 
 use super::access;
+use super::acme;
 use super::error::Pos;
 use super::limits;
 use super::model::*;
 use super::pool;
-use super::raw::{RawCert, RawDefaults, RawRoute};
+use super::raw::{RawDefaults, RawRoute};
 use super::span::Spans;
 use super::units::{self, shown};
 use super::validate::Checker;
@@ -106,7 +108,12 @@ pub(super) fn routes(
         }
         if let Some(tls) = &r.tls {
             let other = routes.iter().find_map(|o| match &o.tls {
-                Some(t) if o.host == r.host && (t.cert != tls.cert || t.key != tls.key) => Some(t),
+                Some(t)
+                    if o.host == r.host
+                        && (t.cert != tls.cert || t.key != tls.key || o.acme != r.acme) =>
+                {
+                    Some(t)
+                }
                 _ => None,
             });
             if let Some(other) = other {
@@ -251,12 +258,10 @@ fn route(c: &mut Checker, path: &str, mut raw: RawRoute, inherited: &Inherited) 
         Some(v) => access::failure_limit(c, &at("auth_failures"), v),
         None => Some(inherited.auth_failures),
     };
-    let tls = raw.tls.and_then(|RawCert { cert, key }| {
-        if cert.is_none() && key.is_none() {
-            c.error(&at("tls"), "expected `cert` and `key`");
-        }
-        c.cert_pair(&at("tls"), cert.as_ref(), key.as_ref())
-    });
+    let (tls, acme) = match &raw.tls {
+        None => (None, false),
+        Some(v) => route_tls(c, &at("tls"), v, host.as_ref()),
+    };
     let host = host?;
     let path = match &raw.path {
         None => "/".to_string(),
@@ -278,10 +283,57 @@ fn route(c: &mut Checker, path: &str, mut raw: RawRoute, inherited: &Inherited) 
         write_timeout: write_timeout.unwrap_or(inherited.write_timeout),
         headers,
         tls,
+        acme,
         rate_limit: rate_limit?,
         access: access?,
         auth_failures: auth_failures?,
     })
+}
+
+/// `tls`: `acme` (files in `acme.storage`, filled in once that is known), or
+/// `{ cert: FILE, key: FILE }`. Also whether it is `acme`.
+fn route_tls(
+    c: &mut Checker,
+    path: &str,
+    v: &Value,
+    host: Option<&HostPattern>,
+) -> (Option<CertFiles>, bool) {
+    const EXAMPLE: &str = "{ cert: FILE, key: FILE }";
+    match v {
+        Value::String(s) if s.trim() == "acme" => {
+            if let Some(host @ HostPattern::Wildcard(_)) = host {
+                acme::wildcard_error(c, path, host);
+                return (None, false);
+            }
+            let files = CertFiles {
+                cert: PathBuf::new(),
+                key: PathBuf::new(),
+                pos: c.pos(path),
+                key_pos: c.pos(path),
+                path: path.to_string(),
+            };
+            return (Some(files), true);
+        }
+        Value::Mapping(_) => {}
+        _ => {
+            c.error(
+                path,
+                format!(
+                    "invalid tls {}; expected `acme` or a mapping like {EXAMPLE}",
+                    shown(v)
+                ),
+            );
+            return (None, false);
+        }
+    }
+    let Some((map, true)) = c.keyed(path, v, &["cert", "key"], EXAMPLE) else {
+        return (None, false);
+    };
+    let (cert, key) = (map.get("cert"), map.get("key"));
+    if cert.is_none() && key.is_none() {
+        c.error(path, "expected `cert` and `key`");
+    }
+    (c.cert_pair(path, cert, key), false)
 }
 
 /// `voice.example.com` or `*.example.com`; case-insensitive, a trailing dot ignored.

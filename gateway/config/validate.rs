@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use http::{HeaderName, HeaderValue};
 use serde_yaml::{Mapping, Value};
 
+use super::acme;
 use super::error::{Diagnostic, Pos};
 use super::limits;
 use super::model::*;
@@ -32,6 +33,16 @@ impl Checker<'_> {
             format!("{path}: {message}")
         };
         self.errors.push(Diagnostic::new(self.file, pos, text));
+    }
+
+    /// The directory relative paths in the configuration are resolved against.
+    pub(super) fn base(&self) -> &Path {
+        &self.base
+    }
+
+    /// Where the value at a YAML path is written.
+    pub(super) fn pos(&self, path: &str) -> Option<Pos> {
+        self.spans.find(path)
     }
 
     /// A problem in another file the configuration names (an htpasswd file).
@@ -216,7 +227,8 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
     let head_limits = limits::head_limits(&mut c, raw.limits.unwrap_or_default());
     let inherited = route::defaults(&mut c, raw.defaults.unwrap_or_default());
 
-    let routes = route::routes(&mut c, raw.routes.unwrap_or_default(), &inherited, spans);
+    let mut routes = route::routes(&mut c, raw.routes.unwrap_or_default(), &inherited, spans);
+    let acme = acme::settings(&mut c, raw.acme.as_ref(), &listen, &mut routes);
 
     let upgrade_sock = upgrade_sock.unwrap_or_else(|| default_upgrade_sock(&listen));
     if c.errors.is_empty() {
@@ -233,6 +245,7 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
             trusted_proxies,
             access_log,
             head_limits,
+            acme,
             routes,
         })
     } else {

@@ -6,6 +6,7 @@
 //! few atomic adds. Labels come from the config only (`route` = a route's name or
 //! `_unmatched`), never from traffic, so the series count is bounded by the config.
 
+mod acme;
 mod labels;
 mod pool;
 mod route;
@@ -52,6 +53,7 @@ pub struct Metrics {
     handshake_failures: IntCounterVec,
     upstream_exposed: IntGaugeVec,
     pool: pool::PoolFamilies,
+    acme: acme::AcmeFamilies,
     /// Each route's resolved series by route name, reused across reloads.
     routes: Mutex<HashMap<String, Arc<RouteMetrics>>>,
 }
@@ -177,6 +179,7 @@ impl Metrics {
             &["route"],
         )?;
         let pool = pool::PoolFamilies::new(&registry)?;
+        let acme = acme::AcmeFamilies::new(&registry)?;
         let build_info = gauge(
             "gateway_build_info",
             "Always 1; labelled with the version.",
@@ -206,6 +209,7 @@ impl Metrics {
             handshake_failures,
             upstream_exposed,
             pool,
+            acme,
             routes: Mutex::new(HashMap::new()),
         }))
     }

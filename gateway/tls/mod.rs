@@ -84,6 +84,11 @@ pub struct CertKey {
 impl CertKey {
     /// Reads and checks a PEM chain and key; the error names the file at fault.
     pub fn load(files: &CertFiles) -> Result<CertKey, LoadError> {
+        CertKey::from_files(&files.cert, &files.key)
+    }
+
+    /// `load` of a certificate file and a key file.
+    pub fn from_files(cert_file: &Path, key_file: &Path) -> Result<CertKey, LoadError> {
         let read =
             |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
         let at_cert = |message| LoadError {
@@ -94,15 +99,15 @@ impl CertKey {
             at_key: true,
             message,
         };
-        let pem = read(&files.cert).map_err(at_cert)?;
+        let pem = read(cert_file).map_err(at_cert)?;
         let mut certs = X509::stack_from_pem(&pem)
-            .map_err(|_| at_cert(format!("{} is not a PEM certificate", files.cert.display())))?
+            .map_err(|_| at_cert(format!("{} is not a PEM certificate", cert_file.display())))?
             .into_iter();
         let leaf = certs
             .next()
-            .ok_or_else(|| at_cert(format!("{} holds no certificate", files.cert.display())))?;
-        let key = PKey::private_key_from_pem(&read(&files.key).map_err(at_key)?)
-            .map_err(|_| at_key(format!("{} is not a PEM private key", files.key.display())))?;
+            .ok_or_else(|| at_cert(format!("{} holds no certificate", cert_file.display())))?;
+        let key = PKey::private_key_from_pem(&read(key_file).map_err(at_key)?)
+            .map_err(|_| at_key(format!("{} is not a PEM private key", key_file.display())))?;
         let matches = leaf
             .public_key()
             .map(|pk| pk.public_eq(&key))
@@ -110,8 +115,8 @@ impl CertKey {
         if !matches {
             return Err(at_cert(format!(
                 "key {} does not match certificate {}",
-                files.key.display(),
-                files.cert.display()
+                key_file.display(),
+                cert_file.display()
             )));
         }
         Ok(CertKey {
@@ -145,9 +150,12 @@ impl CertKey {
 
     /// The leaf's notAfter as unix seconds (0 if it cannot be read).
     pub fn not_after(&self) -> i64 {
-        openssl::asn1::Asn1Time::from_unix(0)
-            .and_then(|epoch| epoch.diff(self.leaf.not_after()))
-            .map_or(0, |d| i64::from(d.days) * 86_400 + i64::from(d.secs))
+        unix_seconds(self.leaf.not_after())
+    }
+
+    /// The leaf's notBefore as unix seconds (0 if it cannot be read).
+    pub fn not_before(&self) -> i64 {
+        unix_seconds(self.leaf.not_before())
     }
 
     fn install(&self, ssl: &mut SslRef) -> Result<(), openssl::error::ErrorStack> {
@@ -158,6 +166,12 @@ impl CertKey {
         }
         Ok(())
     }
+}
+
+fn unix_seconds(t: &openssl::asn1::Asn1TimeRef) -> i64 {
+    openssl::asn1::Asn1Time::from_unix(0)
+        .and_then(|epoch| epoch.diff(t))
+        .map_or(0, |d| i64::from(d.days) * 86_400 + i64::from(d.secs))
 }
 
 /// The certificates of one configuration: route certificates by host, plus the default.
@@ -199,7 +213,14 @@ impl CertStore {
         let mut route_certs: Vec<(String, Option<Arc<CertKey>>)> = Vec::new();
         for route in &config.routes {
             let host = route.host.to_string();
-            let ck = route.tls.as_ref().and_then(&mut load);
+            let ck = match route.acme {
+                // Not issued yet (or half-written): the default is served meanwhile.
+                true => route
+                    .tls
+                    .as_ref()
+                    .and_then(|f| CertKey::load(f).ok().map(Arc::new)),
+                false => route.tls.as_ref().and_then(&mut load),
+            };
             if let Some(ck) = &ck {
                 by_host.insert(&route.host, ck.clone());
             }

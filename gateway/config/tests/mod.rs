@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::*;
 
+mod acme;
 mod paths;
 mod pools;
 
@@ -228,7 +229,7 @@ listn: {}
              `upstream`, `balance`, `health`, `sticky`, `max_concurrent`, `queue`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, \
              `headers`, `tls`, `rate_limit`, `allow`, `basic_auth`, `forward_auth`, `pass_authorization`, `auth_failures`; did you mean `max_body`?",
             "routes.yaml:9:1: unknown field `listn`, expected one of `listen`, `tls`, `defaults`, `limits`, \
-             `routes`, `shutdown_timeout`, `threads`, `acme_webroot`, `trusted_proxies`, \
+             `routes`, `shutdown_timeout`, `threads`, `acme_webroot`, `acme`, `trusted_proxies`, \
              `access_log`, `upgrade_grace`, `upgrade_sock`; did you mean `listen`?",
         ]
     );
@@ -256,7 +257,7 @@ routes:
             "routes.yaml:5:3: routes[1]: empty route; expected e.g. host: voice.example.com and upstream: 127.0.0.1:7860",
             "routes.yaml:7:15: routes[2].upstream: invalid upstream \"nowhere\"; expected HOST:PORT (e.g. 127.0.0.1:7860)",
             "routes.yaml:8:14: routes[2].headers: invalid type: integer `5`, expected a YAML mapping",
-            "routes.yaml:9:10: routes[2].tls: invalid type: string \"yes\", expected a mapping like { cert: FILE, key: FILE }",
+            "routes.yaml:9:10: routes[2].tls: invalid tls \"yes\"; expected `acme` or a mapping like { cert: FILE, key: FILE }",
         ]
     );
     assert_eq!(

@@ -1,0 +1,107 @@
+//! The HTTP client `instant-acme` talks through: hyper over the gateway's own OpenSSL,
+//! trusting the system roots plus `acme.ca_bundle`. It also remembers the last
+//! `Retry-After` the server sent, which `instant-acme` does not pass on with its errors.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::Request;
+use hyper_openssl::client::legacy::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use instant_acme::{BodyWrapper, BytesResponse, Error, HttpClient};
+use openssl::ssl::{SslConnector, SslMethod};
+use parking_lot::Mutex;
+
+use crate::config::AcmeSettings;
+
+/// Longest a single request to the ACME server may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct AcmeHttp {
+    client: Client<HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
+    retry_after: Arc<Mutex<Option<Duration>>>,
+}
+
+impl AcmeHttp {
+    pub fn new(settings: &AcmeSettings) -> Result<AcmeHttp, String> {
+        let mut ssl = SslConnector::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
+        if let Some(bundle) = &settings.ca_bundle {
+            ssl.set_ca_file(bundle)
+                .map_err(|e| format!("cannot use ca_bundle {}: {e}", bundle.display()))?;
+        }
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        let https = HttpsConnector::with_connector(http, ssl).map_err(|e| e.to_string())?;
+        Ok(AcmeHttp {
+            client: Client::builder(TokioExecutor::new()).build(https),
+            retry_after: Arc::default(),
+        })
+    }
+
+    /// The `Retry-After` of the latest response that had one, cleared by reading it.
+    pub fn take_retry_after(&self) -> Option<Duration> {
+        self.retry_after.lock().take()
+    }
+}
+
+/// `Retry-After`: seconds, or an HTTP date.
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let text = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(text).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+impl HttpClient for AcmeHttp {
+    fn request(
+        &self,
+        req: Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, Error>> + Send>> {
+        let fut = self.client.request(req);
+        let remember = self.retry_after.clone();
+        Box::pin(async move {
+            match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+                Ok(Ok(rsp)) => {
+                    if let Some(wait) = retry_after(rsp.headers()) {
+                        *remember.lock() = Some(wait);
+                    }
+                    Ok(BytesResponse::from(rsp))
+                }
+                Ok(Err(e)) => Err(Error::Other(Box::new(e))),
+                Err(_) => Err(Error::Other(
+                    "the ACME server did not answer in 30 s".into(),
+                )),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::RETRY_AFTER, "120".parse().expect("value"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(120)));
+        h.insert(
+            http::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().expect("value"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO), "a date in the past");
+    }
+}
