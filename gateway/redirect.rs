@@ -36,8 +36,16 @@ impl ServeHttp for Redirect {
             if let Some(answer) = self.shared.challenges.answer(token) {
                 return plain(StatusCode::OK, answer.into_bytes());
             }
-            if let Some(root) = &snapshot.acme_webroot {
-                return acme_challenge(root, token).await;
+            let roots = [&snapshot.acme_challenges, &snapshot.acme_webroot];
+            let mut served = false;
+            for root in roots.into_iter().flatten() {
+                if let Some(answer) = acme_challenge(root, token).await {
+                    return answer;
+                }
+                served = true;
+            }
+            if served {
+                return not_found();
             }
         }
         let host = req
@@ -69,25 +77,28 @@ impl ServeHttp for Redirect {
 }
 
 /// Serves `ROOT/.well-known/acme-challenge/TOKEN`; tokens are base64url, nothing else.
-async fn acme_challenge(root: &Path, token: &str) -> Response<Vec<u8>> {
+/// `None` when there is no such file.
+async fn acme_challenge(root: &Path, token: &str) -> Option<Response<Vec<u8>>> {
     let valid = !token.is_empty()
         && token.len() <= 256
         && token
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !valid {
-        return plain(StatusCode::NOT_FOUND, b"Not found.\n".to_vec());
+        return None;
     }
     let path = root.join(".well-known/acme-challenge").join(token);
     match tokio::fs::metadata(&path).await {
         Ok(meta) if meta.is_file() && meta.len() <= ACME_MAX_BYTES => {
-            match tokio::fs::read(&path).await {
-                Ok(body) => plain(StatusCode::OK, body),
-                Err(_) => plain(StatusCode::NOT_FOUND, b"Not found.\n".to_vec()),
-            }
+            let body = tokio::fs::read(&path).await.ok()?;
+            Some(plain(StatusCode::OK, body))
         }
-        _ => plain(StatusCode::NOT_FOUND, b"Not found.\n".to_vec()),
+        _ => None,
     }
+}
+
+fn not_found() -> Response<Vec<u8>> {
+    plain(StatusCode::NOT_FOUND, b"Not found.\n".to_vec())
 }
 
 /// A small `text/plain` response.

@@ -78,6 +78,9 @@ pub struct Snapshot {
     pub default_headers: Vec<(HeaderName, HeaderValue)>,
     /// Where ACME HTTP-01 challenge files are read from, if anywhere.
     pub acme_webroot: Option<PathBuf>,
+    /// Where this configuration's ACME orders (and replicas sharing its storage) write
+    /// challenge answers: `acme.storage/<server>/`, served like a webroot.
+    pub acme_challenges: Option<PathBuf>,
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<IpNet>,
     /// Series of requests that matched no route.
@@ -153,6 +156,7 @@ impl Snapshot {
             https_port: config.listen.https.port(),
             default_headers: config.headers.clone(),
             acme_webroot: config.acme_webroot.clone(),
+            acme_challenges: config.acme.as_ref().map(|a| a.dir.clone()),
             trusted_proxies: config.trusted_proxies.clone(),
             unmatched: metrics.map(|m| m.route(UNMATCHED)),
             admission: Admission::build(&config.head_limits),

@@ -34,12 +34,26 @@ fn pebble(env: &Env, validity_secs: u64) -> Pebble {
 
 /// The standard listeners, an `acme` block for `pebble`, and one `tls: acme` route per host.
 fn config(env: &Env, pebble: &Pebble, up: &Upstream, hosts: &[&str]) -> String {
+    config_at(env, pebble, up, hosts, &[], "acme/")
+}
+
+/// The same with routes without `tls` for `plain` hosts, and `storage` in another place.
+fn config_at(
+    env: &Env,
+    pebble: &Pebble,
+    up: &Upstream,
+    hosts: &[&str],
+    plain: &[&str],
+    storage: &str,
+) -> String {
+    let route = |h: &&str| format!("  - host: {h}\n    upstream: {}\n", up.addr);
     let routes: String = hosts
         .iter()
-        .map(|h| format!("  - host: {h}\n    upstream: {}\n    tls: acme\n", up.addr))
+        .map(|h| format!("{}    tls: acme\n", route(h)))
+        .chain(plain.iter().map(route))
         .collect();
     format!(
-        "{}acme:\n  email: ops@example.com\n  directory: {}\n  storage: acme/\n  ca_bundle: {}\n  first_retry: 1s\n  max_retry: 30s\nroutes:\n{routes}",
+        "{}acme:\n  email: ops@example.com\n  directory: {}\n  storage: {storage}\n  ca_bundle: {}\n  first_retry: 1s\n  max_retry: 30s\nroutes:\n{routes}",
         env.listen_and_tls(),
         pebble.directory(),
         pebble.ca_bundle().display()
@@ -319,6 +333,71 @@ async fn a_failed_challenge_is_retried() {
     })
     .await;
     connect(&env, "voice.test", Some(&pebble.issuing_root())).expect("issued after the retry");
+}
+
+/// Waits (up to 60 s) until `env`'s gateway serves `host` a certificate chaining to `root`.
+async fn until_served(env: &Env, host: &str, root: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match connect(env, host, Some(root)) {
+            Ok(_) => return,
+            Err(e) => assert!(Instant::now() < deadline, "{host} never served: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_answers_the_challenge_of_another_sharing_its_storage() {
+    // Pebble validates at A's plain-HTTP listener only, as a balancer in front of two
+    // replicas may send it there; B orders.
+    let a = Env::new();
+    let b = Env::new();
+    let pebble = pebble(&a, 7_776_000);
+    let up = Upstream::start("app").await;
+    let storage = a.path("shared").display().to_string();
+    let _ga = a.start(&config_at(&a, &pebble, &up, &[], &["voice.test"], &storage));
+    let gb = b.start(&config_at(&b, &pebble, &up, &["voice.test"], &[], &storage));
+    until(&b, "issued by B", Duration::from_secs(60), |t| {
+        orders(t, "issued") >= 1.0
+    })
+    .await;
+    connect(&b, "voice.test", Some(&pebble.issuing_root())).expect("served by B");
+    let log = gb.log_text();
+    assert!(!log.contains("result=failed"), "{log}");
+    // The answer was withdrawn once the order was done.
+    let tokens = std::fs::read_dir(a.path("shared"))
+        .expect("storage")
+        .filter_map(Result::ok)
+        .map(|e| e.path().join(".well-known/acme-challenge"))
+        .find(|p| p.is_dir())
+        .expect("the challenge directory");
+    assert_eq!(std::fs::read_dir(tokens).expect("list").count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_storage_order_each_certificate_once() {
+    let a = Env::new();
+    let b = Env::new();
+    let pebble = pebble(&a, 7_776_000);
+    let up = Upstream::start("app").await;
+    let storage = a.path("shared").display().to_string();
+    let hosts = ["voice.test", "chat.test"];
+    let _ga = a.start(&config_at(&a, &pebble, &up, &hosts, &[], &storage));
+    let _gb = b.start(&config_at(&b, &pebble, &up, &hosts, &[], &storage));
+    let root = pebble.issuing_root();
+    for env in [&a, &b] {
+        for host in hosts {
+            until_served(env, host, &root).await;
+        }
+    }
+    // One order per host in all: the other replica waited for the lock, then found the
+    // stored certificate (or picked the files up by its file check).
+    assert_eq!(pebble.orders(), 2, "{}", pebble.log_text());
+    let (_, ta) = a.metrics_get("/metrics").await;
+    let (_, tb) = b.metrics_get("/metrics").await;
+    assert_eq!(orders(&ta, "issued") + orders(&tb, "issued"), 2.0);
+    assert_eq!(orders(&ta, "failed") + orders(&tb, "failed"), 0.0);
 }
 
 #[test]

@@ -8,8 +8,10 @@
 //! picks up certbot's renewals installs it in the live certificate store: new handshakes
 //! get it, open connections keep theirs. A failed order is retried with a doubling wait.
 //!
-//! Replicas sharing `storage` take its lock file before ordering; the others pick the
-//! new files up by that same file check.
+//! Replicas sharing `storage` take its lock file before ordering; challenge answers are
+//! written there too, and every replica's plain-HTTP listener serves them (the server's
+//! check may reach any replica); the others pick the new certificate up by that same
+//! file check.
 
 mod challenges;
 mod client;

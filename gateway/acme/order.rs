@@ -62,13 +62,16 @@ impl From<instant_acme::Error> for Failure {
     }
 }
 
-/// Orders, stores and returns a certificate for `host`.
+/// Orders, stores (in `dir/<host>/`) and returns a certificate for `host`. Challenge
+/// answers are published in memory for this process's plain-HTTP listener and in `dir`
+/// for the other replicas sharing it.
 pub async fn order(
     account: &Account,
     host: &str,
     challenges: &Challenges,
-    host_dir: &Path,
+    dir: &Path,
 ) -> Result<Stored, Failure> {
+    let host_dir = dir.join(host);
     let identifiers = [Identifier::Dns(host.to_string())];
     let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
     // Answered until this order is done, whatever its outcome.
@@ -89,7 +92,12 @@ pub async fn order(
             .challenge(ChallengeType::Http01)
             .ok_or_else(|| Failure::new("the server offers no http-01 challenge"))?;
         let key_authorization = challenge.key_authorization();
-        published.push(challenges.publish(&challenge.token, key_authorization.as_str()));
+        let file = storage::publish_token(dir, &challenge.token, key_authorization.as_str())
+            .map_err(|e| Failure::new(format!("cannot write the challenge answer: {e}")))?;
+        published.push((
+            challenges.publish(&challenge.token, key_authorization.as_str()),
+            file,
+        ));
         challenge.set_ready().await?;
     }
     let status = order.poll_ready(&VALIDATION).await?;
@@ -112,9 +120,9 @@ pub async fn order(
     let key_pem = key
         .private_key_to_pem_pkcs8()
         .map_err(|e| Failure::new(format!("key: {e}")))?;
-    storage::save_cert(host_dir, chain.as_bytes(), &key_pem)
+    storage::save_cert(&host_dir, chain.as_bytes(), &key_pem)
         .map_err(|e| Failure::new(format!("cannot store in {}: {e}", host_dir.display())))?;
-    storage::stored(host_dir, host)
+    storage::stored(&host_dir, host)
         .ok_or_else(|| Failure::new("the stored certificate does not load"))
 }
 

@@ -21,7 +21,8 @@ use super::Plan;
 use crate::config::AcmeSettings;
 use crate::metrics::Metrics;
 
-/// When another replica holds the storage lock, look again after this long.
+/// When another replica holds the storage lock, look again after `first_retry`, at most
+/// this long.
 const LOCKED_RETRY: Duration = Duration::from_secs(30);
 
 pub struct AcmeService {
@@ -168,7 +169,8 @@ impl Runner {
                 info!(
                     "event=acme_wait host={host} reason=\"another gateway holds the storage lock\""
                 );
-                self.reschedule(host, SystemTime::now() + LOCKED_RETRY, 0, service);
+                let wait = self.settings.first_retry.min(LOCKED_RETRY);
+                self.reschedule(host, SystemTime::now() + wait, 0, service);
                 return;
             }
             Err(e) => {
@@ -219,7 +221,7 @@ impl Runner {
     /// The account (created on first use), then the order; a server that forgot the
     /// account (a restarted test server) has it registered again with the same key.
     async fn order_once(&mut self, host: &str, service: &AcmeService) -> Result<Stored, Failure> {
-        let dir = self.settings.host_dir(host);
+        let dir = self.settings.dir.clone();
         let account = self.account(false).await?;
         match order::order(&account, host, &service.challenges, &dir).await {
             Err(f) if f.problem.as_deref() == Some(ACCOUNT_GONE) => {

@@ -1,6 +1,8 @@
 //! What the gateway keeps in `acme.storage/<directory>/`: `account.json` (the account's
-//! URL and private key), `<host>/cert.pem` and `<host>/key.pem`, and `.lock`, which the
-//! replica that orders holds. Directories are created 0700 and files 0600; every file is
+//! URL and private key), `<host>/cert.pem` and `<host>/key.pem`, `.lock`, which the
+//! replica that orders holds, and, while an order awaits validation,
+//! `.well-known/acme-challenge/<token>`, which every replica sharing the storage serves
+//! (the server's validation request may reach any of them). Directories are created 0700 and files 0600; every file is
 //! written beside its final name and renamed over it, so a reader (this process's
 //! certificate check, another replica) sees the old file or the new one, never half.
 
@@ -101,6 +103,27 @@ pub fn save_cert(host_dir: &Path, chain_pem: &[u8], key_pem: &[u8]) -> io::Resul
     let (cert, key) = cert_files(host_dir);
     write_private(&key, key_pem)?;
     write_private(&cert, chain_pem)
+}
+
+/// Where challenge answers are written, below the storage directory `dir`.
+const CHALLENGES: &str = ".well-known/acme-challenge";
+
+/// A challenge answer on disk, removed when dropped.
+pub struct TokenFile(PathBuf);
+
+impl Drop for TokenFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Writes the answer to `token` where every replica sharing `dir` serves it from.
+pub fn publish_token(dir: &Path, token: &str, key_authorization: &str) -> io::Result<TokenFile> {
+    let challenges = dir.join(CHALLENGES);
+    ensure_dir(&challenges)?;
+    let path = challenges.join(token);
+    write_private(&path, key_authorization.as_bytes())?;
+    Ok(TokenFile(path))
 }
 
 /// The ordering lock of a storage directory shared by several replicas: held while one

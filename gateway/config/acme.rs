@@ -27,7 +27,9 @@ const KEYS: &[&str] = &[
 ];
 
 /// The `acme` block, with defaults when it is absent but a route says `tls: acme`;
-/// `None` when no route needs it. Fills in each `tls: acme` route's certificate files.
+/// `None` when neither. Fills in each `tls: acme` route's certificate files. A block
+/// without `tls: acme` routes still serves the challenge answers other replicas sharing
+/// its storage write.
 pub(super) fn settings(
     c: &mut Checker,
     v: Option<&Value>,
@@ -71,13 +73,13 @@ pub(super) fn settings(
             c.error("acme.ca_bundle", e);
         }
     }
-    if !used {
+    if !used && v.is_none() {
         return None;
     }
     if let Err(e) = writable_dir(&storage) {
         c.error("acme.storage", e);
     }
-    if listen.http.is_none() {
+    if used && listen.http.is_none() {
         let at = routes.iter().position(|r| r.acme).unwrap_or(0);
         c.error(
             &format!("routes[{at}].tls"),

@@ -41,15 +41,21 @@ fn tls_acme_points_the_route_at_its_stored_files() {
 }
 
 #[test]
-fn without_the_block_the_defaults_apply_and_without_tls_acme_it_is_unused() {
+fn without_the_block_the_defaults_apply_and_without_either_there_is_none() {
     let c = ok("listen: { http: 80 }\nroutes:\n  - host: a.example.com\n    upstream: 7860\n    tls: acme\n");
     let acme = c.acme.expect("defaults");
     assert_eq!(acme.directory, crate::config::LETS_ENCRYPT);
     assert_eq!(acme.email, None);
     assert!(acme.dir.ends_with("acme-v02.api.letsencrypt.org"));
+    // A block without `tls: acme` routes: a replica that only answers the challenges
+    // of others sharing its storage.
     let c =
         ok("acme: { directory: staging }\nroutes:\n  - host: a.example.com\n    upstream: 7860\n");
-    assert!(c.acme.is_none());
+    let acme = c.acme.expect("the block");
+    assert!(acme.dir.ends_with("acme-staging-v02.api.letsencrypt.org"));
+    assert!(ok("routes:\n  - host: a.example.com\n    upstream: 7860\n")
+        .acme
+        .is_none());
 }
 
 #[test]
