@@ -235,6 +235,22 @@ async fn two_hosts_are_issued_through_the_gateway_and_a_restart_reuses_them() {
         log.contains("event=acme_certificate host=voice.test"),
         "{log}"
     );
+
+    // A reload adding a host: ordered in the background, served without a restart; the
+    // others are not ordered again.
+    let three = ["voice.test", "chat.test", "new.test"];
+    env.write_config(&config(&env, &pebble, &up, &three));
+    gw.signal(libc::SIGHUP);
+    until(
+        &env,
+        "issued after the reload",
+        Duration::from_secs(60),
+        |t| orders(t, "issued") >= 1.0,
+    )
+    .await;
+    until_served(&env, "new.test", &root).await;
+    assert_eq!(pebble.orders(), orders_before + 1, "only the new host");
+    assert_eq!(served_serial(&env, "voice.test"), serials[0]);
     assert!(gw.errors_logged().is_empty(), "{:?}", gw.errors_logged());
 }
 
@@ -383,8 +399,8 @@ async fn replicas_sharing_storage_order_each_certificate_once() {
     let up = Upstream::start("app").await;
     let storage = a.path("shared").display().to_string();
     let hosts = ["voice.test", "chat.test"];
-    let _ga = a.start(&config_at(&a, &pebble, &up, &hosts, &[], &storage));
-    let _gb = b.start(&config_at(&b, &pebble, &up, &hosts, &[], &storage));
+    let ga = a.start(&config_at(&a, &pebble, &up, &hosts, &[], &storage));
+    let gb = b.start(&config_at(&b, &pebble, &up, &hosts, &[], &storage));
     let root = pebble.issuing_root();
     for env in [&a, &b] {
         for host in hosts {
@@ -393,11 +409,22 @@ async fn replicas_sharing_storage_order_each_certificate_once() {
     }
     // One order per host in all: the other replica waited for the lock, then found the
     // stored certificate (or picked the files up by its file check).
-    assert_eq!(pebble.orders(), 2, "{}", pebble.log_text());
+    let logs = || format!("A:\n{}\nB:\n{}", ga.log_text(), gb.log_text());
+    assert_eq!(pebble.orders(), 2, "{}", logs());
     let (_, ta) = a.metrics_get("/metrics").await;
     let (_, tb) = b.metrics_get("/metrics").await;
-    assert_eq!(orders(&ta, "issued") + orders(&tb, "issued"), 2.0);
-    assert_eq!(orders(&ta, "failed") + orders(&tb, "failed"), 0.0);
+    assert_eq!(
+        orders(&ta, "issued") + orders(&tb, "issued"),
+        2.0,
+        "{}",
+        logs()
+    );
+    assert_eq!(
+        orders(&ta, "failed") + orders(&tb, "failed"),
+        0.0,
+        "{}",
+        logs()
+    );
 }
 
 #[test]

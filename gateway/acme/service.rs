@@ -24,6 +24,8 @@ use crate::metrics::Metrics;
 /// When another replica holds the storage lock, look again after `first_retry`, at most
 /// this long.
 const LOCKED_RETRY: Duration = Duration::from_secs(30);
+/// The longest sleep between looks at the schedule.
+const MAX_SLEEP: Duration = Duration::from_secs(3600);
 
 pub struct AcmeService {
     /// The plan of the configuration in force, replaced by each reload.
@@ -70,7 +72,8 @@ impl BackgroundService for AcmeService {
                 }
                 continue;
             }
-            let sleep = wait.unwrap_or(Duration::from_secs(86_400));
+            // Woken at least hourly: the due times are wall-clock times, which may jump.
+            let sleep = wait.unwrap_or(MAX_SLEEP).min(MAX_SLEEP);
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 changed = plan.changed(), if watching => watching = changed.is_ok(),
@@ -85,10 +88,11 @@ impl AcmeService {
     /// is stored, removed hosts are forgotten.
     fn follow(&self, runner: &mut Option<Runner>, plan: Option<&Plan>) {
         let Some(plan) = plan else {
-            *runner = None;
+            self.forget(runner.take());
             return;
         };
         if runner.as_ref().is_none_or(|r| r.settings != plan.settings) {
+            self.forget(runner.take());
             if let Some(m) = &self.metrics {
                 m.acme_in_use();
             }
@@ -133,6 +137,13 @@ impl AcmeService {
             };
             self.scheduled(host, at);
             r.hosts.insert(host.clone(), Due { at, failures: 0 });
+        }
+    }
+
+    /// Drops the series of a runner's hosts (ACME removed, or its settings changed).
+    fn forget(&self, runner: Option<Runner>) {
+        if let (Some(r), Some(m)) = (runner, &self.metrics) {
+            r.hosts.keys().for_each(|host| m.acme_forget(host));
         }
     }
 
