@@ -117,8 +117,18 @@ fn check(path: &std::path::Path) -> ExitCode {
                 config.listen.metrics.map(|a| format!("metrics {a}")),
             ];
             let listeners: Vec<String> = listeners.into_iter().flatten().collect();
+            let acme = gateway::acme::Plan::of(&config)
+                .filter(|p| !p.hosts.is_empty())
+                .map(|p| {
+                    format!(
+                        ", ACME for {} ({})",
+                        p.hosts.join(" "),
+                        p.settings.directory
+                    )
+                })
+                .unwrap_or_default();
             println!(
-                "{}: ok: {} routes, {} route certificates{}, listeners: {}",
+                "{}: ok: {} routes, {} route certificates{acme}{}, listeners: {}",
                 path.display(),
                 config.routes.len(),
                 route_certs,

@@ -470,5 +470,9 @@ fn check_accepts_a_good_acme_block_without_contacting_the_server() {
     );
     let (status, out, err) = common::check(&env.write_config(&text));
     assert!(status.success(), "{out}{err}");
+    assert!(
+        out.contains(", ACME for voice.test (https://127.0.0.1:9/dir)"),
+        "{out}"
+    );
     assert!(!env.path("state").exists(), "check creates nothing");
 }
