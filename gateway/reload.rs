@@ -189,6 +189,14 @@ impl Reloader {
         }
     }
 
+    /// Loads every certificate again, changed on disk or not (a certificate the ACME
+    /// service has just stored: a file's size, time and inode may look unchanged).
+    pub fn reload_certificates(&self) {
+        let mut current = self.current.lock();
+        current.files.clear();
+        self.check_certificates(&mut current);
+    }
+
     fn check_certificates(&self, current: &mut Current) {
         let files = Current::cert_files(&current.config, &current.default_cert);
         if files == current.files {

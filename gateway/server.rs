@@ -168,14 +168,14 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
         admin.add_tcp(&addr.to_string());
         server.add_service(admin);
     }
-    let check_files = reloader.clone();
+    let certificates = reloader.clone();
     server.add_service(background_service(
         "acme",
         AcmeService {
             plan: reloader.acme_plan(),
             challenges: shared.challenges.clone(),
             metrics: metrics.clone(),
-            installed: Arc::new(move || check_files.check_files()),
+            installed: Arc::new(move || certificates.reload_certificates()),
         },
     ));
     server.add_service(background_service("reload", ReloadService { reloader }));

@@ -255,10 +255,10 @@ async fn two_hosts_are_issued_through_the_gateway_and_a_restart_reuses_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn renewal_survives_a_stopped_server_and_replaces_the_certificate_live() {
+async fn renewal_replaces_the_certificate_live_and_survives_a_stopped_server() {
     let env = Env::new();
-    // Renewed 20 s after issue (a third of 30 s left), up to 1 s earlier.
-    let mut pebble = pebble(&env, 30);
+    // 15-second certificates: renewed 10 s after issue (a third left), up to 0.5 s earlier.
+    let mut pebble = pebble(&env, 15);
     let up = Upstream::start("app").await;
     let host = "voice.test";
     let gw = env.start(&config(&env, &pebble, &up, &[host]));
@@ -270,11 +270,31 @@ async fn renewal_survives_a_stopped_server_and_replaces_the_certificate_live() {
     // An open connection, kept across everything that follows.
     let mut open = connect(&env, host, None).expect("connection");
     assert!(get(&mut open, host).contains(" 200"));
+    let expiry = format!("gateway_tls_certificate_expiry_timestamp_seconds{{host=\"{host}\"}}");
+    let first_expiry = sample(&env.metrics_get("/metrics").await.1, &expiry).expect("expiry");
 
-    // The server goes away: the renewal fails and is retried with a growing wait, while
-    // the old certificate is still served.
+    // The renewal: new handshakes get the new certificate, the open connection goes on,
+    // the expiry metric follows.
+    let text = until(&env, "renewed", Duration::from_secs(60), |t| {
+        orders(t, "issued") >= 2.0
+    })
+    .await;
+    // Stopped at once: the next renewal is 10 s away.
     pebble.stop();
-    let mut renewals = Vec::new();
+    let second = served_serial(&env, host);
+    assert_ne!(second, first, "the renewed certificate is served");
+    assert!(
+        get(&mut open, host).contains(" 200"),
+        "the open connection is undisturbed"
+    );
+    let second_expiry = sample(&text, &expiry).expect("expiry");
+    assert!(
+        second_expiry > first_expiry,
+        "{first_expiry} then {second_expiry}"
+    );
+
+    // The server is gone: the next renewal fails and is retried with a growing wait,
+    // while the current certificate is still served.
     let text = until(
         &env,
         "three failed renewals",
@@ -282,38 +302,38 @@ async fn renewal_survives_a_stopped_server_and_replaces_the_certificate_live() {
         |t| orders(t, "failed") >= 3.0,
     )
     .await;
-    assert_eq!(orders(&text, "issued"), 1.0);
+    assert_eq!(orders(&text, "issued"), 2.0);
     assert_eq!(
         served_serial(&env, host),
-        first,
-        "the old certificate is served"
+        second,
+        "the current certificate is served"
     );
     let log = gw.log_text();
-    for line in log.lines().filter(|l| l.contains("result=failed")) {
-        let wait = line
-            .split("retry_in_s=")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next()?.parse::<u64>().ok())
-            .expect("retry_in_s");
-        renewals.push(wait);
-    }
-    assert!(renewals.len() >= 3, "{log}");
-    assert_eq!(
-        &renewals[..3],
-        &[1, 2, 4],
-        "doubling from first_retry: {log}"
-    );
+    let waits: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("result=failed"))
+        .filter_map(|l| {
+            l.split("retry_in_s=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(waits.len() >= 3, "{log}");
+    assert_eq!(&waits[..3], &[1, 2, 4], "doubling from first_retry: {log}");
 
     // Back (with a new root, and without the account: registered again), the next retry
-    // renews; new handshakes get the new certificate, the open connection goes on.
+    // renews.
     pebble.restart();
-    until(&env, "renewed", Duration::from_secs(60), |t| {
-        orders(t, "issued") >= 2.0
+    until(&env, "renewed again", Duration::from_secs(60), |t| {
+        orders(t, "issued") >= 3.0
     })
     .await;
     let root = pebble.issuing_root();
     connect(&env, host, Some(&root)).expect("the renewed certificate chains to the new root");
-    assert_ne!(served_serial(&env, host), first);
+    assert_ne!(served_serial(&env, host), second);
     assert!(
         get(&mut open, host).contains(" 200"),
         "the open connection is undisturbed"

@@ -3,10 +3,11 @@
 //! The background `AcmeService` keeps, per host, when it next orders: at start, a host
 //! without a valid stored certificate is due at once (the default certificate is served
 //! meanwhile), one with a certificate is due when a third of its lifetime remains. Each
-//! order is for one host (see docs/operations.md for why). An issued certificate is
-//! written to `acme.storage`, where the route's `tls` files point, and the same check that
-//! picks up certbot's renewals installs it in the live certificate store: new handshakes
-//! get it, open connections keep theirs. A failed order is retried with a doubling wait.
+//! order is for one host (see docs/configuration.md for why). An issued certificate is
+//! written to `acme.storage`, where the route's `tls` files point, and the certificate
+//! reload that picks up certbot's renewals installs it in the live certificate store: new
+//! handshakes get it, open connections keep theirs. A failed order is retried with a
+//! doubling wait.
 //!
 //! Replicas sharing `storage` take its lock file before ordering; challenge answers are
 //! written there too, and every replica's plain-HTTP listener serves them (the server's

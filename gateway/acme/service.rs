@@ -32,8 +32,8 @@ pub struct AcmeService {
     pub plan: watch::Receiver<Option<Arc<Plan>>>,
     pub challenges: Arc<Challenges>,
     pub metrics: Option<Arc<Metrics>>,
-    /// Installs newly stored certificate files in the live store (the reloader's
-    /// certificate check). Blocking; called off the async threads.
+    /// Installs newly stored certificate files in the live store
+    /// (`Reloader::reload_certificates`). Blocking; called off the async threads.
     pub installed: Arc<dyn Fn() + Send + Sync>,
 }
 
@@ -216,10 +216,11 @@ impl Runner {
                     rfc3339(s.not_after),
                     humantime::format_rfc3339_seconds(at)
                 );
+                // Counted once installed: a new handshake then gets it.
+                service.install().await;
                 if let Some(m) = &service.metrics {
                     m.acme_order("issued");
                 }
-                service.install().await;
                 self.reschedule(host, at, 0, service);
             }
             Err(failure) => {
