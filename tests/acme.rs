@@ -174,7 +174,11 @@ async fn two_hosts_are_issued_through_the_gateway_and_a_restart_reuses_them() {
         orders(t, "issued") >= 2.0
     })
     .await;
-    assert_eq!(orders(&text, "failed"), 0.0, "{}", gw.log_text());
+    // One certificate per host; any other order was a failed one, retried (Pebble's
+    // validation can fail on a loaded machine).
+    assert_eq!(orders(&text, "issued"), 2.0, "{}", gw.log_text());
+    let failed = orders(&text, "failed");
+    assert_eq!(pebble.orders() as f64, 2.0 + failed, "{}", gw.log_text());
     let root = pebble.issuing_root();
     let mut serials = Vec::new();
     for host in hosts {
@@ -241,7 +245,7 @@ async fn two_hosts_are_issued_through_the_gateway_and_a_restart_reuses_them() {
     let three = ["voice.test", "chat.test", "new.test"];
     env.write_config(&config(&env, &pebble, &up, &three));
     gw.signal(libc::SIGHUP);
-    until(
+    let text = until(
         &env,
         "issued after the reload",
         Duration::from_secs(60),
@@ -249,7 +253,13 @@ async fn two_hosts_are_issued_through_the_gateway_and_a_restart_reuses_them() {
     )
     .await;
     until_served(&env, "new.test", &root).await;
-    assert_eq!(pebble.orders(), orders_before + 1, "only the new host");
+    let failed = orders(&text, "failed") as usize;
+    assert_eq!(orders(&text, "issued"), 1.0, "only the new host");
+    assert_eq!(
+        pebble.orders(),
+        orders_before + 1 + failed,
+        "only the new host"
+    );
     assert_eq!(served_serial(&env, "voice.test"), serials[0]);
     assert!(gw.errors_logged().is_empty(), "{:?}", gw.errors_logged());
 }
@@ -309,7 +319,9 @@ async fn renewal_replaces_the_certificate_live_and_survives_a_stopped_server() {
         "the current certificate is served"
     );
     let log = gw.log_text();
-    let waits: Vec<u64> = log
+    // The failures since the last issued certificate.
+    let outage = log.rsplit("result=issued").next().unwrap_or_default();
+    let waits: Vec<u64> = outage
         .lines()
         .filter(|l| l.contains("result=failed"))
         .filter_map(|l| {
@@ -393,14 +405,12 @@ async fn a_replica_answers_the_challenge_of_another_sharing_its_storage() {
     let up = Upstream::start("app").await;
     let storage = a.path("shared").display().to_string();
     let _ga = a.start(&config_at(&a, &pebble, &up, &[], &["voice.test"], &storage));
-    let gb = b.start(&config_at(&b, &pebble, &up, &["voice.test"], &[], &storage));
+    let _gb = b.start(&config_at(&b, &pebble, &up, &["voice.test"], &[], &storage));
     until(&b, "issued by B", Duration::from_secs(60), |t| {
         orders(t, "issued") >= 1.0
     })
     .await;
     connect(&b, "voice.test", Some(&pebble.issuing_root())).expect("served by B");
-    let log = gb.log_text();
-    assert!(!log.contains("result=failed"), "{log}");
     // The answer was withdrawn once the order was done.
     let tokens = std::fs::read_dir(a.path("shared"))
         .expect("storage")
@@ -427,24 +437,25 @@ async fn replicas_sharing_storage_order_each_certificate_once() {
             until_served(env, host, &root).await;
         }
     }
-    // One order per host in all: the other replica waited for the lock, then found the
-    // stored certificate (or picked the files up by its file check).
+    // One certificate per host in all: the other replica waited for the lock, then found
+    // the stored certificate (or picked the files up by its file check). An order may
+    // still fail (Pebble's validation on a loaded machine) and be made again: every order
+    // Pebble saw is one of the two issued or one counted as failed, never a duplicate.
     let logs = || format!("A:\n{}\nB:\n{}", ga.log_text(), gb.log_text());
-    assert_eq!(pebble.orders(), 2, "{}", logs());
-    let (_, ta) = a.metrics_get("/metrics").await;
-    let (_, tb) = b.metrics_get("/metrics").await;
-    assert_eq!(
-        orders(&ta, "issued") + orders(&tb, "issued"),
-        2.0,
-        "{}",
-        logs()
-    );
-    assert_eq!(
-        orders(&ta, "failed") + orders(&tb, "failed"),
-        0.0,
-        "{}",
-        logs()
-    );
+    // (Counted a moment after the certificate is installed.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (issued, failed) = loop {
+        let (_, ta) = a.metrics_get("/metrics").await;
+        let (_, tb) = b.metrics_get("/metrics").await;
+        let issued = orders(&ta, "issued") + orders(&tb, "issued");
+        let failed = orders(&ta, "failed") + orders(&tb, "failed");
+        if issued >= 2.0 || Instant::now() > deadline {
+            break (issued, failed);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(issued, 2.0, "{}", logs());
+    assert_eq!(pebble.orders() as f64, issued + failed, "{}", logs());
 }
 
 #[test]
