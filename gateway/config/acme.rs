@@ -2,7 +2,7 @@
 //! Checked without contacting the server: the e-mail's form, the directory URL, the
 //! extra root's file, and that `storage` is (or can be made) a writable directory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_yaml::{Mapping, Value};
@@ -40,7 +40,17 @@ pub(super) fn settings(
     let empty = Mapping::new();
     let map = match v {
         None | Some(Value::Null) => &empty,
-        Some(v) => c.keyed("acme", v, KEYS, "{ email: ops@example.com }")?.0,
+        Some(v @ Value::Mapping(_)) => c.keyed("acme", v, KEYS, "{ email: ops@example.com }")?.0,
+        Some(v) => {
+            c.error(
+                "acme",
+                format!(
+                    "expected a mapping like {{ email: ops@example.com, storage: certs/acme/ }}, found {}",
+                    shown(v)
+                ),
+            );
+            return None;
+        }
     };
     let get = |key: &str| map.get(key).filter(|v| !v.is_null());
     let email = c.value("acme.email", get("email"), email);
@@ -88,7 +98,7 @@ pub(super) fn settings(
     }
     let directory = directory?;
     let settings = AcmeSettings {
-        email: email.flatten(),
+        email,
         dir: storage.join(directory_key(&directory)),
         directory,
         storage,
@@ -119,7 +129,7 @@ pub(super) fn wildcard_error(c: &mut Checker, path: &str, host: &HostPattern) {
     );
 }
 
-fn email(v: &Value) -> Result<Option<String>, String> {
+fn email(v: &Value) -> Result<String, String> {
     let Value::String(text) = v else {
         return Err(format!(
             "expected an e-mail address like ops@example.com, found {}",
@@ -140,7 +150,7 @@ fn email(v: &Value) -> Result<Option<String>, String> {
         None => false,
     };
     match valid {
-        true => Ok(Some(text.to_string())),
+        true => Ok(text.to_string()),
         false => Err(format!(
             "invalid e-mail address {text:?}; expected one address like ops@example.com"
         )),
@@ -205,26 +215,24 @@ fn check_bundle(path: &Path) -> Result<(), String> {
 /// A directory the gateway can write, or one it can create (its nearest existing
 /// ancestor is a writable directory). Nothing is created here.
 fn writable_dir(path: &Path) -> Result<(), String> {
-    let mut at: PathBuf = path.to_path_buf();
-    loop {
-        match std::fs::metadata(&at) {
+    let here = Path::new(".");
+    let ancestors = path.ancestors().filter(|p| !p.as_os_str().is_empty());
+    for at in ancestors.chain(std::iter::once(here)) {
+        match std::fs::metadata(at) {
             Ok(meta) if !meta.is_dir() => {
                 return Err(format!("{} is not a directory", at.display()));
             }
             Ok(_) => {
-                return match nix::unistd::access(&at, nix::unistd::AccessFlags::W_OK) {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(format!(
+                return nix::unistd::access(at, nix::unistd::AccessFlags::W_OK).map_err(|e| {
+                    format!(
                         "{} is not writable ({e}); the gateway keeps its ACME account and certificates there",
                         at.display()
-                    )),
-                };
+                    )
+                });
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match at.parent() {
-                Some(parent) if !parent.as_os_str().is_empty() => at = parent.to_path_buf(),
-                _ => at = PathBuf::from("."),
-            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(format!("cannot use {}: {e}", at.display())),
         }
     }
+    Err(format!("no directory of {} exists", path.display()))
 }

@@ -89,3 +89,12 @@ fn retry_waits_must_be_ordered() {
         ["routes.yaml:2:22: acme.first_retry: expected a wait above 0 and not above `max_retry`"]
     );
 }
+
+#[test]
+fn the_block_must_be_a_mapping() {
+    let text = "listen: { http: 8080 }\nacme: off\nroutes:\n  - host: a.example.com\n    upstream: 7860\n    tls: acme\n";
+    assert_eq!(
+        errors(text),
+        ["routes.yaml:2:7: acme: expected a mapping like { email: ops@example.com, storage: certs/acme/ }, found \"off\""]
+    );
+}
