@@ -37,14 +37,13 @@ impl ServeHttp for Redirect {
                 return plain(StatusCode::OK, answer.into_bytes());
             }
             let roots = [&snapshot.acme_challenges, &snapshot.acme_webroot];
-            let mut served = false;
             for root in roots.into_iter().flatten() {
                 if let Some(answer) = acme_challenge(root, token).await {
                     return answer;
                 }
-                served = true;
             }
-            if served {
+            // Challenge paths are answered here whenever a root is configured.
+            if snapshot.acme_challenges.is_some() || snapshot.acme_webroot.is_some() {
                 return not_found();
             }
         }

@@ -82,7 +82,11 @@ impl HttpClient for AcmeHttp {
                 }
                 Ok(Err(e)) => Err(Error::Other(Box::new(e))),
                 Err(_) => Err(Error::Other(
-                    "the ACME server did not answer in 30 s".into(),
+                    format!(
+                        "the ACME server did not answer in {} s",
+                        REQUEST_TIMEOUT.as_secs()
+                    )
+                    .into(),
                 )),
             }
         })

@@ -41,7 +41,7 @@ impl Failure {
         self.problem.as_deref() == Some(RATE_LIMITED)
     }
 
-    fn new(message: impl Into<String>) -> Failure {
+    pub fn new(message: impl Into<String>) -> Failure {
         Failure {
             message: message.into(),
             problem: None,

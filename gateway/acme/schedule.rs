@@ -5,6 +5,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The longest server `Retry-After` honoured: a larger one (or a date years ahead) is
+/// taken as this, so the next try is always a representable time.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30 * 86_400);
+
 /// The longest jitter, as a share of the lifetime: 1/30 (3 days of a 90-day certificate,
 /// 20 s of a 10-minute one).
 const JITTER_SHARE: u32 = 30;
@@ -20,7 +24,8 @@ pub fn renew_at(not_before: i64, not_after: i64, jitter: f64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(at)
 }
 
-/// The wait after the `failures`-th failed order in a row (1 for the first).
+/// The wait after the `failures`-th failed order in a row (1 for the first), at most
+/// `MAX_RETRY_AFTER` even when the server asks for longer.
 pub fn backoff(
     failures: u32,
     first: Duration,
@@ -30,7 +35,7 @@ pub fn backoff(
     let doubling = 2u32.saturating_pow(failures.saturating_sub(1).min(20));
     let wait = first.saturating_mul(doubling).min(max);
     match retry_after {
-        Some(server) => wait.max(server),
+        Some(server) => wait.max(server.min(MAX_RETRY_AFTER)),
         None => wait,
     }
 }
@@ -76,6 +81,8 @@ mod tests {
         assert_eq!(backoff(1000, first, max, None), max);
         let server = Some(Duration::from_secs(86_400));
         assert_eq!(backoff(1, first, max, server).as_secs(), 86_400);
+        let absurd = Some(Duration::from_secs(u64::MAX));
+        assert_eq!(backoff(1, first, max, absurd), MAX_RETRY_AFTER);
         let short = Some(Duration::from_secs(5));
         assert_eq!(backoff(2, first, max, short).as_secs(), 120);
     }

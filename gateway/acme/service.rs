@@ -185,21 +185,17 @@ impl Runner {
                 return;
             }
             Err(e) => {
-                let failure = Failure {
-                    message: format!("storage {}: {e}", self.settings.dir.display()),
-                    problem: None,
-                };
+                let failure = Failure::new(format!("storage {}: {e}", self.settings.dir.display()));
                 self.failed(host, &failure, None, service);
                 return;
             }
         };
         // Another replica may have renewed it while this one waited.
-        if let Some(s) =
-            storage::stored(&dir, host).filter(|s| renewal(host, s) > SystemTime::now())
-        {
+        let stored = storage::stored(&dir, host).map(|s| (renewal(host, &s), s));
+        if let Some((at, s)) = stored.filter(|(at, _)| *at > SystemTime::now()) {
             info!("event=acme_certificate host={host} not_after={} note=\"stored by another gateway\"", rfc3339(s.not_after));
             service.install().await;
-            self.reschedule(host, renewal(host, &s), 0, service);
+            self.reschedule(host, at, 0, service);
             return;
         }
         let started = Instant::now();
@@ -250,13 +246,9 @@ impl Runner {
         if let (Some(account), false) = (&self.account, again) {
             return Ok(account.clone());
         }
-        let fail = |m: String| Failure {
-            message: m,
-            problem: None,
-        };
-        let http = self.http.clone().map_err(fail)?;
+        let http = self.http.clone().map_err(Failure::new)?;
         let dir = &self.settings.dir;
-        let stored = storage::load_account(dir).map_err(|e| fail(e.to_string()))?;
+        let stored = storage::load_account(dir).map_err(|e| Failure::new(e.to_string()))?;
         let builder = Account::builder_with_http(Box::new(http));
         let directory = self.settings.directory.clone();
         let (account, credentials) = match stored {
@@ -287,7 +279,7 @@ impl Runner {
             }
         };
         if let Some(credentials) = credentials {
-            storage::save_account(dir, &credentials).map_err(|e| fail(e.to_string()))?;
+            storage::save_account(dir, &credentials).map_err(|e| Failure::new(e.to_string()))?;
         }
         self.account = Some(account.clone());
         Ok(account)

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use instant_acme::AccountCredentials;
 
+use crate::config::AcmeSettings;
 use crate::tls::CertKey;
 
 const ACCOUNT: &str = "account.json";
@@ -64,14 +65,10 @@ pub struct Stored {
     pub not_after: i64,
 }
 
-pub fn cert_files(host_dir: &Path) -> (PathBuf, PathBuf) {
-    (host_dir.join("cert.pem"), host_dir.join("key.pem"))
-}
-
 /// The stored certificate of `host`, if it loads, its key matches and it names `host`
 /// (a pair seeded from certbot may be for other names).
 pub fn stored(host_dir: &Path, host: &str) -> Option<Stored> {
-    let (cert, key) = cert_files(host_dir);
+    let (cert, key) = AcmeSettings::cert_files(host_dir);
     let ck = CertKey::from_files(&cert, &key).ok()?;
     if !names(ck.leaf(), host) {
         return None;
@@ -100,7 +97,7 @@ fn names(leaf: &openssl::x509::X509Ref, host: &str) -> bool {
 /// is only ever mismatched between the two renames (a reader then keeps the old pair).
 pub fn save_cert(host_dir: &Path, chain_pem: &[u8], key_pem: &[u8]) -> io::Result<()> {
     ensure_dir(host_dir)?;
-    let (cert, key) = cert_files(host_dir);
+    let (cert, key) = AcmeSettings::cert_files(host_dir);
     write_private(&key, key_pem)?;
     write_private(&cert, chain_pem)
 }

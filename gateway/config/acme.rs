@@ -110,10 +110,8 @@ pub(super) fn settings(
         let HostPattern::Exact(host) = &route.host else {
             continue; // reported by `route`
         };
-        let dir = settings.host_dir(host);
         if let Some(files) = &mut route.tls {
-            files.cert = dir.join("cert.pem");
-            files.key = dir.join("key.pem");
+            (files.cert, files.key) = AcmeSettings::cert_files(&settings.host_dir(host));
         }
     }
     Some(settings)
@@ -181,7 +179,7 @@ fn directory(v: &Value) -> Result<String, String> {
 
 /// The storage sub-directory of one ACME directory: its host and port, so accounts and
 /// certificates of Let's Encrypt's staging and production never mix.
-pub fn directory_key(url: &str) -> String {
+fn directory_key(url: &str) -> String {
     let authority = url
         .parse::<http::Uri>()
         .ok()

@@ -91,6 +91,11 @@ impl AcmeSettings {
     pub fn host_dir(&self, host: &str) -> PathBuf {
         self.dir.join(host)
     }
+
+    /// The certificate chain and key files in a host's directory.
+    pub fn cert_files(host_dir: &std::path::Path) -> (PathBuf, PathBuf) {
+        (host_dir.join("cert.pem"), host_dir.join("key.pem"))
+    }
 }
 
 impl Config {
