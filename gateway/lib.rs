@@ -1,7 +1,8 @@
 //! gateway: one HTTPS front door for many local AI web apps, on Pingora.
 //!
 //! Dependencies point one way:
-//! `config` ← `router`, `tls` ← `state` ← `proxy`, `redirect` ← `server` ← `main`.
+//! `config` ← `router`, `tls`, `limits_store` ← `limits`, `auth` ← `state` ← `proxy`,
+//! `redirect` ← `server` ← `main`.
 
 pub mod access_log;
 pub mod acme;
@@ -14,6 +15,7 @@ pub mod deadline;
 pub mod exposure;
 pub mod lifecycle;
 pub mod limits;
+pub mod limits_store;
 pub mod logging;
 pub mod metrics;
 pub mod pool;

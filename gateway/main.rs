@@ -113,7 +113,10 @@ fn check(path: &std::path::Path) -> ExitCode {
         Ok((config, route_certs, self_signed)) => {
             let listeners = [
                 Some(format!("https {}", config.listen.https)),
-                config.listen.http.map(|a| format!("http {a}")),
+                config.listen.http.map(|a| match config.listen.http_mode {
+                    config::HttpMode::Redirect => format!("http {a}"),
+                    config::HttpMode::Proxy => format!("http {a} (proxy)"),
+                }),
                 config.listen.metrics.map(|a| format!("metrics {a}")),
             ];
             let listeners: Vec<String> = listeners.into_iter().flatten().collect();
@@ -127,8 +130,20 @@ fn check(path: &std::path::Path) -> ExitCode {
                     )
                 })
                 .unwrap_or_default();
+            let store = config
+                .limits_store
+                .as_ref()
+                .map(|s| {
+                    format!(
+                        ", limits shared through {} (timeout {}, on_error: {})",
+                        s.shown,
+                        humantime::format_duration(s.timeout),
+                        s.on_error.as_str()
+                    )
+                })
+                .unwrap_or_default();
             println!(
-                "{}: ok: {} routes, {} route certificates{acme}{}, listeners: {}",
+                "{}: ok: {} routes, {} route certificates{acme}{store}{}, listeners: {}",
                 path.display(),
                 config.routes.len(),
                 route_certs,

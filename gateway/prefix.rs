@@ -14,7 +14,7 @@ use pingora::Result;
 use crate::router::{origin_form, strip_port};
 
 /// A path route's prefix and what to do with it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Prefix {
     /// `/voice/`: the route's `path`.
     path: Box<str>,

@@ -1,7 +1,8 @@
-//! The plain-HTTP listener: every request for a routed host gets `301` to the same path
-//! on HTTPS (`https://HOST[:PORT]/path?query`, port omitted when 443); anything else 404.
-//! ACME HTTP-01 challenges are answered first, for any host: those of the gateway's own
-//! orders (`tls: acme`), then, with `acme_webroot` set, files from it, so certbot's
+//! The plain-HTTP listener in `http_mode: redirect`: every request for a routed host gets
+//! `301` to the same path on HTTPS (`https://HOST[:PORT]/path?query`, port omitted when
+//! 443); anything else 404. ACME HTTP-01 challenges are answered first, for any host
+//! (`challenge`, also used by the proxy in `http_mode: proxy`): those of the gateway's
+//! own orders (`tls: acme`), then, with `acme_webroot` set, files from it, so certbot's
 //! `--webroot` mode works with the gateway on port 80.
 
 use std::path::Path;
@@ -14,7 +15,7 @@ use pingora::protocols::http::ServerSession;
 
 use crate::deadline;
 use crate::router::strip_port;
-use crate::state::Shared;
+use crate::state::{Shared, Snapshot};
 
 const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
 /// Challenge files are tokens of a few dozen bytes; refuse to serve anything large.
@@ -32,20 +33,8 @@ impl ServeHttp for Redirect {
         deadline::request_done(session.stream());
         let snapshot = self.shared.snapshot.load_full();
         let req = session.req_header();
-        if let Some(token) = req.uri.path().strip_prefix(ACME_PREFIX) {
-            if let Some(answer) = self.shared.challenges.answer(token) {
-                return plain(StatusCode::OK, answer.into_bytes());
-            }
-            let roots = [&snapshot.acme_challenges, &snapshot.acme_webroot];
-            for root in roots.into_iter().flatten() {
-                if let Some(answer) = acme_challenge(root, token).await {
-                    return answer;
-                }
-            }
-            // Challenge paths are answered here whenever a root is configured.
-            if snapshot.acme_challenges.is_some() || snapshot.acme_webroot.is_some() {
-                return not_found();
-            }
+        if let Some(answer) = challenge(&self.shared, &snapshot, req.uri.path()).await {
+            return answer;
         }
         let host = req
             .headers
@@ -73,6 +62,29 @@ impl ServeHttp for Redirect {
             .body(Vec::new())
             .unwrap_or_else(|_| plain(StatusCode::BAD_REQUEST, b"Bad request.\n".to_vec()))
     }
+}
+
+/// The answer to an ACME HTTP-01 challenge at `path`: the gateway's own orders' answer,
+/// else a file under `acme.storage` or `acme_webroot`, else 404 when either is set.
+/// `None` when `path` is no challenge or nothing serves challenges.
+pub async fn challenge(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    path: &str,
+) -> Option<Response<Vec<u8>>> {
+    let token = path.strip_prefix(ACME_PREFIX)?;
+    if let Some(answer) = shared.challenges.answer(token) {
+        return Some(plain(StatusCode::OK, answer.into_bytes()));
+    }
+    let roots = [&snapshot.acme_challenges, &snapshot.acme_webroot];
+    for root in roots.into_iter().flatten() {
+        if let Some(answer) = acme_challenge(root, token).await {
+            return Some(answer);
+        }
+    }
+    // Challenge paths are answered here whenever a root is configured.
+    let served = snapshot.acme_challenges.is_some() || snapshot.acme_webroot.is_some();
+    served.then(not_found)
 }
 
 /// Serves `ROOT/.well-known/acme-challenge/TOKEN`; tokens are base64url, nothing else.

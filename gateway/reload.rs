@@ -237,6 +237,10 @@ fn fixed_changes(old: &Config, new: &Config) -> Vec<Diagnostic> {
     };
     check("listen.https", old.listen.https != new.listen.https);
     check("listen.http", old.listen.http != new.listen.http);
+    check(
+        "listen.http_mode",
+        old.listen.http_mode != new.listen.http_mode,
+    );
     check("listen.metrics", old.listen.metrics != new.listen.metrics);
     check("threads", old.threads != new.threads);
     check(

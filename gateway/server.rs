@@ -19,7 +19,7 @@ use prometheus::IntGauge;
 use crate::access_log::{AccessLog, Target};
 use crate::acme::AcmeService;
 use crate::admin::Admin;
-use crate::config::{self, AccessLogTarget, Config};
+use crate::config::{self, AccessLogTarget, Config, HttpMode};
 use crate::deadline::HeadDeadline;
 use crate::lifecycle::{self, InFlight};
 use crate::metrics::Metrics;
@@ -95,8 +95,9 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let gateway = Gateway {
+    let gateway = |tls: bool| Gateway {
         shared: shared.clone(),
+        tls,
         in_flight: in_flight.clone(),
         access_log: access_log.clone(),
     };
@@ -111,17 +112,23 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
     };
     // The HTTPS listener is plain TCP: `Tls` does the handshakes (see tls/accept.rs), then
     // `HeadDeadline` times HTTP/1.1 request heads (see deadline.rs).
-    let mut proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
-    let mut h2 = default_h2_options();
-    h2.max_header_list_size(u32::try_from(config.head_limits.max_header_bytes).unwrap_or(u32::MAX));
-    proxy.h2_options = Some(h2);
-    let mut options = HttpServerOptions::default();
-    options.h2_idle_timeout = Some(Duration::from_secs(DOWNSTREAM_KEEPALIVE_SECS));
-    proxy.server_options = Some(options);
-    let proxy = Arc::new(HeadDeadline {
-        app: Arc::new(proxy),
-        shared: shared.clone(),
-    });
+    let server_conf = server.configuration.clone();
+    let proxy_app = |tls: bool| {
+        let mut proxy = pingora::proxy::http_proxy(&server_conf, gateway(tls));
+        let mut h2 = default_h2_options();
+        h2.max_header_list_size(
+            u32::try_from(config.head_limits.max_header_bytes).unwrap_or(u32::MAX),
+        );
+        proxy.h2_options = Some(h2);
+        let mut options = HttpServerOptions::default();
+        options.h2_idle_timeout = Some(Duration::from_secs(DOWNSTREAM_KEEPALIVE_SECS));
+        proxy.server_options = Some(options);
+        Arc::new(HeadDeadline {
+            app: Arc::new(proxy),
+            shared: shared.clone(),
+        })
+    };
+    let proxy = proxy_app(true);
     let acceptor =
         Acceptor::build(config.tls.min_version).map_err(|e| fail("TLS setup failed", &e))?;
     let tls = Tls::new(
@@ -141,22 +148,38 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
     https.add_tcp(&config.listen.https.to_string());
     server.add_service(https);
 
-    if let Some(addr) = config.listen.http {
-        let mut http = Service::new(
-            "http".to_string(),
-            Counted {
-                app: Arc::new(HeadDeadline {
-                    app: Arc::new(Redirect {
+    match (config.listen.http, config.listen.http_mode) {
+        (Some(addr), HttpMode::Redirect) => {
+            let mut http = Service::new(
+                "http".to_string(),
+                Counted {
+                    app: Arc::new(HeadDeadline {
+                        app: Arc::new(Redirect {
+                            shared: Arc::clone(&shared),
+                        }),
                         shared: Arc::clone(&shared),
                     }),
-                    shared: Arc::clone(&shared),
-                }),
-                open: open("http")?,
-                in_flight: None,
-            },
-        );
-        http.add_tcp(&addr.to_string());
-        server.add_service(http);
+                    open: open("http")?,
+                    in_flight: None,
+                },
+            );
+            http.add_tcp(&addr.to_string());
+            server.add_service(http);
+        }
+        // Behind a balancer that terminates TLS: the same proxy, on plain TCP.
+        (Some(addr), HttpMode::Proxy) => {
+            let mut http = Service::new(
+                "http".to_string(),
+                Counted {
+                    app: proxy_app(false),
+                    open: open("http")?,
+                    in_flight: Some(in_flight.clone()),
+                },
+            );
+            http.add_tcp(&addr.to_string());
+            server.add_service(http);
+        }
+        (None, _) => {}
     }
 
     if let (Some(addr), Some(m)) = (config.listen.metrics, &metrics) {

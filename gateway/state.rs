@@ -18,8 +18,9 @@ use ipnet::IpNet;
 use crate::acme::Challenges;
 use crate::admission::Admission;
 use crate::auth::{Failures, RouteAccess, Verifier};
-use crate::config::{Config, Route};
+use crate::config::{Config, HttpMode, Route};
 use crate::limits::RateLimiter;
+use crate::limits_store::LimitsStore;
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED};
 use crate::pool::{Kept, Pool};
 use crate::prefix::Prefix;
@@ -42,7 +43,7 @@ pub struct ActiveRoute {
     /// This route's series; `None` when no metrics listener is configured.
     pub metrics: Option<Arc<RouteMetrics>>,
     /// Allowlist and logins; `None` for a public route.
-    pub access: Option<RouteAccess>,
+    pub access: Option<Arc<RouteAccess>>,
     /// The route's path prefix; `None` for a route at `/`.
     pub prefix: Option<Prefix>,
 }
@@ -62,16 +63,46 @@ impl ActiveRoute {
             headers: route.headers.clone(),
             rate_limit,
             metrics,
-            access,
+            access: access.map(Arc::new),
             prefix: Prefix::new(&route.path, route.strip_prefix, &route.upstreams),
         }
     }
+
+    /// The same route as served to a client on plain HTTP: without
+    /// `Strict-Transport-Security`, which a browser ignores there and which would pin
+    /// the host to HTTPS for anyone reading the page over a TLS-terminating balancer.
+    fn for_plain_http(&self) -> ActiveRoute {
+        ActiveRoute {
+            name: self.name.clone(),
+            pool: self.pool.clone(),
+            max_body: self.max_body,
+            headers: without_hsts(&self.headers),
+            rate_limit: self.rate_limit.clone(),
+            metrics: self.metrics.clone(),
+            access: self.access.clone(),
+            prefix: self.prefix.clone(),
+        }
+    }
+}
+
+fn without_hsts(headers: &[(HeaderName, HeaderValue)]) -> Vec<(HeaderName, HeaderValue)> {
+    headers
+        .iter()
+        .filter(|(name, _)| name != http::header::STRICT_TRANSPORT_SECURITY)
+        .cloned()
+        .collect()
 }
 
 /// Everything the request path reads from one configuration.
 #[derive(Debug)]
 pub struct Snapshot {
     pub routes: RouteTable<ActiveRoute>,
+    /// The routes the plain-HTTP listener serves to clients on plain HTTP with
+    /// `http_mode: proxy` (see `ActiveRoute::for_plain_http`); `None` in redirect mode.
+    /// A client a trusted balancer vouches for as on HTTPS gets `routes`.
+    pub plain_routes: Option<RouteTable<ActiveRoute>>,
+    /// `default_headers` without `Strict-Transport-Security`, for the same clients.
+    pub plain_default_headers: Vec<(HeaderName, HeaderValue)>,
     /// Port of the HTTPS listener, for redirects (omitted from the URL when 443).
     pub https_port: u16,
     /// Security headers for the gateway's own pages when no route matched.
@@ -99,6 +130,9 @@ pub struct Snapshot {
     limiters: HashMap<String, Arc<RateLimiter>>,
     /// Each route's failed-login counter by route name, handed on the same way.
     failures: HashMap<String, Arc<Failures>>,
+    /// The store shared with other replicas (`limits_store`), handed on with its
+    /// connection while its settings are unchanged.
+    limits_store: Option<Arc<LimitsStore>>,
 }
 
 impl Snapshot {
@@ -111,19 +145,23 @@ impl Snapshot {
         metrics: Option<&Metrics>,
     ) -> Snapshot {
         let mut routes = RouteTable::default();
+        let proxy_http = config.listen.http.is_some() && config.listen.http_mode == HttpMode::Proxy;
+        let mut plain_routes = proxy_http.then(RouteTable::default);
         let mut limiters = HashMap::new();
         let mut failures = HashMap::new();
         let mut pools = Vec::with_capacity(config.routes.len());
         let mut kept = Kept::default();
         let mut handed_on = previous.map_or_else(Kept::default, |p| p.kept.handed_on());
+        let store = limits_store(config, previous, metrics);
+        let store = store.as_ref();
         for route in &config.routes {
             let old = previous.map(|p| (&p.limiters, &p.failures));
             let limiter = route.rate_limit.as_ref().map(|settings| {
                 let kept = old.and_then(|(l, _)| l.get(&route.name));
                 kept_or(
                     kept,
-                    |l| l.settings() == settings,
-                    || RateLimiter::new(settings),
+                    |l| l.same(settings, store),
+                    || RateLimiter::new(settings, &route.name, store),
                 )
             });
             if let Some(l) = &limiter {
@@ -134,8 +172,8 @@ impl Snapshot {
                 let kept = old.and_then(|(_, f)| f.get(&route.name));
                 kept_or(
                     kept,
-                    |f| f.settings() == settings,
-                    || Failures::new(settings),
+                    |f| f.same(settings, store),
+                    || Failures::new(settings, &route.name, store),
                 )
             });
             if let Some(f) = &counter {
@@ -145,14 +183,20 @@ impl Snapshot {
             let series = metrics.map(|m| m.route(&route.name));
             let pool = Arc::new(Pool::build(route, &mut kept, &mut handed_on, metrics));
             pools.push(pool.clone());
-            routes.entry(&route.host).insert(
-                &route.path,
-                Arc::new(ActiveRoute::build(route, pool, limiter, series, access)),
-            );
+            let active = ActiveRoute::build(route, pool, limiter, series, access);
+            if let Some(plain) = &mut plain_routes {
+                let table = plain.entry(&route.host);
+                table.insert(&route.path, Arc::new(active.for_plain_http()));
+            }
+            routes
+                .entry(&route.host)
+                .insert(&route.path, Arc::new(active));
         }
         kept.finish(handed_on);
         Snapshot {
             routes,
+            plain_routes,
+            plain_default_headers: without_hsts(&config.headers),
             https_port: config.listen.https.port(),
             default_headers: config.headers.clone(),
             acme_webroot: config.acme_webroot.clone(),
@@ -166,12 +210,46 @@ impl Snapshot {
             kept,
             limiters,
             failures,
+            limits_store: store.cloned(),
+        }
+    }
+
+    /// The security headers of the gateway's own pages when no route matched, for a
+    /// client on HTTPS or not (see `plain_routes`).
+    pub fn default_headers(&self, https: bool) -> &[(HeaderName, HeaderValue)] {
+        match https {
+            true => &self.default_headers,
+            false => &self.plain_default_headers,
         }
     }
 
     /// Every route's rate limiter.
     pub fn limiters(&self) -> impl Iterator<Item = &Arc<RateLimiter>> {
         self.limiters.values()
+    }
+}
+
+/// The shared store of `config`: the previous configuration's while the settings are the
+/// same (its connection lives on), else a new one.
+fn limits_store(
+    config: &Config,
+    previous: Option<&Snapshot>,
+    metrics: Option<&Metrics>,
+) -> Option<Arc<LimitsStore>> {
+    let settings = config.limits_store.as_ref()?;
+    let kept = previous.and_then(|p| p.limits_store.as_ref());
+    if let Some(kept) = kept.filter(|k| k.settings() == settings) {
+        return Some(kept.clone());
+    }
+    match LimitsStore::new(settings, metrics) {
+        Ok(store) => Some(Arc::new(store)),
+        Err(e) => {
+            // The URL was checked when the file was read; this is not expected.
+            log::error!(
+                "event=limits_store_unusable error=\"{e}\" note=\"limits kept per replica\""
+            );
+            None
+        }
     }
 }
 

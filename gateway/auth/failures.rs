@@ -6,14 +6,19 @@
 //! State is bounded: at most `MAX_CLIENTS` addresses per route, in shards of
 //! least-recently-used maps (a client forgotten under pressure starts a new window,
 //! as it would after waiting).
+//!
+//! With `limits_store`, the counts live in the store, shared by every replica; each
+//! replica still counts its own too, which is what `on_error: local` falls back on.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use crate::config::FailureLimit;
+use crate::config::{FailureLimit, OnStoreError};
+use crate::limits_store::{self, LimitsStore};
 
 /// Most clients remembered per route.
 pub const MAX_CLIENTS: usize = 100_000;
@@ -29,6 +34,8 @@ pub struct Failures {
     settings: FailureLimit,
     shards: Box<[Mutex<LruCache<IpAddr, Window>>]>,
     per_shard: usize,
+    /// The shared store and this route's key prefix in it.
+    shared: Option<(Arc<LimitsStore>, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for Failures {
@@ -40,7 +47,8 @@ impl std::fmt::Debug for Failures {
 }
 
 impl Failures {
-    pub fn new(settings: FailureLimit) -> Failures {
+    /// The counter of route `route`; with a `store`, the counts are kept there.
+    pub fn new(settings: FailureLimit, route: &str, store: Option<&Arc<LimitsStore>>) -> Failures {
         Failures {
             settings,
             // Grown as clients fail, not allocated up front.
@@ -48,12 +56,47 @@ impl Failures {
                 .map(|_| Mutex::new(LruCache::unbounded()))
                 .collect(),
             per_shard: MAX_CLIENTS.div_ceil(SHARDS),
+            shared: store.map(|s| {
+                let prefix = limits_store::logins_prefix(route, settings.limit, settings.per);
+                (s.clone(), prefix)
+            }),
         }
     }
 
-    /// What it was built from (a reload keeps it, and its counts, while unchanged).
-    pub fn settings(&self) -> FailureLimit {
-        self.settings
+    /// Whether this counter is the one `settings` and `store` would build (a reload
+    /// keeps it, and its counts, when so).
+    pub fn same(&self, settings: FailureLimit, store: Option<&Arc<LimitsStore>>) -> bool {
+        let ours = self.shared.as_ref().map(|(s, _)| s);
+        self.settings == settings && limits_store::same(ours, store)
+    }
+
+    /// Whole seconds until `client` may try again, when it is over the limit now: as the
+    /// shared store says, or on its failure as `on_error` says (`local`: this replica's
+    /// own count; `deny`: blocked for a second).
+    pub async fn blocked(&self, client: IpAddr) -> Option<u64> {
+        if let Some((store, prefix)) = &self.shared {
+            let key = limits_store::client_key(prefix, client, None);
+            match Box::pin(store.logins_blocked(&key, self.settings.limit)).await {
+                Ok(left) => return left.map(|d| ceil_secs(d).max(1)),
+                Err(()) => match store.on_error() {
+                    OnStoreError::Local => {}
+                    OnStoreError::Allow => return None,
+                    OnStoreError::Deny => return Some(1),
+                },
+            }
+        }
+        self.blocked_local(client)
+    }
+
+    /// Counts a failed login of `client`, in the shared store when there is one, and
+    /// always in this replica's own counts.
+    pub async fn failed(&self, client: IpAddr) {
+        if let Some((store, prefix)) = &self.shared {
+            let key = limits_store::client_key(prefix, client, None);
+            // A failure is counted (and logged) by the store; the local count stands.
+            let _ = Box::pin(store.login_failed(&key, self.settings.per)).await;
+        }
+        self.failed_local(client);
     }
 
     fn shard(&self, client: &IpAddr) -> &Mutex<LruCache<IpAddr, Window>> {
@@ -64,8 +107,8 @@ impl Failures {
         &self.shards[h.wrapping_mul(0x9e37_79b9) % SHARDS]
     }
 
-    /// Whole seconds until `client` may try again, when it is over the limit now.
-    pub fn blocked(&self, client: IpAddr) -> Option<u64> {
+    /// `blocked`, by this replica's own count.
+    pub fn blocked_local(&self, client: IpAddr) -> Option<u64> {
         let mut shard = self.shard(&client).lock();
         let window = *shard.peek(&client)?;
         let left = self.settings.per.checked_sub(window.opened.elapsed());
@@ -79,8 +122,8 @@ impl Failures {
         }
     }
 
-    /// Counts a failed login of `client`.
-    pub fn failed(&self, client: IpAddr) {
+    /// `failed`, in this replica's own count.
+    pub fn failed_local(&self, client: IpAddr) {
         let mut shard = self.shard(&client).lock();
         let now = Instant::now();
         match shard.get_mut(&client) {
@@ -114,31 +157,39 @@ mod tests {
 
     #[test]
     fn blocked_after_the_limit_per_client() {
-        let f = Failures::new(FailureLimit {
-            limit: 2,
-            per: Duration::from_secs(60),
-        });
+        let f = Failures::new(
+            FailureLimit {
+                limit: 2,
+                per: Duration::from_secs(60),
+            },
+            "r",
+            None,
+        );
         let a = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
         let b = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
-        assert_eq!(f.blocked(a), None);
-        f.failed(a);
-        assert_eq!(f.blocked(a), None, "one failure of two");
-        f.failed(a);
-        let left = f.blocked(a).expect("blocked");
+        assert_eq!(f.blocked_local(a), None);
+        f.failed_local(a);
+        assert_eq!(f.blocked_local(a), None, "one failure of two");
+        f.failed_local(a);
+        let left = f.blocked_local(a).expect("blocked");
         assert!((55..=60).contains(&left), "{left}");
-        assert_eq!(f.blocked(b), None, "per client");
+        assert_eq!(f.blocked_local(b), None, "per client");
     }
 
     #[test]
     fn the_window_closes() {
-        let f = Failures::new(FailureLimit {
-            limit: 1,
-            per: Duration::from_millis(100),
-        });
+        let f = Failures::new(
+            FailureLimit {
+                limit: 1,
+                per: Duration::from_millis(100),
+            },
+            "r",
+            None,
+        );
         let a = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
-        f.failed(a);
+        f.failed_local(a);
         // Sleeping past the window can only close it.
         std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(f.blocked(a), None);
+        assert_eq!(f.blocked_local(a), None);
     }
 }

@@ -65,6 +65,9 @@ pub struct Config {
     pub head_limits: HeadLimits,
     /// Where `tls: acme` certificates are ordered and kept; `None` when no route uses it.
     pub acme: Option<AcmeSettings>,
+    /// The Redis server rate limits and failed-login counts are shared through; `None`:
+    /// each replica keeps its own.
+    pub limits_store: Option<LimitsStoreSettings>,
     pub routes: Vec<Route>,
 }
 
@@ -95,6 +98,52 @@ impl AcmeSettings {
     /// The certificate chain and key files in a host's directory.
     pub fn cert_files(host_dir: &std::path::Path) -> (PathBuf, PathBuf) {
         (host_dir.join("cert.pem"), host_dir.join("key.pem"))
+    }
+}
+
+/// `limits_store`: a Redis (or Valkey) server shared by the gateway's replicas.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LimitsStoreSettings {
+    /// The URL as written; it may hold a password, so it is never shown (see `shown`).
+    pub url: String,
+    /// `url` with its credentials hidden, for logs and `gateway check`.
+    pub shown: String,
+    /// From `GATEWAY_REDIS_PASSWORD` when the URL has none.
+    pub password: Option<String>,
+    /// Longest wait for one call; past it the request follows `on_error`.
+    pub timeout: Duration,
+    pub on_error: OnStoreError,
+}
+
+impl std::fmt::Debug for LimitsStoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LimitsStoreSettings")
+            .field("url", &self.shown)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("timeout", &self.timeout)
+            .field("on_error", &self.on_error)
+            .finish()
+    }
+}
+
+/// What a limited request gets when the shared store does not answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// This replica's own buckets and counts decide (the limit per replica).
+    Local,
+    /// The request passes unlimited.
+    Allow,
+    /// The request is refused with 429, as if over its limit.
+    Deny,
+}
+
+impl OnStoreError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnStoreError::Local => "local",
+            OnStoreError::Allow => "allow",
+            OnStoreError::Deny => "deny",
+        }
     }
 }
 
@@ -141,10 +190,21 @@ pub enum AccessLogTarget {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listen {
-    /// Plain HTTP, answered with a redirect to HTTPS. `None`: not listening.
+    /// Plain HTTP, answered as `http_mode` says. `None`: not listening.
     pub http: Option<SocketAddr>,
+    pub http_mode: HttpMode,
     pub https: SocketAddr,
     pub metrics: Option<SocketAddr>,
+}
+
+/// `listen.http_mode`: what the plain-HTTP listener does with a routed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HttpMode {
+    /// 301 to the same URL on HTTPS.
+    #[default]
+    Redirect,
+    /// Proxied like on HTTPS (behind a balancer that terminates TLS itself).
+    Proxy,
 }
 
 #[derive(Debug, Clone)]

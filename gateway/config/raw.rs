@@ -170,6 +170,7 @@ pub struct RawConfig {
     pub threads: Option<Value>,
     pub acme_webroot: Option<Value>,
     pub acme: Option<Value>,
+    pub limits_store: Option<Value>,
     pub trusted_proxies: Option<Value>,
     pub access_log: Option<Value>,
     pub upgrade_grace: Option<Value>,
@@ -183,6 +184,7 @@ pub struct RawConfig {
 )]
 pub struct RawListen {
     pub http: Option<Value>,
+    pub http_mode: Option<Value>,
     pub https: Option<Value>,
     pub metrics: Option<Value>,
 }

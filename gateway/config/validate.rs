@@ -14,6 +14,7 @@ use super::model::*;
 use super::raw::RawConfig;
 use super::route;
 use super::span::Spans;
+use super::store;
 use super::units::{self, shown};
 
 /// Collects diagnostics, positioned by YAML path.
@@ -229,6 +230,7 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
 
     let mut routes = route::routes(&mut c, raw.routes.unwrap_or_default(), &inherited, spans);
     let acme = acme::settings(&mut c, raw.acme.as_ref(), &listen, &mut routes);
+    let limits_store = store::settings(&mut c, raw.limits_store.as_ref());
 
     let upgrade_sock = upgrade_sock.unwrap_or_else(|| default_upgrade_sock(&listen));
     if c.errors.is_empty() {
@@ -246,6 +248,7 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
             access_log,
             head_limits,
             acme,
+            limits_store,
             routes,
         })
     } else {
@@ -269,6 +272,15 @@ fn listen(c: &mut Checker, raw: super::raw::RawListen) -> Listen {
                 .expect("DEFAULT_HTTPS is a valid address")
         });
     let metrics = c.value("listen.metrics", raw.metrics.as_ref(), units::listen_addr);
+    let http_mode = c
+        .value("listen.http_mode", raw.http_mode.as_ref(), http_mode)
+        .unwrap_or_default();
+    if http_mode == HttpMode::Proxy && http.is_none() && raw.http.is_none() {
+        c.error(
+            "listen.http_mode",
+            "`proxy` needs a plain-HTTP listener; add listen.http (e.g. http: 80)",
+        );
+    }
     let clash =
         |a: Option<std::net::SocketAddr>, b| a.is_some_and(|a| a.port() == b && a.port() != 0);
     if clash(http, https.port()) {
@@ -288,8 +300,20 @@ fn listen(c: &mut Checker, raw: super::raw::RawListen) -> Listen {
     }
     Listen {
         http,
+        http_mode,
         https,
         metrics,
+    }
+}
+
+fn http_mode(v: &Value) -> Result<HttpMode, String> {
+    match v.as_str().map(str::trim) {
+        Some("redirect") => Ok(HttpMode::Redirect),
+        Some("proxy") => Ok(HttpMode::Proxy),
+        _ => Err(format!(
+            "invalid http_mode {}; expected redirect (to HTTPS) or proxy (serve the routes on plain HTTP)",
+            shown(v)
+        )),
     }
 }
 

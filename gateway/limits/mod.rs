@@ -9,6 +9,7 @@ mod store;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -16,7 +17,8 @@ use governor::middleware::StateInformationMiddleware;
 use governor::{Quota, RateLimiter as Gcra};
 use http::{HeaderName, HeaderValue};
 
-use crate::config::{RateKey, RateLimit};
+use crate::config::{OnStoreError, RateKey, RateLimit};
+use crate::limits_store::{self, Bucket, LimitsStore};
 use store::BoundedStore;
 
 /// Most client keys one route remembers (about 10 MB at most, measured; see docs/configuration.md).
@@ -41,6 +43,9 @@ pub struct RateLimiter {
     policy: HeaderValue,
     /// Time for one token to come back.
     interval: Duration,
+    /// The store shared with other replicas and this route's key prefix in it; `None`:
+    /// this replica's own buckets (`limiter`, also the fallback for `on_error: local`).
+    shared: Option<(Arc<LimitsStore>, Vec<u8>)>,
 }
 
 /// The answer for one request.
@@ -54,7 +59,8 @@ pub enum Verdict {
 }
 
 impl RateLimiter {
-    pub fn new(settings: &RateLimit) -> RateLimiter {
+    /// The limiter of route `route`; with a `store`, its buckets are kept there.
+    pub fn new(settings: &RateLimit, route: &str, store: Option<&Arc<LimitsStore>>) -> RateLimiter {
         let interval = settings.per / settings.count.max(1);
         let burst = NonZeroU32::new(settings.burst).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(interval)
@@ -81,12 +87,18 @@ impl RateLimiter {
             hasher: std::hash::RandomState::new(),
             policy,
             interval,
+            shared: store.map(|s| {
+                let prefix = limits_store::rate_prefix(route, interval, settings.burst);
+                (s.clone(), prefix)
+            }),
         }
     }
 
-    /// The settings this limiter was built from (reload reuses it when they are equal).
-    pub fn settings(&self) -> &RateLimit {
-        &self.settings
+    /// Whether this limiter is the one `settings` and `store` would build (reload keeps
+    /// it, and its clients' buckets, when so).
+    pub fn same(&self, settings: &RateLimit, store: Option<&Arc<LimitsStore>>) -> bool {
+        let ours = self.shared.as_ref().map(|(s, _)| s);
+        self.settings == *settings && limits_store::same(ours, store)
     }
 
     /// The header whose value keys the bucket, if not the client address.
@@ -95,8 +107,39 @@ impl RateLimiter {
     }
 
     /// Takes one token for the client identified by `header` (the value of `key_header`,
-    /// when the route keys by a header and the request has it) or else by `client`.
-    pub fn check(&self, client: IpAddr, header: Option<&[u8]>) -> Verdict {
+    /// when the route keys by a header and the request has it) or else by `client`: from
+    /// the shared store when there is one, else (and on its failure with `on_error:
+    /// local`) from this replica's buckets. `None`: the store failed and `on_error` is
+    /// `allow`, the request passes without a verdict.
+    pub async fn check(&self, client: IpAddr, header: Option<&[u8]>) -> Option<Verdict> {
+        if let Some((store, prefix)) = &self.shared {
+            let key = limits_store::client_key(prefix, client, header);
+            // Boxed: the call's state stays out of the request future of routes that
+            // have no store.
+            match Box::pin(store.gcra(&key, self.interval, self.burst)).await {
+                Ok(Bucket::Allowed { remaining, full_in }) => {
+                    return Some(Verdict::Allowed {
+                        remaining,
+                        reset: ceil_secs(full_in),
+                    })
+                }
+                Ok(Bucket::Limited { wait }) => {
+                    return Some(Verdict::Limited {
+                        retry_after: ceil_secs(wait).max(1),
+                    })
+                }
+                Err(()) => match store.on_error() {
+                    OnStoreError::Local => {}
+                    OnStoreError::Allow => return None,
+                    OnStoreError::Deny => return Some(Verdict::Limited { retry_after: 1 }),
+                },
+            }
+        }
+        Some(self.check_local(client, header))
+    }
+
+    /// `check` against this replica's own buckets.
+    pub fn check_local(&self, client: IpAddr, header: Option<&[u8]>) -> Verdict {
         // Domain-separated so a header value can never collide with an address on purpose.
         let key = match header {
             Some(value) => self.hasher.hash_one((1u8, value)),

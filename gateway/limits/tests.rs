@@ -4,12 +4,16 @@ use std::time::Duration;
 use super::*;
 
 fn limit(count: u32, per_secs: u64, burst: u32) -> RateLimiter {
-    RateLimiter::new(&RateLimit {
-        count,
-        per: Duration::from_secs(per_secs),
-        burst,
-        key: RateKey::ClientIp,
-    })
+    RateLimiter::new(
+        &RateLimit {
+            count,
+            per: Duration::from_secs(per_secs),
+            burst,
+            key: RateKey::ClientIp,
+        },
+        "r",
+        None,
+    )
 }
 
 const A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
@@ -18,7 +22,7 @@ const B: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
 #[test]
 fn burst_then_limited_with_retry_after() {
     let l = limit(60, 60, 3);
-    let got: Vec<_> = (0..4).map(|_| l.check(A, None)).collect();
+    let got: Vec<_> = (0..4).map(|_| l.check_local(A, None)).collect();
     assert!(
         matches!(got[0], Verdict::Allowed { remaining: 2, .. }),
         "{got:?}"
@@ -42,27 +46,27 @@ fn burst_then_limited_with_retry_after() {
 fn retry_after_is_rounded_up_to_the_next_token() {
     // One token per 10 s: after the burst of 1 the next comes in (just under) 10 s.
     let l = limit(6, 60, 1);
-    assert!(matches!(l.check(A, None), Verdict::Allowed { .. }));
-    assert_eq!(l.check(A, None), Verdict::Limited { retry_after: 10 });
+    assert!(matches!(l.check_local(A, None), Verdict::Allowed { .. }));
+    assert_eq!(l.check_local(A, None), Verdict::Limited { retry_after: 10 });
 }
 
 #[test]
 fn clients_and_header_keys_are_independent() {
     let l = limit(1, 3600, 1);
-    assert!(matches!(l.check(A, None), Verdict::Allowed { .. }));
-    assert!(matches!(l.check(A, None), Verdict::Limited { .. }));
-    assert!(matches!(l.check(B, None), Verdict::Allowed { .. }));
+    assert!(matches!(l.check_local(A, None), Verdict::Allowed { .. }));
+    assert!(matches!(l.check_local(A, None), Verdict::Limited { .. }));
+    assert!(matches!(l.check_local(B, None), Verdict::Allowed { .. }));
     // A header key is its own bucket, even for a client whose address is exhausted.
     assert!(matches!(
-        l.check(A, Some(b"key-1")),
+        l.check_local(A, Some(b"key-1")),
         Verdict::Allowed { .. }
     ));
     assert!(matches!(
-        l.check(A, Some(b"key-1")),
+        l.check_local(A, Some(b"key-1")),
         Verdict::Limited { .. }
     ));
     assert!(matches!(
-        l.check(B, Some(b"key-2")),
+        l.check_local(B, Some(b"key-2")),
         Verdict::Allowed { .. }
     ));
 }
@@ -72,8 +76,8 @@ fn tokens_come_back() {
     // One token per 500 ms: the second check comes well within it, and sleeping past it
     // can only leave more time for the token to return.
     let l = limit(2, 1, 1);
-    assert!(matches!(l.check(A, None), Verdict::Allowed { .. }));
-    assert!(matches!(l.check(A, None), Verdict::Limited { .. }));
+    assert!(matches!(l.check_local(A, None), Verdict::Allowed { .. }));
+    assert!(matches!(l.check_local(A, None), Verdict::Limited { .. }));
     std::thread::sleep(Duration::from_millis(600));
-    assert!(matches!(l.check(A, None), Verdict::Allowed { .. }));
+    assert!(matches!(l.check_local(A, None), Verdict::Allowed { .. }));
 }

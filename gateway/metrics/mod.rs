@@ -10,6 +10,7 @@ mod acme;
 mod labels;
 mod pool;
 mod route;
+mod store;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use prometheus::{
 pub use labels::{HandshakeFailure, HandshakeFailures, Reject, UpstreamError};
 pub use pool::{QueueSeries, ReplicaSeries};
 pub use route::RouteMetrics;
+pub use store::{StoreError, StoreErrors};
 
 /// The `route` label of requests whose host matches no route.
 pub const UNMATCHED: &str = "_unmatched";
@@ -54,6 +56,7 @@ pub struct Metrics {
     upstream_exposed: IntGaugeVec,
     pool: pool::PoolFamilies,
     acme: acme::AcmeFamilies,
+    store_errors: IntCounterVec,
     /// Each route's resolved series by route name, reused across reloads.
     routes: Mutex<HashMap<String, Arc<RouteMetrics>>>,
 }
@@ -180,6 +183,7 @@ impl Metrics {
         )?;
         let pool = pool::PoolFamilies::new(&registry)?;
         let acme = acme::AcmeFamilies::new(&registry)?;
+        let store_errors = store::family(&registry)?;
         let build_info = gauge(
             "gateway_build_info",
             "Always 1; labelled with the version.",
@@ -210,6 +214,7 @@ impl Metrics {
             upstream_exposed,
             pool,
             acme,
+            store_errors,
             routes: Mutex::new(HashMap::new()),
         }))
     }

@@ -40,7 +40,8 @@ pub use kept::Kept;
 pub use lease::Lease;
 use queue::{Handed, Queue};
 pub use replica::Replica;
-use sticky::{Placement, Sticky};
+use sticky::Placement;
+pub use sticky::Sticky;
 
 /// How long an idle pooled upstream connection is kept.
 const UPSTREAM_IDLE: Duration = Duration::from_secs(60);

@@ -108,6 +108,20 @@ impl Sticky {
         HeaderValue::from_bytes(&v).ok()
     }
 
+    /// A `set_cookie` value without `Secure`, for a client on plain HTTP.
+    pub fn for_plain_http(cookie: &HeaderValue) -> HeaderValue {
+        let bytes = cookie.as_bytes();
+        let secure = b"; Secure";
+        match bytes.windows(secure.len()).position(|w| w == secure) {
+            Some(at) => {
+                let mut v = bytes[..at].to_vec();
+                v.extend_from_slice(&bytes[at + secure.len()..]);
+                HeaderValue::from_bytes(&v).unwrap_or_else(|_| cookie.clone())
+            }
+            None => cookie.clone(),
+        }
+    }
+
     /// How `req` is placed: the index of the member whose token its cookie carries, else
     /// by address (no Fetch Metadata: not a browser), else by balance.
     pub fn placement(
@@ -186,6 +200,12 @@ mod tests {
         let cookie = cookie.to_str().expect("text");
         assert!(cookie.starts_with("gw_"), "{cookie}");
         assert!(cookie.ends_with("; Path=/; HttpOnly; Secure; SameSite=Lax"));
+        let plain = Sticky::for_plain_http(&s.set_cookie(&t0).expect("value"));
+        let plain = plain.to_str().expect("ascii");
+        assert!(
+            plain.ends_with("; Path=/; HttpOnly; SameSite=Lax"),
+            "{plain}"
+        );
         let pair = cookie.split(';').next().expect("pair");
         let find = |v: &[u8]| (v == &*t0).then_some(0);
         let with = req(&[("cookie", &format!("a=b; {pair}; c=d"))]);

@@ -41,11 +41,13 @@ pub enum Access {
     Answered(Reject),
 }
 
-/// Runs the route's checks, answering the client when one fails.
+/// Runs the route's checks, answering the client when one fails. `https`: the client's
+/// scheme (see `forwarded::client_https`).
 pub async fn check(
     session: &mut Session,
     route: &ActiveRoute,
     client: IpAddr,
+    https: bool,
     shared: &Shared,
     request_id: &HeaderValue,
 ) -> Result<Access> {
@@ -60,7 +62,11 @@ pub async fn check(
         page::send(session, 403, &detail, &route.headers, &[], Some(request_id)).await?;
         return Ok(Access::Answered(Reject::Forbidden));
     }
-    if let Some(retry) = access.failures.as_ref().and_then(|f| f.blocked(client)) {
+    let blocked = match &access.failures {
+        Some(failures) => failures.blocked(client).await,
+        None => None,
+    };
+    if let Some(retry) = blocked {
         let detail = format!("Too many failed logins. Try again in {retry} s.");
         let extra = [(header::RETRY_AFTER, HeaderValue::from(retry))];
         page::send(
@@ -87,7 +93,7 @@ pub async fn check(
             outcome => {
                 if outcome == Outcome::Wrong {
                     if let Some(failures) = &access.failures {
-                        failures.failed(client);
+                        failures.failed(client).await;
                     }
                 }
                 let extra = [(header::WWW_AUTHENTICATE, basic.challenge.clone())];
@@ -107,7 +113,7 @@ pub async fn check(
     }
     let mut fields = Vec::new();
     if let Some(forward) = &access.forward {
-        match sign_on(session, access, client, shared, request_id).await? {
+        match sign_on(session, access, client, https, shared, request_id).await? {
             Verdict::Allow(vouched) => fields = vouched,
             Verdict::SignIn(location) => {
                 let extra = [(header::LOCATION, location)];
@@ -167,6 +173,7 @@ async fn sign_on(
     session: &Session,
     access: &RouteAccess,
     client: IpAddr,
+    https: bool,
     shared: &Shared,
     request_id: &HeaderValue,
 ) -> Result<Verdict> {
@@ -187,12 +194,13 @@ async fn sign_on(
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
-    forwarded::apply(&mut check, peer, Some(client), host, request_id)?;
+    forwarded::apply(&mut check, peer, Some(client), https, host, request_id)?;
     let uri = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
     check.insert_header("x-forwarded-method", req.method.as_str())?;
     check.insert_header("x-forwarded-uri", uri)?;
     let original_url = format!(
-        "https://{}{uri}",
+        "{}://{}{uri}",
+        if https { "https" } else { "http" },
         String::from_utf8_lossy(host.unwrap_or_default())
     );
     let browser = req

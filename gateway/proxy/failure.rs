@@ -45,7 +45,7 @@ pub async fn answer(
             Some(route) => &route.headers,
             None => {
                 snapshot = gw.shared.snapshot.load();
-                &snapshot.default_headers
+                snapshot.default_headers(ctx.https)
             }
         };
         if let Err(e) = page::send(

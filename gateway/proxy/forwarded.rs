@@ -71,12 +71,35 @@ fn parse_forwarded_ip(entry: &[u8]) -> Option<IpAddr> {
         .or_else(|| text.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
+/// Whether the client reached the gateway over HTTPS: always on the HTTPS listener
+/// (`tls`); on the plain-HTTP listener (`http_mode: proxy`) only when the peer is a
+/// trusted proxy whose `X-Forwarded-Proto` says `https`. Its right-most value is read,
+/// the one that proxy set; anything but `http` or `https` counts as `http`.
+pub fn client_https(
+    tls: bool,
+    peer: Option<IpAddr>,
+    req: &RequestHeader,
+    trusted: &[IpNet],
+) -> bool {
+    if tls {
+        return true;
+    }
+    if !peer.is_some_and(|p| trusted.iter().any(|net| net.contains(&p))) {
+        return false;
+    }
+    let last = req.headers.get_all("x-forwarded-proto").iter().next_back();
+    last.and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
+        .is_some_and(|proto| proto.trim_ascii().eq_ignore_ascii_case(b"https"))
+}
+
 /// Sets the forwarding headers on the upstream request: `peer` (the TCP peer) is appended
-/// to `X-Forwarded-For`, `client` (see `client_ip`) becomes `X-Real-IP`.
+/// to `X-Forwarded-For`, `client` (see `client_ip`) becomes `X-Real-IP`, and
+/// `X-Forwarded-Proto` is the client's scheme (see `client_https`).
 pub fn apply(
     up: &mut RequestHeader,
     peer: Option<IpAddr>,
     client: Option<IpAddr>,
+    https: bool,
     host: Option<&[u8]>,
     request_id: &HeaderValue,
 ) -> Result<()> {
@@ -91,7 +114,7 @@ pub fn apply(
         Some(ip) => up.insert_header("x-real-ip", ip.to_string())?,
         None => drop(up.remove_header("x-real-ip")),
     }
-    up.insert_header("x-forwarded-proto", "https")?;
+    up.insert_header("x-forwarded-proto", if https { "https" } else { "http" })?;
     match host {
         Some(h) => up.insert_header("x-forwarded-host", h)?,
         None => drop(up.remove_header("x-forwarded-host")),
@@ -146,7 +169,7 @@ mod tests {
         ]);
         let id = HeaderValue::from_static("id");
         let peer = "10.0.0.1".parse().ok();
-        apply(&mut up, peer, peer, Some(b"a.example:8443"), &id).unwrap();
+        apply(&mut up, peer, peer, true, Some(b"a.example:8443"), &id).unwrap();
         assert_eq!(up.headers["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
         assert_eq!(up.headers["x-real-ip"], "10.0.0.1");
         assert_eq!(up.headers["x-forwarded-proto"], "https");

@@ -100,9 +100,9 @@ pub async fn rate(
         .key_header()
         .and_then(|name| session.req_header().headers.get(name))
         .map(HeaderValue::as_bytes);
-    let verdict = limiter.check(client, header);
-    let Verdict::Limited { retry_after } = verdict else {
-        return Ok(Rate::Pass(Some(verdict)));
+    let verdict = limiter.check(client, header).await;
+    let Some(verdict @ Verdict::Limited { retry_after }) = verdict else {
+        return Ok(Rate::Pass(verdict));
     };
     let extra = [
         (header::RETRY_AFTER, HeaderValue::from(retry_after)),

@@ -58,9 +58,12 @@ use routing::Routed;
 /// HTTP/1.1 and HTTP/2. Pingora's default keeps idle connections forever.
 pub const DOWNSTREAM_KEEPALIVE_SECS: u64 = 75;
 
-/// The HTTPS proxy service.
+/// The proxy service: of the HTTPS listener, and of the plain-HTTP one in `http_mode:
+/// proxy`.
 pub struct Gateway {
     pub shared: Arc<Shared>,
+    /// Whether this proxy serves the HTTPS listener (else the plain-HTTP one).
+    pub tls: bool,
     pub in_flight: InFlight,
     /// `None` when `access_log: off`.
     pub access_log: Option<Arc<AccessLog>>,
@@ -73,6 +76,8 @@ pub struct RequestCtx {
     request_id: Option<HeaderValue>,
     /// The client's address (see `forwarded::client_ip`).
     client: Option<IpAddr>,
+    /// Whether the client is on HTTPS (see `forwarded::client_https`).
+    https: bool,
     /// The rate limiter's answer, for the response's `RateLimit` field.
     rate: limits::RateState,
     /// Request body bytes seen so far.
@@ -121,6 +126,7 @@ impl ProxyHttp for Gateway {
             route: None,
             request_id: None,
             client: None,
+            https: self.tls,
             rate: None,
             body_seen: 0,
             metrics: None,
@@ -157,7 +163,13 @@ impl ProxyHttp for Gateway {
         });
         ctx.client = Some(client);
         ctx.request_id = Some(request_id.clone());
-        let routed = routing::find(&snapshot.routes, req);
+        ctx.https = forwarded::client_https(self.tls, peer, req, &snapshot.trusted_proxies);
+        // A client on plain HTTP gets the routes without HSTS.
+        let routes = match &snapshot.plain_routes {
+            Some(plain) if !ctx.https => plain,
+            _ => &snapshot.routes,
+        };
+        let routed = routing::find(routes, req);
         let route = routed.route().cloned();
         ctx.metrics = match &route {
             Some(route) => route.metrics.clone(),
@@ -168,10 +180,13 @@ impl ProxyHttp for Gateway {
         let snapshot = arc_swap::Guard::into_inner(snapshot);
         let headers = route
             .as_ref()
-            .map_or(&snapshot.default_headers, |r| &r.headers);
+            .map_or(snapshot.default_headers(ctx.https), |r| &r.headers);
         if let Err(refusal) = admission::check_head(session, &snapshot.admission) {
             ctx.reason = Some(refusal.reason());
             admission::refuse(session, refusal, headers, &request_id).await?;
+            return Ok(true);
+        }
+        if !self.tls && routing::challenge(session, &self.shared, &snapshot, &request_id).await? {
             return Ok(true);
         }
         let Some(route) = route else {
@@ -198,6 +213,7 @@ impl ProxyHttp for Gateway {
                 session,
                 &route,
                 client,
+                ctx.https,
                 &self.shared,
                 &request_id,
             ));
@@ -260,7 +276,7 @@ impl ProxyHttp for Gateway {
             .map(|a| a.ip());
         let host = forwarded::client_host(session.req_header());
         if let Some(id) = &ctx.request_id {
-            forwarded::apply(up, peer, ctx.client, host, id)?;
+            forwarded::apply(up, peer, ctx.client, ctx.https, host, id)?;
         }
         if let Some(route) = &ctx.route {
             access::upstream_fields(up, route, &ctx.auth_fields)?;

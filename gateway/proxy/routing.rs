@@ -14,7 +14,7 @@ use super::forwarded::client_host;
 use super::page;
 use crate::metrics::Reject;
 use crate::router::{origin_form, request_path, PathMatch, RouteTable};
-use crate::state::ActiveRoute;
+use crate::state::{ActiveRoute, Shared, Snapshot};
 
 /// Where a request goes.
 pub enum Routed {
@@ -48,6 +48,29 @@ pub fn find(routes: &RouteTable<ActiveRoute>, req: &RequestHeader) -> Routed {
         PathMatch::NotFound => Routed::NoPath,
         PathMatch::Ambiguous => Routed::Ambiguous,
     }
+}
+
+/// On the plain-HTTP listener, answers an ACME HTTP-01 challenge as the redirect mode
+/// does (see `redirect::challenge`). `Ok(true)`: answered.
+pub async fn challenge(
+    session: &mut Session,
+    shared: &Shared,
+    snapshot: &Snapshot,
+    request_id: &HeaderValue,
+) -> Result<bool> {
+    let path = session.req_header().uri.path();
+    let Some(answer) = crate::redirect::challenge(shared, snapshot, path).await else {
+        return Ok(false);
+    };
+    let (parts, body) = answer.into_parts();
+    let fields: Vec<_> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    let (status, body) = (parts.status.as_u16(), bytes::Bytes::from(body));
+    page::send_as_is(session, status, &fields, body, &[], Some(request_id)).await?;
+    Ok(true)
 }
 
 /// Answers a request that has no route (anything but `Routed::Route`); returns why, for

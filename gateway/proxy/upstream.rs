@@ -178,10 +178,15 @@ pub fn connected(ctx: &RequestCtx) {
     }
 }
 
-/// The sticky cookie on the response, when the request did not carry it.
+/// The sticky cookie on the response, when the request did not carry it; without its
+/// `Secure` attribute for a client on plain HTTP (a browser would refuse it).
 pub fn response(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
     if let Some(cookie) = &ctx.set_cookie {
-        resp.append_header(header::SET_COOKIE, cookie.clone())?;
+        let cookie = match ctx.https {
+            true => cookie.clone(),
+            false => crate::pool::Sticky::for_plain_http(cookie),
+        };
+        resp.append_header(header::SET_COOKIE, cookie)?;
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 pub mod pebble;
 pub mod pki;
+pub mod redis;
 pub mod replica;
 pub mod sign_on;
 pub mod upstream;

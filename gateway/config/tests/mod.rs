@@ -8,6 +8,7 @@ use super::*;
 mod acme;
 mod paths;
 mod pools;
+mod store;
 
 pub(super) fn errors(text: &str) -> Vec<String> {
     match parse(Path::new("routes.yaml"), text) {
@@ -229,7 +230,7 @@ listn: {}
              `upstream`, `balance`, `health`, `sticky`, `max_concurrent`, `queue`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, \
              `headers`, `tls`, `rate_limit`, `allow`, `basic_auth`, `forward_auth`, `pass_authorization`, `auth_failures`; did you mean `max_body`?",
             "routes.yaml:9:1: unknown field `listn`, expected one of `listen`, `tls`, `defaults`, `limits`, \
-             `routes`, `shutdown_timeout`, `threads`, `acme_webroot`, `acme`, `trusted_proxies`, \
+             `routes`, `shutdown_timeout`, `threads`, `acme_webroot`, `acme`, `limits_store`, `trusted_proxies`, \
              `access_log`, `upgrade_grace`, `upgrade_sock`; did you mean `listen`?",
         ]
     );
