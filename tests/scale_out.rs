@@ -302,6 +302,63 @@ async fn on_error_allow_and_deny_without_any_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_password_is_retried_until_redis_accepts_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = Redis::start(dir.path());
+    assert_eq!(
+        redis.cli(&["CONFIG", "SET", "requirepass", "old"]).trim(),
+        "OK"
+    );
+    let up = Upstream::start("A").await;
+    let top = format!(
+        "limits_store: {{ redis: \"redis://:new@127.0.0.1:{}/0\", timeout: {TIMEOUT_MS}ms }}\n",
+        redis.port
+    );
+    let r = Replica::start(&top, &limited("a.test", &up, "1/m", 2));
+    // Refused: this replica's own buckets meanwhile.
+    assert_eq!(alternate(&[&r], "a.test", "fay", 3).await, [200, 200, 429]);
+    let log = r.gw.log_text();
+    assert!(log.contains("event=limits_store_down"), "{log}");
+    assert!(!log.contains(":new@"), "{log}");
+    // The password is rotated on the Redis side: the replica gets in within its backoff.
+    let rotated = Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "-a",
+            "old",
+            "--no-auth-warning",
+        ])
+        .args(["CONFIG", "SET", "requirepass", "new"])
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&rotated.stdout).trim(), "OK");
+    let keys = |r: &Redis| {
+        let out = Command::new("redis-cli")
+            .args(["-p", &r.port.to_string(), "-a", "new", "--no-auth-warning"])
+            .args(["--scan", "--pattern", "gateway:rate:*"])
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in 0.. {
+        let (status, _, _) = r.get("a.test", &format!("probe-{n}")).await;
+        assert_eq!(status, 200);
+        if keys(&redis) > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never connected:\n{}",
+            r.gw.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(r.gw.log_text().contains("event=limits_store_up"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_changes_the_rate_applies_on_both() {
     let dir = tempfile::tempdir().expect("tempdir");
     let redis = Redis::start(dir.path());

@@ -12,9 +12,10 @@
 mod breaker;
 mod scripts;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, IntoConnectionInfo, ServerErrorKind, Value};
 
@@ -54,8 +55,9 @@ pub struct LimitsStore {
     settings: LimitsStoreSettings,
     client: redis::Client,
     /// Made on the first call, inside the runtime that runs it (the manager spawns its
-    /// connection's task there).
-    connection: OnceLock<Option<ConnectionManager>>,
+    /// connection's task there); dropped when a probe fails, so the next probe starts
+    /// afresh (see `failed`).
+    connection: ArcSwapOption<ConnectionManager>,
     breaker: Breaker,
     errors: Option<StoreErrors>,
     gcra: Script,
@@ -86,7 +88,7 @@ impl LimitsStore {
         Ok(LimitsStore {
             settings: settings.clone(),
             client: redis::Client::open(info).map_err(fail)?,
-            connection: OnceLock::new(),
+            connection: ArcSwapOption::empty(),
             breaker: Breaker::default(),
             errors: metrics.map(Metrics::store_errors),
             gcra: Script::new(scripts::GCRA),
@@ -185,34 +187,47 @@ impl LimitsStore {
         }
     }
 
+    /// The connection, made now if there is none.
     fn connection(&self) -> Option<ConnectionManager> {
-        self.connection
-            .get_or_init(|| {
-                let timeout = self.settings.timeout;
-                let config = ConnectionManagerConfig::new()
-                    // Calls are timed out by `call`; connecting gets longer (a TLS
-                    // handshake), and the breaker spaces the attempts.
-                    .set_connection_timeout(Some(Duration::from_secs(1).max(timeout)))
-                    .set_number_of_retries(1)
-                    .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(Duration::from_millis(500))
-                    .set_pipeline_buffer_size(1024);
-                match ConnectionManager::new_lazy_with_config(self.client.clone(), config) {
-                    Ok(manager) => Some(manager),
-                    Err(e) => {
-                        log::warn!(
-                            "event=limits_store_unusable store={} error=\"{e}\"",
-                            self.settings.shown
-                        );
-                        None
-                    }
-                }
-            })
-            .clone()
+        if let Some(manager) = &*self.connection.load() {
+            return Some(ConnectionManager::clone(manager));
+        }
+        let timeout = self.settings.timeout;
+        let config = ConnectionManagerConfig::new()
+            // Calls are timed out by `call`; connecting gets longer (a TLS handshake),
+            // and the breaker spaces the attempts.
+            .set_connection_timeout(Some(Duration::from_secs(1).max(timeout)))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500))
+            .set_pipeline_buffer_size(1024);
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), config) {
+            Ok(manager) => {
+                // Two callers may race here; the loser's manager is dropped unused.
+                let new = Arc::new(manager);
+                let before = self
+                    .connection
+                    .compare_and_swap(&None::<Arc<_>>, Some(new.clone()));
+                Some(ConnectionManager::clone(before.as_ref().unwrap_or(&new)))
+            }
+            Err(e) => {
+                log::warn!(
+                    "event=limits_store_unusable store={} error=\"{e}\"",
+                    self.settings.shown
+                );
+                None
+            }
+        }
     }
 
     fn failed(&self, attempt: Attempt, kind: StoreError, error: &str) {
         self.count(kind);
+        // The manager reconnects by itself after an I/O error only: a refused password
+        // or a timed-out connect would stay its answer for good. A failed probe starts
+        // the next one on a new connection.
+        if attempt == Attempt::Probe {
+            self.connection.store(None);
+        }
         if self.breaker.failed(attempt) {
             log::warn!(
                 "event=limits_store_down store={} kind={} error=\"{}\" on_error={} note=\"retried in the background\"",
