@@ -23,7 +23,7 @@ pub use acme::{LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 pub use error::{render, Diagnostic, Pos};
 pub use model::*;
 pub use password::{password_hash, valid_user};
-pub use store::{redacted, PASSWORD_ENV};
+pub use store::{redacted, LimitsStoreSettings, OnStoreError, PASSWORD_ENV};
 
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {

@@ -67,7 +67,7 @@ pub struct Config {
     pub acme: Option<AcmeSettings>,
     /// The Redis server rate limits and failed-login counts are shared through; `None`:
     /// each replica keeps its own.
-    pub limits_store: Option<LimitsStoreSettings>,
+    pub limits_store: Option<super::store::LimitsStoreSettings>,
     pub routes: Vec<Route>,
 }
 
@@ -98,52 +98,6 @@ impl AcmeSettings {
     /// The certificate chain and key files in a host's directory.
     pub fn cert_files(host_dir: &std::path::Path) -> (PathBuf, PathBuf) {
         (host_dir.join("cert.pem"), host_dir.join("key.pem"))
-    }
-}
-
-/// `limits_store`: a Redis (or Valkey) server shared by the gateway's replicas.
-#[derive(Clone, PartialEq, Eq)]
-pub struct LimitsStoreSettings {
-    /// The URL as written; it may hold a password, so it is never shown (see `shown`).
-    pub url: String,
-    /// `url` with its credentials hidden, for logs and `gateway check`.
-    pub shown: String,
-    /// From `GATEWAY_REDIS_PASSWORD` when the URL has none.
-    pub password: Option<String>,
-    /// Longest wait for one call; past it the request follows `on_error`.
-    pub timeout: Duration,
-    pub on_error: OnStoreError,
-}
-
-impl std::fmt::Debug for LimitsStoreSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LimitsStoreSettings")
-            .field("url", &self.shown)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("timeout", &self.timeout)
-            .field("on_error", &self.on_error)
-            .finish()
-    }
-}
-
-/// What a limited request gets when the shared store does not answer in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnStoreError {
-    /// This replica's own buckets and counts decide (the limit per replica).
-    Local,
-    /// The request passes unlimited.
-    Allow,
-    /// The request is refused with 429, as if over its limit.
-    Deny,
-}
-
-impl OnStoreError {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OnStoreError::Local => "local",
-            OnStoreError::Allow => "allow",
-            OnStoreError::Deny => "deny",
-        }
     }
 }
 

@@ -7,7 +7,6 @@ use std::time::Duration;
 use redis::IntoConnectionInfo;
 use serde_yaml::Value;
 
-use super::model::{LimitsStoreSettings, OnStoreError};
 use super::units::{self, shown};
 use super::validate::Checker;
 
@@ -22,6 +21,52 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(5);
 
 const KEYS: &[&str] = &["redis", "timeout", "on_error"];
 const EXAMPLE: &str = "{ redis: redis://127.0.0.1:6379/0, timeout: 20ms, on_error: local }";
+
+/// `limits_store`: a Redis (or Valkey) server shared by the gateway's replicas.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LimitsStoreSettings {
+    /// The URL as written; it may hold a password, so it is never shown (see `shown`).
+    pub url: String,
+    /// `url` with its credentials hidden, for logs and `gateway check`.
+    pub shown: String,
+    /// From `GATEWAY_REDIS_PASSWORD` when the URL has none.
+    pub password: Option<String>,
+    /// Longest wait for one call; past it the request follows `on_error`.
+    pub timeout: Duration,
+    pub on_error: OnStoreError,
+}
+
+impl std::fmt::Debug for LimitsStoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LimitsStoreSettings")
+            .field("url", &self.shown)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("timeout", &self.timeout)
+            .field("on_error", &self.on_error)
+            .finish()
+    }
+}
+
+/// What a limited request gets when the shared store does not answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// This replica's own buckets and counts decide (the limit per replica).
+    Local,
+    /// The request passes unlimited.
+    Allow,
+    /// The request is refused with 429, as if over its limit.
+    Deny,
+}
+
+impl OnStoreError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnStoreError::Local => "local",
+            OnStoreError::Allow => "allow",
+            OnStoreError::Deny => "deny",
+        }
+    }
+}
 
 /// The `limits_store` block; `None` when absent, `off`, or wrong (reported).
 pub(super) fn settings(c: &mut Checker, v: Option<&Value>) -> Option<LimitsStoreSettings> {
