@@ -1,6 +1,7 @@
 //! Per-route rate limits: a GCRA token bucket per client key (governor), answered at the
-//! gateway with 429 and the IETF `RateLimit` / `RateLimit-Policy` fields. Pure logic: no
-//! I/O, no Pingora types; `proxy` asks, `state` builds and keeps one limiter per route.
+//! gateway with 429 and the IETF `RateLimit` / `RateLimit-Policy` fields. No Pingora
+//! types; `proxy` asks, `state` builds and keeps one limiter per route. With a shared
+//! store (`limits_store`) the buckets live in Redis and these are the fallback.
 //!
 //! Body limits need no state: `ActiveRoute::max_body` is compared by the proxy phases.
 

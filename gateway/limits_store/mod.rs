@@ -52,7 +52,12 @@ pub enum Bucket {
 }
 
 pub struct LimitsStore {
+    /// What it was built from; compared on reload, never read per request.
     settings: LimitsStoreSettings,
+    timeout: Duration,
+    on_error: OnStoreError,
+    /// The URL without its credentials, for the log.
+    shown: Box<str>,
     client: redis::Client,
     /// Made on the first call, inside the runtime that runs it (the manager spawns its
     /// connection's task there); dropped when a probe fails, so the next probe starts
@@ -87,6 +92,9 @@ impl LimitsStore {
         }
         Ok(LimitsStore {
             settings: settings.clone(),
+            timeout: settings.timeout,
+            on_error: settings.on_error,
+            shown: settings.shown.as_str().into(),
             client: redis::Client::open(info).map_err(fail)?,
             connection: ArcSwapOption::empty(),
             breaker: Breaker::default(),
@@ -103,7 +111,7 @@ impl LimitsStore {
     }
 
     pub fn on_error(&self) -> OnStoreError {
-        self.settings.on_error
+        self.on_error
     }
 
     /// One request against the GCRA bucket `key`: one request comes back every
@@ -159,12 +167,12 @@ impl LimitsStore {
             return Err(());
         };
         let run = eval(&mut connection, script, key, args);
-        match tokio::time::timeout(self.settings.timeout, run).await {
+        match tokio::time::timeout(self.timeout, run).await {
             Ok(Ok(value)) => {
                 if let Some(probes) = self.breaker.answered() {
                     log::info!(
                         "event=limits_store_up store={} failed_probes={probes}",
-                        self.settings.shown
+                        self.shown
                     );
                 }
                 Ok(value)
@@ -192,7 +200,7 @@ impl LimitsStore {
         if let Some(manager) = &*self.connection.load() {
             return Some(ConnectionManager::clone(manager));
         }
-        let timeout = self.settings.timeout;
+        let timeout = self.timeout;
         let config = ConnectionManagerConfig::new()
             // Calls are timed out by `call`; connecting gets longer (a TLS handshake),
             // and the breaker spaces the attempts.
@@ -213,7 +221,7 @@ impl LimitsStore {
             Err(e) => {
                 log::warn!(
                     "event=limits_store_unusable store={} error=\"{e}\"",
-                    self.settings.shown
+                    self.shown
                 );
                 None
             }
@@ -230,11 +238,11 @@ impl LimitsStore {
         }
         if self.breaker.failed(attempt) {
             log::warn!(
-                "event=limits_store_down store={} kind={} error=\"{}\" on_error={} note=\"retried in the background\"",
-                self.settings.shown,
+                "event=limits_store_down store={} kind={} error=\"{}\" on_error={} note=\"one request at a time probes it again\"",
+                self.shown,
                 kind.as_str(),
                 error.replace('"', "'"),
-                self.settings.on_error.as_str()
+                self.on_error.as_str()
             );
         }
     }
