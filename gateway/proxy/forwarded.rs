@@ -160,6 +160,34 @@ mod tests {
     }
 
     #[test]
+    fn the_scheme_is_believed_from_a_trusted_balancer_only() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let balancer = "10.0.0.7".parse().ok();
+        let stranger = "192.0.2.9".parse().ok();
+        let https = |peer, headers: &[(&'static str, &str)]| {
+            client_https(false, peer, &req(headers), &trusted)
+        };
+        assert!(https(balancer, &[("x-forwarded-proto", "https")]));
+        assert!(https(balancer, &[("x-forwarded-proto", " HTTPS ")]));
+        // The right-most value is the balancer's own; a client's claim left of it is not.
+        assert!(https(balancer, &[("x-forwarded-proto", "http, https")]));
+        assert!(!https(balancer, &[("x-forwarded-proto", "https, http")]));
+        assert!(!https(
+            balancer,
+            &[
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-proto", "http")
+            ]
+        ));
+        assert!(!https(balancer, &[("x-forwarded-proto", "wss")]));
+        assert!(!https(balancer, &[]));
+        assert!(!https(stranger, &[("x-forwarded-proto", "https")]));
+        assert!(!https(None, &[("x-forwarded-proto", "https")]));
+        // On the HTTPS listener, always.
+        assert!(client_https(true, stranger, &req(&[]), &trusted));
+    }
+
+    #[test]
     fn appends_forwarded_for() {
         let mut up = req(&[
             ("x-forwarded-for", "1.1.1.1"),
