@@ -214,6 +214,15 @@ impl Snapshot {
         }
     }
 
+    /// The routes for a client on HTTPS or not: on plain HTTP (`http_mode: proxy`), the
+    /// ones without HSTS.
+    pub fn routes_for(&self, https: bool) -> &RouteTable<ActiveRoute> {
+        match &self.plain_routes {
+            Some(plain) if !https => plain,
+            _ => &self.routes,
+        }
+    }
+
     /// The security headers of the gateway's own pages when no route matched, for a
     /// client on HTTPS or not (see `plain_routes`).
     pub fn default_headers(&self, https: bool) -> &[(HeaderName, HeaderValue)] {

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use common::redis::Redis;
 use common::{client, sample, Env, Gateway, Upstream};
 use reqwest::header::HeaderMap;
-use serde_json::Value;
 
 /// The per-call timeout the replicas are given: each request that meets a slow or dead
 /// Redis may wait this long, and not longer.
@@ -442,14 +441,6 @@ fn http_client(env: &Env) -> reqwest::Client {
         .expect("client")
 }
 
-async fn plain_get(
-    c: &reqwest::Client,
-    url: &str,
-    headers: &[(&str, &str)],
-) -> (u16, HeaderMap, Value) {
-    common::get_json(c, url, headers).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_mode_proxy_serves_routes_on_plain_http() {
     let up = Upstream::start("A").await;
@@ -472,7 +463,7 @@ async fn http_mode_proxy_serves_routes_on_plain_http() {
         ("x-forwarded-for", "203.0.113.9"),
         ("x-client", "k"),
     ];
-    let (status, headers, seen) = plain_get(&c, &url, &spoof).await;
+    let (status, headers, seen) = common::get_json(&c, &url, &spoof).await;
     assert_eq!(status, 200, "{seen}");
     assert_eq!(seen["uri"], "/x?y=1");
     let h = &seen["headers"];
@@ -490,12 +481,13 @@ async fn http_mode_proxy_serves_routes_on_plain_http() {
     // The route's limit holds on plain HTTP, with its fields.
     let mut codes = vec![status];
     for _ in 0..3 {
-        codes.push(plain_get(&c, &url, &spoof).await.0);
+        codes.push(common::get_json(&c, &url, &spoof).await.0);
     }
     assert_eq!(codes, [200, 200, 200, 429]);
 
     // A host nobody serves: 404, not a redirect. The ACME path keeps working.
-    let (status, _, _) = plain_get(&c, &format!("http://nobody.test:{}/", env.http), &[]).await;
+    let (status, _, _) =
+        common::get_json(&c, &format!("http://nobody.test:{}/", env.http), &[]).await;
     assert_eq!(status, 404);
     let challenge = format!(
         "http://a.test:{}/.well-known/acme-challenge/tok-1",
@@ -539,7 +531,7 @@ async fn http_mode_proxy_believes_a_trusted_balancer() {
         ("x-forwarded-proto", "https"),
         ("x-forwarded-for", "198.51.100.4"),
     ];
-    let (status, headers, seen) = plain_get(&c, &url, &vouched).await;
+    let (status, headers, seen) = common::get_json(&c, &url, &vouched).await;
     assert_eq!(status, 200);
     assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
     assert_eq!(seen["headers"]["x-real-ip"], "198.51.100.4");
@@ -547,18 +539,13 @@ async fn http_mode_proxy_believes_a_trusted_balancer() {
 
     // Plain HTTP through the balancer, or no claim at all: `http`, no HSTS.
     for claim in [&[("x-forwarded-proto", "http")][..], &[][..]] {
-        let (status, headers, seen) = plain_get(&c, &url, claim).await;
+        let (status, headers, seen) = common::get_json(&c, &url, claim).await;
         assert_eq!(status, 200);
         assert_eq!(seen["headers"]["x-forwarded-proto"], "http");
         assert!(headers.get("strict-transport-security").is_none());
     }
     // `gateway check` says how the HTTP listener serves.
-    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["check", "-c"])
-        .arg(env.path("routes.yaml"))
-        .output()
-        .expect("check");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (_, stdout, _) = common::check(&env.path("routes.yaml"));
     assert!(
         stdout.contains(&format!("http 127.0.0.1:{} (proxy)", env.http)),
         "{stdout}"

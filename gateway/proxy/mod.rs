@@ -164,12 +164,7 @@ impl ProxyHttp for Gateway {
         ctx.client = Some(client);
         ctx.request_id = Some(request_id.clone());
         ctx.https = forwarded::client_https(self.tls, peer, req, &snapshot.trusted_proxies);
-        // A client on plain HTTP gets the routes without HSTS.
-        let routes = match &snapshot.plain_routes {
-            Some(plain) if !ctx.https => plain,
-            _ => &snapshot.routes,
-        };
-        let routed = routing::find(routes, req);
+        let routed = routing::find(snapshot.routes_for(ctx.https), req);
         let route = routed.route().cloned();
         ctx.metrics = match &route {
             Some(route) => route.metrics.clone(),
