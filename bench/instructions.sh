@@ -12,7 +12,9 @@
 # IR_HEADER (one `Name: value` field sent with every request), IR_PATH (the request
 # path, default /) and IR_UPSTREAM (the route's `upstream`, default `127.0.0.1:UP`; `UP`
 # and `UP2` name the two ports the nginx upstream listens on, e.g. `[127.0.0.1:UP,
-# 127.0.0.1:UP2]` for a pool of two) measure a feature's cost.
+# 127.0.0.1:UP2]` for a pool of two) measure a feature's cost. IR_ACCESS_LOG (default
+# `off`; a file path turns the JSON access log on) and IR_METRICS (default `on`; `off`
+# leaves the metrics listener out) switch the always-on features.
 set -euo pipefail
 n=2000
 if [[ ${1:-} =~ ^[0-9]+$ ]]; then n=$1; shift; fi
@@ -33,8 +35,8 @@ total_ir() {
   local https metrics out
   https=$(port); metrics=$(port); out="$work/callgrind.$RANDOM"
   cat >"$work/ir.yaml" <<YAML
-listen: { https: "127.0.0.1:$https", metrics: "127.0.0.1:$metrics" }
-access_log: off
+listen: { https: "127.0.0.1:$https"$([ "${IR_METRICS:-on}" = on ] && echo ", metrics: \"127.0.0.1:$metrics\"") }
+access_log: ${IR_ACCESS_LOG:-off}
 threads: 1
 upgrade_sock: $work/ir.sock
 routes:
