@@ -13,16 +13,15 @@
 //!       Opens STREAMS `/sse` streams (over TLS unless `plain`), then for SECONDS records
 //!       each event's arrival time minus its send time; prints count, p50, p99 and max
 //!       in microseconds.
-//!   bench-load handshakes ADDR HOST THREADS SECONDS full|resume
-//!       THREADS clients that each open a TLS connection, send one request with
-//!       `Connection: close` and read the answer, in a loop; `resume` offers the last
-//!       session ticket. Prints handshakes per second and how many resumed.
+//!   bench-load handshakes ADDR HOST THREADS SECONDS
+//!       THREADS clients that each open a TLS connection (a full handshake), send one
+//!       request with `Connection: close` and read the answer, in a loop. Prints
+//!       handshakes per second.
 
 use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -32,7 +31,7 @@ use axum::response::sse::{Event, Sse};
 use axum::routing::{get, post};
 use axum::Router;
 use futures_util::StreamExt;
-use openssl::ssl::{SslConnector, SslMethod, SslSessionCacheMode, SslVerifyMode};
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -51,7 +50,7 @@ fn main() -> Result<()> {
         "upstream" => rt.block_on(upstream(addr()?, num(2).unwrap_or(200) as u64)),
         "hold" => rt.block_on(hold(addr()?, arg(2), num(3)?, arg(4))),
         "sse" => rt.block_on(sse(addr()?, arg(2), num(3)?, num(4)?, arg(5) == "plain")),
-        "handshakes" => handshakes(addr()?, arg(2), num(3)?, num(4)?, arg(5) == "resume"),
+        "handshakes" => handshakes(addr()?, arg(2), num(3)?, num(4)?),
         _ => bail!("usage: see bench/load.rs"),
     }
 }
@@ -278,61 +277,33 @@ async fn sse(addr: SocketAddr, host: &str, streams: usize, secs: usize, plain: b
     Ok(())
 }
 
-fn handshakes(
-    addr: SocketAddr,
-    host: &str,
-    threads: usize,
-    secs: usize,
-    resume: bool,
-) -> Result<()> {
+fn handshakes(addr: SocketAddr, host: &str, threads: usize, secs: usize) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(secs as u64);
     let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     let workers: Vec<_> = (0..threads)
         .map(|_| {
             let (host, request) = (host.to_string(), request.clone());
-            std::thread::spawn(move || -> Result<(u64, u64, u64)> {
-                let saved = Arc::new(Mutex::new(None));
-                let mut b = SslConnector::builder(SslMethod::tls())?;
-                b.set_verify(SslVerifyMode::NONE);
-                b.set_alpn_protos(b"\x08http/1.1")?;
-                b.set_session_cache_mode(SslSessionCacheMode::CLIENT);
-                let slot = saved.clone();
-                b.set_new_session_callback(move |_, session| {
-                    if let Ok(mut s) = slot.lock() {
-                        *s = Some(session);
-                    }
-                });
-                let tls = b.build();
-                let (mut done, mut reused, mut errors) = (0, 0, 0);
+            std::thread::spawn(move || -> Result<(u64, u64)> {
+                let tls = connector()?;
+                let (mut done, mut errors) = (0, 0);
                 let mut answer = Vec::with_capacity(4096);
                 while Instant::now() < deadline {
-                    let mut one = || -> Result<bool> {
+                    let mut one = || -> Result<()> {
                         let tcp = std::net::TcpStream::connect(addr)?;
                         tcp.set_nodelay(true)?;
-                        let mut ssl = tls.configure()?.verify_hostname(false).into_ssl(&host)?;
-                        if resume {
-                            if let Some(session) = saved.lock().ok().and_then(|s| s.clone()) {
-                                // SAFETY: the session comes from this thread's own context.
-                                unsafe { ssl.set_session(&session)? };
-                            }
-                        }
+                        let ssl = tls.configure()?.verify_hostname(false).into_ssl(&host)?;
                         let mut stream = ssl.connect(tcp).map_err(|e| anyhow::anyhow!("{e}"))?;
                         stream.write_all(request.as_bytes())?;
                         answer.clear();
                         stream.read_to_end(&mut answer)?;
                         if !answer.starts_with(b"HTTP/1.1 200") {
-                            bail!(
-                                "answer {:?}",
-                                String::from_utf8_lossy(&answer[..answer.len().min(40)])
-                            );
+                            let start = String::from_utf8_lossy(&answer[..answer.len().min(40)]);
+                            bail!("answer {start:?}");
                         }
-                        Ok(stream.ssl().session_reused())
+                        Ok(())
                     };
                     match one() {
-                        Ok(r) => {
-                            done += 1;
-                            reused += u64::from(r);
-                        }
+                        Ok(()) => done += 1,
                         Err(e) => {
                             if errors == 0 {
                                 eprintln!("handshake failed: {e:#}");
@@ -341,19 +312,18 @@ fn handshakes(
                         }
                     }
                 }
-                Ok((done, reused, errors))
+                Ok((done, errors))
             })
         })
         .collect();
-    let (mut done, mut reused, mut errors) = (0, 0, 0);
+    let (mut done, mut errors) = (0, 0);
     for w in workers {
-        let (d, r, e) = w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
+        let (d, e) = w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
         done += d;
-        reused += r;
         errors += e;
     }
     println!(
-        "handshakes {done} per_s {:.0} reused {reused} errors {errors}",
+        "handshakes {done} per_s {:.0} errors {errors}",
         done as f64 / secs as f64
     );
     Ok(())
