@@ -101,8 +101,13 @@ async fn upstream(addr: SocketAddr, every_ms: u64) -> Result<()> {
     Ok(())
 }
 
+/// A TLS client offering what wrk, h2load and curl (Debian's OpenSSL 3.0) offer. This
+/// tool links the OpenSSL 3.6 that Pingora vendors, whose default groups put the hybrid
+/// post-quantum X25519MLKEM768 first: the Pingora proxies would then do an ML-KEM
+/// exchange that nginx (OpenSSL 3.0) cannot, and pay for it in the handshake rows.
 fn connector() -> Result<SslConnector> {
     let mut b = SslConnector::builder(SslMethod::tls())?;
+    b.set_groups_list("X25519:P-256:X448:P-521:P-384")?;
     b.set_verify(SslVerifyMode::NONE);
     b.set_alpn_protos(b"\x08http/1.1")?;
     Ok(b.build())
