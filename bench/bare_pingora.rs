@@ -6,7 +6,10 @@
 //! everywhere else. Not part of the product; built with
 //! `cargo build --release --example bare-pingora`.
 //!
-//!   bare-pingora --threads N --https ADDR --http ADDR --cert PEM --key PEM HOST=UPSTREAM...
+//!   bare-pingora --threads N --https ADDR --http ADDR --cert PEM --key PEM [--l4-read BYTES] HOST=UPSTREAM...
+//!
+//! `--l4-read` (not used by the race) sets the HTTPS listener's L4 read buffer, to measure
+//! what Pingora's 64 KiB default costs (docs/performance.md, memory per connection).
 
 use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;

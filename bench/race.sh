@@ -21,7 +21,7 @@
 # that machine drift cancels; each figure is the median of the rounds, with its range.
 #
 # --quick: the headline rows (HTTP/1.1 TLS, HTTP/2, full handshakes, idle connection
-# memory), 2 rounds of 4 s: about 3 minutes. Full run: 3 rounds of 5 s, about 15.
+# memory), 2 rounds of 4 s: about 2 minutes after the builds. Full run: 3 rounds of 5 s, about 15.
 set -euo pipefail
 command_line="bench/race.sh $*"
 quick=0; with_pingap=1; rounds=""; secs=""; out=""
@@ -299,9 +299,15 @@ hold_row() { # PROXY ROW COUNT idle|ws: PSS with COUNT connections held, per con
   $load hold "127.0.0.1:${tls_port[$p]}" "$([ "$4" = ws ] && echo live.test || echo bench.test)" "$3" "$4" >"$out" 2>>"$work/logs/hold.log" &
   hp=$!; pids+=($hp)
   for _ in $(seq 1200); do grep -q held "$out" && break; kill -0 $hp 2>/dev/null || break; sleep 0.1; done
-  sleep 1   # let the proxy's last accepted connections settle
-  local now failed
-  now=$(pss_of "$p"); failed=$(awk '{print $4}' "$out")
+  # The proxy may still be finishing the last connections: wait (bounded) until its PSS
+  # stops growing.
+  local now failed prev=0
+  now=$(pss_of "$p")
+  for _ in $(seq 20); do
+    [ $(( now - prev )) -le $(( now / 200 )) ] && break
+    prev=$now; sleep 0.2; now=$(pss_of "$p")
+  done
+  failed=$(awk '{print $4}' "$out")
   kill $hp 2>/dev/null || true; wait $hp 2>/dev/null || true
   record "$2" "$p" "MiB" "$(( now / 1024 ))"
   record "$2" "$p" "KiB per connection" "$(python3 -c "print(f'{($now - $idle) / $3:.1f}')")"
