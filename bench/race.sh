@@ -2,7 +2,7 @@
 # The race: the gateway against nginx and the other Pingora-based proxies, on every axis
 # users feel, in one run on one machine. docs/performance.md holds the latest table.
 #
-#   bench/race.sh [--quick] [--no-pingap] [--rounds N] [--secs S] [--out FILE]
+#   bench/race.sh [--quick] [--no-pingap] [--rounds N] [--secs S] [--only ROWS] [--out FILE]
 #
 # Proxies, all in front of the same two upstreams (nginx serving static 1 KiB, 100 KiB
 # and 10 MiB files; `bench-load upstream` for WebSockets, SSE and uploads):
@@ -22,9 +22,10 @@
 #
 # --quick: the headline rows (HTTP/1.1 TLS, HTTP/2, full handshakes, idle connection
 # memory), 2 rounds of 4 s: about 2 minutes after the builds. Full run: 3 rounds of 5 s, about 15.
+# --only 6,8: only those rows of the full run (to settle one figure again).
 set -euo pipefail
 command_line="bench/race.sh $*"
-quick=0; with_pingap=1; rounds=""; secs=""; out=""
+quick=0; with_pingap=1; rounds=""; secs=""; out=""; only=""
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=1 ;;
@@ -32,7 +33,8 @@ while [ $# -gt 0 ]; do
     --rounds) rounds=$2; shift ;;
     --secs) secs=$2; shift ;;
     --out) out=$(realpath -m "$2"); shift ;;
-    *) sed -n '2,27p' "$0"; exit 2 ;;
+    --only) only=$2; shift ;;
+    *) sed -n '2,28p' "$0"; exit 2 ;;
   esac
   shift
 done
@@ -325,8 +327,10 @@ sse_row() { # PROXY|direct ROW
   record "$2" "$1" "p99 µs" "$(awk '{print $6}' <<<"$o")"
   echo "  $2 $1: $o"
 }
+wants() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; } # ROW NUMBER: asked for?
 race() { # ROW FUNCTION ARGS...: every proxy, alternating, $rounds times
   local row=$1 fn=$2; shift 2
+  wants "${row%%.*}" || return 0
   echo "$row"
   for r in $(seq "$rounds"); do for p in $(order "$r"); do "$fn" "$p" "$row" "$@"; done; done
 }
@@ -359,8 +363,7 @@ if [ $quick = 0 ]; then
   # 8. What the gateway's features cost: the same binary with them all off, both fresh
   # (a process that has just held thousands of WebSockets runs slower for a while:
   # docs/performance.md).
-  restart_proxy gateway
-  start_proxy gateway-off
+  if wants 8; then restart_proxy gateway; start_proxy gateway-off; fi
   list=(gateway gateway-off)
   race "8. features on (gateway) vs off (gateway-off), HTTP/1.1 TLS, 32 conns" wrk_row https 32 /
 else
@@ -375,6 +378,7 @@ fi
   echo "- machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(uname -r), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
   echo "- gateway $(git rev-parse --short HEAD) (release, fat LTO); $(nginx -v 2>&1 | sed 's/.*: //'); bare Pingora 0.9.1$([ $with_pingap = 1 ] && echo "; pingap 0.13.1 (Pingora 0.8.0)"); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); h2load $(h2load --version | awk '{print $2}')"
   echo "- sharing: every proxy 2 workers, unpinned; wrk and h2load 2 threads; upstreams nginx (1 worker) and bench-load (1 thread); all on the same $(nproc) cores"
+  [ -z "$only" ] || echo "- rows $only only"
   echo "- $rounds_asked rounds of ${secs} s (memory, uploads and SSE: one), proxies alternating; median [min–max]; **ratio** = proxy / nginx"
   echo "- command: $command_line"
   echo

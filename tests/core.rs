@@ -300,6 +300,78 @@ async fn websocket_echoes_over_tls() {
     );
 }
 
+/// An app that speaks first: its first WebSocket frame leaves in the same write as its
+/// `101`, then it goes silent. The frame must reach the client (the gateway has already
+/// read it with the `101`), and the route's `read_timeout` must end the silent tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_keeps_what_the_app_sends_with_its_101_and_ends_when_silent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let app_addr = app.local_addr().expect("addr");
+    // The client below sends a fixed key, so the app can answer without parsing it.
+    const CLIENT_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+    tokio::spawn(async move {
+        let Ok((mut conn, _)) = app.accept().await else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match conn.read(&mut buf).await {
+                Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
+        }
+        let mut answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+            Connection: Upgrade\r\nSec-WebSocket-Accept: "
+            .to_vec();
+        answer.extend_from_slice(
+            tokio_tungstenite::tungstenite::handshake::derive_accept_key(CLIENT_KEY.as_bytes())
+                .as_bytes(),
+        );
+        answer.extend_from_slice(b"\r\n\r\n\x81\x05early");
+        let _ = conn.write_all(&answer).await;
+        // Silent from here on; hold the connection until the gateway closes it.
+        let _ = conn.read(&mut buf).await;
+    });
+
+    let env = Env::new();
+    let _gw = env.start(&format!(
+        "{}routes:\n  - {{ host: a.test, upstream: {app_addr}, read_timeout: 1s }}\n",
+        env.listen_and_tls()
+    ));
+    let req = http::Request::builder()
+        .uri(format!("wss://a.test:{}/ws", env.https))
+        .header("Host", "a.test")
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", CLIENT_KEY)
+        .body(())
+        .expect("request");
+    let (mut ws, resp) = env.ws_connect_request(req).await.expect("handshake");
+    assert_eq!(resp.status(), 101);
+    let first = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("the app's first frame in time")
+        .expect("a message")
+        .expect("ok message");
+    assert_eq!(first.into_text().expect("text").as_str(), "early");
+    // Silent both ways for the route's 1 s read timeout: the gateway ends the tunnel.
+    let start = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(20), ws.next())
+        .await
+        .expect("the silent tunnel is closed");
+    assert!(!matches!(end, Some(Ok(_))), "{end:?}");
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_events_arrive_as_emitted_on_http1_and_http2() {
     let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);

@@ -10,10 +10,28 @@
 //! here, with the same phases as any request: `upstream_request_filter` (forwarded
 //! fields, logins, prefix) on the way in, `response_filter` (security headers, prefix,
 //! the WebSocket gauge) on the way out, and the route's timeouts.
+//!
+//! After the `101` the app's side is read with a small buffer of our own instead of
+//! Pingora's body reader, which holds 64 KiB per connection for as long as the tunnel
+//! lives (`BODY_BUFFER_SIZE`, not configurable in 0.9.1): thousands of open Streamlit
+//! tabs are thousands of tunnels. The client's side stays with Pingora's reader, as a
+//! `Session` gives no mutable access to its stream.
 
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
 use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::Stream;
 use pingora::proxy::{ProxyHttp, Session};
-use pingora::{Error, ErrorType, Result};
+use pingora::{Error, ErrorType, OrErr, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The most the tunnel reads from the app at once: one TLS record's worth. Only what a
+/// read fills is touched, so an idle tunnel holds next to nothing of it.
+const APP_READ: usize = 16 * 1024;
 
 use super::{upstream, Gateway, RequestCtx};
 
@@ -73,35 +91,95 @@ pub async fn tunnel(gw: &Gateway, session: &mut Session, ctx: &mut RequestCtx) -
         }
         return session.write_response_body(None, true).await;
     }
-    app.maybe_upgrade_body_writer();
+    // Bytes the app sent right behind its `101` are already in Pingora's reader: take
+    // them without waiting for more, then keep only the bare connection.
+    let early = poll_once(app.read_body_bytes());
+    let timeouts = (app.read_timeout, app.write_timeout);
+    let mut app = app.into_inner();
+    if let Some(read) = early {
+        match read.map_err(|e| e.into_up())? {
+            Some(data) => session.write_response_body(Some(data), false).await?,
+            None => return session.write_response_body(None, true).await,
+        }
+    }
     // Either side may be silent for long (a tab left open); the app's read timeout,
     // restarted by traffic either way, closes a tunnel silent both ways for that long.
     session.as_downstream_mut().set_read_timeout(None);
-    copy_both_ways(session, &mut app).await
+    copy_both_ways(session, &mut app, timeouts).await
 }
 
 /// Copies the client's bytes to the app and the app's to the client until one side ends
 /// (a WebSocket close is a close of both directions).
 async fn copy_both_ways(
     session: &mut Session,
-    app: &mut pingora::protocols::http::v1::client::HttpSession,
+    app: &mut Stream,
+    (read_timeout, write_timeout): (Option<Duration>, Option<Duration>),
 ) -> Result<()> {
+    let mut buf = BytesMut::new();
     loop {
+        buf.clear();
+        buf.reserve(APP_READ);
         tokio::select! {
             from_client = session.read_request_body() => match from_client? {
-                Some(data) => {
-                    app.write_body(&data).await.map_err(|e| e.into_up())?;
-                }
+                Some(data) => within(write_timeout, ErrorType::WriteTimedout, write_all(app, &data)).await?,
                 None => {
-                    let _ = app.finish_body().await;
+                    let _ = app.shutdown().await;
                     break;
                 }
             },
-            from_app = app.read_body_bytes() => match from_app.map_err(|e| e.into_up())? {
-                Some(data) => session.write_response_body(Some(data), false).await?,
-                None => break,
+            from_app = within(read_timeout, ErrorType::ReadTimedout, read_some(app, &mut buf)) => match from_app? {
+                0 => break,
+                _ => {
+                    let data = Bytes::copy_from_slice(&buf);
+                    session.write_response_body(Some(data), false).await?;
+                }
             },
         }
     }
     session.write_response_body(None, true).await
+}
+
+async fn read_some(app: &mut Stream, buf: &mut BytesMut) -> Result<usize> {
+    app.read_buf(buf)
+        .await
+        .or_err(
+            ErrorType::ReadError,
+            "reading from the app's upgraded connection",
+        )
+        .map_err(|e| e.into_up())
+}
+
+async fn write_all(app: &mut Stream, data: &[u8]) -> Result<()> {
+    app.write_all(data)
+        .await
+        .and(app.flush().await)
+        .or_err(
+            ErrorType::WriteError,
+            "writing to the app's upgraded connection",
+        )
+        .map_err(|e| e.into_up())
+}
+
+/// `io` within `limit`, else the timeout error (`kind`) Pingora's own reads and writes give.
+async fn within<T>(
+    limit: Option<Duration>,
+    kind: ErrorType,
+    io: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let Some(limit) = limit else {
+        return io.await;
+    };
+    match tokio::time::timeout(limit, io).await {
+        Ok(done) => done,
+        Err(_) => Error::e_explain(kind, format!("upgraded connection idle for {limit:?}"))
+            .map_err(|e| e.into_up()),
+    }
+}
+
+/// Polls `fut` once: its output if it is ready now, `None` (and `fut` dropped) if not.
+fn poll_once<F: Future>(fut: F) -> Option<F::Output> {
+    match pin!(fut).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => None,
+    }
 }
