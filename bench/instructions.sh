@@ -14,7 +14,8 @@
 # and `UP2` name the two ports the nginx upstream listens on, e.g. `[127.0.0.1:UP,
 # 127.0.0.1:UP2]` for a pool of two) measure a feature's cost. IR_ACCESS_LOG (default
 # `off`; a file path turns the JSON access log on) and IR_METRICS (default `on`; `off`
-# leaves the metrics listener out) switch the always-on features.
+# leaves the metrics listener out) switch the always-on features. IR_KEEP=DIR keeps each
+# callgrind profile there (callgrind.BIN.N) for `callgrind_annotate --inclusive=yes`.
 set -euo pipefail
 n=2000
 if [[ ${1:-} =~ ^[0-9]+$ ]]; then n=$1; shift; fi
@@ -65,6 +66,7 @@ c.close()
 PY
   kill -INT "$pid"
   wait "$pid" || true
+  [ -z "${IR_KEEP:-}" ] || cp "$out" "$IR_KEEP/callgrind.$(basename "$1").$2"
   awk '/^summary:/ {print $2}' "$out"
 }
 

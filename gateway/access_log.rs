@@ -11,15 +11,20 @@
 
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 
 use prometheus::IntCounter;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 /// Lines that may wait for the writer.
 const QUEUE: usize = 65_536;
+
+/// Room made for a line up front: a typical line is 350–450 bytes, so it is written
+/// without the buffer growing (and being copied) on the way.
+const LINE: usize = 512;
 
 /// The writer's pause after writing a batch. Waking the writer thread for every line
 /// cost a context switch per request (measured with the log on: 1.6–1.9 context switches
@@ -58,10 +63,10 @@ impl AccessLog {
 
     /// Queues one entry; never blocks.
     pub fn write(&self, entry: &Entry) {
-        let mut line = match serde_json::to_vec(entry) {
-            Ok(line) => line,
-            Err(_) => return,
-        };
+        let mut line = Vec::with_capacity(LINE);
+        if serde_json::to_writer(&mut line, entry).is_err() {
+            return;
+        }
         line.push(b'\n');
         if let (Err(TrySendError::Full(_)), Some(dropped)) =
             (self.tx.try_send(Msg::Line(line)), &self.dropped)
@@ -116,12 +121,17 @@ fn write_loop(rx: Receiver<Msg>, target: Target, out: Box<dyn Write + Send>) {
 const MAX_FIELD: usize = 2048;
 
 /// One access log line. Never holds a query string, `Authorization` or `Cookie`.
+/// Fields are borrowed or formatted straight into the line: building one allocates
+/// nothing but the line itself.
 #[derive(Debug, Serialize)]
 pub struct Entry<'a> {
     /// RFC 3339, UTC, milliseconds.
-    pub time: String,
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub time: std::time::SystemTime,
     pub request_id: &'a str,
-    pub client_ip: String,
+    /// `""` when unknown.
+    #[serde(serialize_with = "ip_or_empty")]
+    pub client_ip: Option<IpAddr>,
     pub route: &'a str,
     pub host: &'a str,
     pub method: &'a str,
@@ -160,13 +170,51 @@ pub fn clip(text: &str) -> &str {
     &text[..end]
 }
 
-/// The current time as RFC 3339 with milliseconds, e.g. `2026-11-29T07:30:00.123Z`.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+/// A time as RFC 3339 with milliseconds, e.g. `2026-11-29T07:30:00.123Z`.
+fn rfc3339_millis<S: Serializer>(time: &std::time::SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*time))
+}
+
+fn ip_or_empty<S: Serializer>(ip: &Option<IpAddr>, s: S) -> Result<S::Ok, S::Error> {
+    match ip {
+        Some(ip) => ip.serialize(s),
+        None => s.serialize_str(""),
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_line_formats_time_and_address_in_place() {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_795_000_000_123);
+        let entry = |client_ip| super::Entry {
+            time,
+            request_id: "id",
+            client_ip,
+            route: "r",
+            host: "h",
+            method: "GET",
+            path: "/",
+            protocol: "HTTP/1.1",
+            status: 200,
+            request_bytes: 0,
+            response_bytes: 0,
+            duration_ms: 0.5,
+            upstream_connect_ms: None,
+            upstream_header_ms: None,
+            upstream: None,
+            user_agent: "",
+            user: None,
+            reason: None,
+            upstream_error: None,
+        };
+        let json = |e| serde_json::to_value(e).unwrap();
+        let v = json(entry("2001:db8::1".parse().ok()));
+        assert_eq!(v["time"], "2026-11-18T11:06:40.123Z");
+        assert_eq!(v["client_ip"], "2001:db8::1");
+        assert_eq!(json(entry(None))["client_ip"], "");
+    }
+
     #[test]
     fn clip_keeps_char_boundaries() {
         let long = "é".repeat(2000);

@@ -194,7 +194,15 @@ async fn sign_on(
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
-    forwarded::apply(&mut check, peer, Some(client), https, host, request_id)?;
+    let host_value = forwarded::client_host_value(req);
+    forwarded::apply(
+        &mut check,
+        peer,
+        Some(client),
+        https,
+        host_value,
+        request_id,
+    )?;
     let uri = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
     check.insert_header("x-forwarded-method", req.method.as_str())?;
     check.insert_header("x-forwarded-uri", uri)?;

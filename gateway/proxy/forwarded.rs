@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use http::HeaderValue;
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
-use pingora::Result;
+use pingora::{ErrorType, OrErr, Result};
 
 /// Longest client-sent `X-Request-Id` kept as is; longer or odd ones are replaced.
 const MAX_REQUEST_ID: usize = 128;
@@ -92,29 +92,50 @@ pub fn client_https(
         .is_some_and(|proto| proto.trim_ascii().eq_ignore_ascii_case(b"https"))
 }
 
+/// The client's host as a header value for `X-Forwarded-Host`: the `Host` header's own
+/// value (shared, not copied) or, over HTTP/2, `:authority`.
+pub fn client_host_value(req: &RequestHeader) -> Option<HeaderValue> {
+    match req.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => req.headers.get(http::header::HOST).cloned(),
+    }
+}
+
 /// Sets the forwarding headers on the upstream request: `peer` (the TCP peer) is appended
 /// to `X-Forwarded-For`, `client` (see `client_ip`) becomes `X-Real-IP`, and
-/// `X-Forwarded-Proto` is the client's scheme (see `client_https`).
+/// `X-Forwarded-Proto` is the client's scheme (see `client_https`). Each address is
+/// formatted once, on the stack; the values shared with the request are not copied.
 pub fn apply(
     up: &mut RequestHeader,
     peer: Option<IpAddr>,
     client: Option<IpAddr>,
     https: bool,
-    host: Option<&[u8]>,
+    host: Option<HeaderValue>,
     request_id: &HeaderValue,
 ) -> Result<()> {
-    if let Some(peer) = peer {
+    let peer_value = peer.map(ip_value);
+    if let Some(peer_value) = &peer_value {
         let forwarded_for = match joined(up, "x-forwarded-for") {
-            Some(prior) => format!("{prior}, {peer}"),
-            None => peer.to_string(),
+            Some(mut prior) => {
+                prior.extend_from_slice(b", ");
+                prior.extend_from_slice(peer_value.as_bytes());
+                HeaderValue::from_maybe_shared(bytes::Bytes::from(prior))
+                    .explain_err(ErrorType::InvalidHTTPHeader, |_| "x-forwarded-for")?
+            }
+            None => peer_value.clone(),
         };
         up.insert_header("x-forwarded-for", forwarded_for)?;
     }
-    match client.or(peer) {
-        Some(ip) => up.insert_header("x-real-ip", ip.to_string())?,
+    let real_ip = match client {
+        Some(ip) if client != peer => Some(ip_value(ip)),
+        _ => peer_value,
+    };
+    match real_ip {
+        Some(ip) => up.insert_header("x-real-ip", ip)?,
         None => drop(up.remove_header("x-real-ip")),
     }
-    up.insert_header("x-forwarded-proto", if https { "https" } else { "http" })?;
+    let proto = HeaderValue::from_static(if https { "https" } else { "http" });
+    up.insert_header("x-forwarded-proto", proto)?;
     match host {
         Some(h) => up.insert_header("x-forwarded-host", h)?,
         None => drop(up.remove_header("x-forwarded-host")),
@@ -124,19 +145,27 @@ pub fn apply(
     Ok(())
 }
 
+/// An address as a header value, formatted without a `String` on the way.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    use std::io::Write;
+    // The longest address text: an IPv6 address with an IPv4 tail, 45 bytes.
+    let mut buf = [0u8; 48];
+    let mut rest = &mut buf[..];
+    let _ = write!(rest, "{ip}");
+    let len = 48 - rest.len();
+    // Digits, dots, colons and hex letters: always a valid value.
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 /// All values of a header joined with ", " (a list header may be sent several times).
-fn joined(req: &RequestHeader, name: &str) -> Option<String> {
-    let mut values = req
-        .headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok());
-    let first = values.next()?.to_string();
-    Some(values.fold(first, |mut acc, v| {
-        acc.push_str(", ");
-        acc.push_str(v);
-        acc
-    }))
+fn joined(req: &RequestHeader, name: &str) -> Option<Vec<u8>> {
+    let mut values = req.headers.get_all(name).iter();
+    let mut out = values.next()?.as_bytes().to_vec();
+    for v in values {
+        out.extend_from_slice(b", ");
+        out.extend_from_slice(v.as_bytes());
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -197,13 +226,30 @@ mod tests {
         ]);
         let id = HeaderValue::from_static("id");
         let peer = "10.0.0.1".parse().ok();
-        apply(&mut up, peer, peer, true, Some(b"a.example:8443"), &id).unwrap();
+        let host = HeaderValue::from_static("a.example:8443");
+        apply(&mut up, peer, peer, true, Some(host), &id).unwrap();
         assert_eq!(up.headers["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
         assert_eq!(up.headers["x-real-ip"], "10.0.0.1");
         assert_eq!(up.headers["x-forwarded-proto"], "https");
         assert_eq!(up.headers["x-forwarded-host"], "a.example:8443");
         assert_eq!(up.headers["x-request-id"], "id");
         assert!(up.headers.get("x-forwarded-prefix").is_none());
+
+        // No prior list; a client (behind a trusted proxy) other than the peer; no host.
+        let mut up = req(&[("x-forwarded-host", "evil.example")]);
+        let longest = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
+        let client = longest.parse().ok();
+        apply(&mut up, peer, client, false, None, &id).unwrap();
+        assert_eq!(up.headers["x-forwarded-for"], "10.0.0.1");
+        assert_eq!(
+            up.headers["x-real-ip"],
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+        );
+        assert_eq!(ip_value(longest.parse().unwrap()).len(), 39);
+        let mapped: IpAddr = "::ffff:1.2.3.4".parse().unwrap();
+        assert_eq!(ip_value(mapped), "::ffff:1.2.3.4");
+        assert_eq!(up.headers["x-forwarded-proto"], "http");
+        assert!(up.headers.get("x-forwarded-host").is_none());
     }
 
     #[test]

@@ -269,7 +269,7 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let host = forwarded::client_host(session.req_header());
+        let host = forwarded::client_host_value(session.req_header());
         if let Some(id) = &ctx.request_id {
             forwarded::apply(up, peer, ctx.client, ctx.https, host, id)?;
         }

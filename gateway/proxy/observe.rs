@@ -9,7 +9,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 use prometheus::IntGauge;
 
 use super::RequestCtx;
-use crate::access_log::{clip, now_rfc3339, AccessLog, Entry};
+use crate::access_log::{clip, AccessLog, Entry};
 use crate::metrics::{Reject, UpstreamError};
 
 /// Status recorded when the client left before any response (nginx's convention).
@@ -127,9 +127,9 @@ pub fn finish(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     log.write(&Entry {
-        time: now_rfc3339(),
+        time: std::time::SystemTime::now(),
         request_id,
-        client_ip: ctx.client.map(|ip| ip.to_string()).unwrap_or_default(),
+        client_ip: ctx.client,
         route: route_name,
         host,
         method: req.method.as_str(),
