@@ -46,6 +46,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything sizeable is allocated.
+    gateway::server::no_huge_pages();
     let cli = Cli::parse();
     gateway::logging::init();
     match cli.command.unwrap_or(Command::Run { upgrade: false }) {

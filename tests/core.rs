@@ -491,6 +491,21 @@ async fn one_gib_upload_streams_intact_in_bounded_memory() {
     assert!(growth < 64 << 20, "RSS grew by {growth} bytes");
 }
 
+/// Transparent huge pages are off (docs/performance.md: a WebSocket held 154 KiB with
+/// them, 80 KiB without). The kernel reports the process's setting in /proc/PID/status.
+#[test]
+fn huge_pages_are_off() {
+    let env = Env::new();
+    let gw = env
+        .start(&(env.listen_and_tls() + "routes:\n  - { host: a.test, upstream: 127.0.0.1:9 }\n"));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", gw.pid())).expect("status");
+    let thp = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(str::trim);
+    assert_eq!(thp, Some("0"), "Linux 5.0 or later reports THP_enabled");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_is_503_and_slow_is_504() {
     let a = Upstream::start("A").await;
