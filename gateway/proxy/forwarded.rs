@@ -148,7 +148,7 @@ pub fn apply(
 /// An address as a header value, formatted without a `String` on the way.
 fn ip_value(ip: IpAddr) -> HeaderValue {
     use std::io::Write;
-    // The longest address text: an IPv6 address with an IPv4 tail, 45 bytes.
+    // Room for any address text (INET6_ADDRSTRLEN is 46 with its NUL).
     let mut buf = [0u8; 48];
     let mut rest = &mut buf[..];
     let _ = write!(rest, "{ip}");
@@ -237,15 +237,15 @@ mod tests {
 
         // No prior list; a client (behind a trusted proxy) other than the peer; no host.
         let mut up = req(&[("x-forwarded-host", "evil.example")]);
-        let longest = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
-        let client = longest.parse().ok();
+        let v4_tail = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
+        let client = v4_tail.parse().ok();
         apply(&mut up, peer, client, false, None, &id).unwrap();
         assert_eq!(up.headers["x-forwarded-for"], "10.0.0.1");
         assert_eq!(
             up.headers["x-real-ip"],
             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
         );
-        assert_eq!(ip_value(longest.parse().unwrap()).len(), 39);
+        assert_eq!(ip_value(v4_tail.parse().unwrap()).len(), 39);
         let mapped: IpAddr = "::ffff:1.2.3.4".parse().unwrap();
         assert_eq!(ip_value(mapped), "::ffff:1.2.3.4");
         assert_eq!(up.headers["x-forwarded-proto"], "http");

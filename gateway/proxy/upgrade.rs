@@ -29,11 +29,11 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType, OrErr, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::{upstream, Gateway, RequestCtx};
+
 /// The most the tunnel reads from the app at once: one TLS record's worth. Only what a
 /// read fills is touched, so an idle tunnel holds next to nothing of it.
 const APP_READ: usize = 16 * 1024;
-
-use super::{upstream, Gateway, RequestCtx};
 
 /// Whether the request asks for an HTTP/1.1 upgrade (HTTP/2 has none).
 pub fn wanted(session: &Session) -> bool {
