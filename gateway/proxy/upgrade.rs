@@ -150,9 +150,11 @@ async fn read_some(app: &mut Stream, buf: &mut BytesMut) -> Result<usize> {
 }
 
 async fn write_all(app: &mut Stream, data: &[u8]) -> Result<()> {
-    app.write_all(data)
-        .await
-        .and(app.flush().await)
+    let written = match app.write_all(data).await {
+        Ok(()) => app.flush().await,
+        Err(e) => Err(e),
+    };
+    written
         .or_err(
             ErrorType::WriteError,
             "writing to the app's upgraded connection",
