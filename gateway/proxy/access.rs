@@ -189,28 +189,20 @@ async fn sign_on(
             check.append_header(name.clone(), value.clone())?;
         }
     }
-    let host = forwarded::client_host(req);
     let peer = session
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
-    let host_value = forwarded::client_host_value(req);
-    forwarded::apply(
-        &mut check,
-        peer,
-        Some(client),
-        https,
-        host_value,
-        request_id,
-    )?;
+    let host = forwarded::client_host_value(req);
     let uri = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    check.insert_header("x-forwarded-method", req.method.as_str())?;
-    check.insert_header("x-forwarded-uri", uri)?;
     let original_url = format!(
         "{}://{}{uri}",
         if https { "https" } else { "http" },
-        String::from_utf8_lossy(host.unwrap_or_default())
+        String::from_utf8_lossy(host.as_ref().map_or(&b""[..], |h| h.as_bytes()))
     );
+    forwarded::apply(&mut check, peer, Some(client), https, host, request_id)?;
+    check.insert_header("x-forwarded-method", req.method.as_str())?;
+    check.insert_header("x-forwarded-uri", uri)?;
     let browser = req
         .headers
         .get(header::ACCEPT)
