@@ -63,6 +63,7 @@ impl Refusal {
 pub struct Admission {
     max_header_bytes: usize,
     max_headers: usize,
+    underscores_in_headers: bool,
 }
 
 impl Admission {
@@ -70,7 +71,13 @@ impl Admission {
         Admission {
             max_header_bytes: limits.max_header_bytes,
             max_headers: limits.max_headers,
+            underscores_in_headers: limits.underscores_in_headers,
         }
+    }
+
+    /// Whether request fields with `_` in their names are kept (else removed).
+    pub fn underscores_in_headers(&self) -> bool {
+        self.underscores_in_headers
     }
 
     /// Checks a request head. `raw_head` is the HTTP/1.x head as received (request line
@@ -87,11 +94,7 @@ impl Admission {
                 "The request has too many header fields.",
             ));
         }
-        if req.uri.path() == "*" && req.method != Method::OPTIONS {
-            return Err(Refusal::Target(
-                "The request target `*` is only for OPTIONS.",
-            ));
-        }
+        target(req)?;
         let Some(raw) = raw_head else {
             return Ok(());
         };
@@ -102,6 +105,35 @@ impl Admission {
         }
         framing(req, raw)
     }
+}
+
+/// The request target (RFC 9112, 3.2): origin-form (`/x?q`), absolute-form
+/// (`https://host/x`, whose host Pingora has already held against `Host`), or `*` for
+/// OPTIONS. Authority-form (`host:port`) is CONNECT's alone, which Pingora refuses with
+/// 405 itself; a path without its leading `/` (`admin/x`) is no target at all. Either
+/// would reach an app that reads it as it likes, and the router read it as `/`.
+fn target(req: &RequestHeader) -> Result<(), Refusal> {
+    let raw = req.raw_path();
+    if raw.first() == Some(&b'/') {
+        return Ok(());
+    }
+    if raw == b"*" {
+        return match req.method {
+            Method::OPTIONS => Ok(()),
+            _ => Err(Refusal::Target(
+                "The request target `*` is only for OPTIONS.",
+            )),
+        };
+    }
+    let absolute = |scheme: &[u8]| {
+        raw.len() > scheme.len() && raw[..scheme.len()].eq_ignore_ascii_case(scheme)
+    };
+    if absolute(b"http://") || absolute(b"https://") {
+        return Ok(());
+    }
+    Err(Refusal::Target(
+        "The request target must be a path starting with `/`.",
+    ))
 }
 
 /// HTTP/1.x message framing: exactly one way to find the body's end.
@@ -220,6 +252,23 @@ mod tests {
     fn asterisk_only_for_options() {
         assert_eq!(check("OPTIONS", "*", &[]), Ok(()));
         assert_eq!(check("GET", "*", &[]).map_err(Refusal::status), Err(400));
+    }
+
+    #[test]
+    fn only_origin_and_absolute_form_targets() {
+        assert_eq!(check("GET", "/admin/x?q", &[]), Ok(()));
+        assert_eq!(check("GET", "https://a.example/x", &[]), Ok(()));
+        assert_eq!(check("GET", "HTTP://a.example", &[]), Ok(()));
+        for target in [
+            "elsewhere.test:40355",
+            "admin/x",
+            "x",
+            "http:/x",
+            "ftp://a/x",
+        ] {
+            let refused = check("GET", target, &[]).map_err(Refusal::status);
+            assert_eq!(refused, Err(400), "{target}");
+        }
     }
 
     #[test]

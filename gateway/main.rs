@@ -156,7 +156,9 @@ fn check(path: &std::path::Path) -> ExitCode {
                 },
                 listeners.join(", ")
             );
-            // Warnings, not errors: the file is valid, the apps' setup is at fault.
+            // Warnings, not errors: the file is valid, but something in it (or in the
+            // apps' setup) does not do what it seems to.
+            eprint!("{}", config::render(&config.warnings));
             let addresses = gateway::exposure::local_addresses();
             for exposed in gateway::exposure::check(&config.upstreams(), &addresses) {
                 eprintln!("{}: warning: {}", path.display(), exposed.warning());

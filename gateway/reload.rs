@@ -137,6 +137,9 @@ impl Reloader {
     fn try_reload(&self) -> Result<String, Vec<Diagnostic>> {
         let mut current = self.current.lock();
         let config = config::load(&self.path)?;
+        for warning in &config.warnings {
+            log::warn!("{warning}");
+        }
         let fixed = fixed_changes(&current.config, &config);
         if !fixed.is_empty() {
             return Err(fixed);

@@ -68,6 +68,9 @@ pub fn no_huge_pages() {
 /// Validates certificates, binds the listeners (or, with `upgrade`, takes them over from
 /// the running process) and serves until a signal stops it.
 pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config::Diagnostic>> {
+    for warning in &config.warnings {
+        log::warn!("{warning}");
+    }
     let default = tls::default_cert(&config, true)?;
     let certs = CertStore::build(&config, Some(&default))?;
     let fail = |what: &str, e: &dyn std::fmt::Display| {
@@ -218,6 +221,7 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
         let admin = Admin {
             metrics: m.clone(),
             reloader: reloader.clone(),
+            shared: shared.clone(),
         };
         let mut admin = Service::new("metrics".to_string(), admin);
         admin.add_tcp(&addr.to_string());

@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use crate::acme::Challenges;
 use crate::admission::Admission;
 use crate::auth::{Failures, RouteAccess, Verifier};
-use crate::config::{Config, HttpMode, Route};
+use crate::config::{BodyDeadline, Config, HttpMode, Route};
 use crate::limits::RateLimiter;
 use crate::limits_store::LimitsStore;
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED};
@@ -120,6 +120,10 @@ pub struct Snapshot {
     pub admission: Admission,
     /// `limits.header_timeout`, for connections opened while this configuration is live.
     pub header_timeout: Duration,
+    /// `limits.body_timeout` and `limits.body_min_rate`.
+    pub body_deadline: BodyDeadline,
+    /// The names the metrics listener answers besides IP literals and `localhost`.
+    pub metrics_hosts: Vec<String>,
     /// Every route's name and upstream, for the exposed-upstream check.
     pub upstreams: Vec<(String, SocketAddr)>,
     /// Every route's replicas, for the health checks.
@@ -160,8 +164,8 @@ impl Snapshot {
                 let kept = old.and_then(|(l, _)| l.get(&route.name));
                 kept_or(
                     kept,
-                    |l| l.same(settings, store),
-                    || RateLimiter::new(settings, &route.name, store),
+                    |l| l.same(settings, config.ipv6_prefix, store),
+                    || RateLimiter::new(settings, config.ipv6_prefix, &route.name, store),
                 )
             });
             if let Some(l) = &limiter {
@@ -172,14 +176,14 @@ impl Snapshot {
                 let kept = old.and_then(|(_, f)| f.get(&route.name));
                 kept_or(
                     kept,
-                    |f| f.same(settings, store),
-                    || Failures::new(settings, &route.name, store),
+                    |f| f.same(settings, config.ipv6_prefix, store),
+                    || Failures::new(settings, config.ipv6_prefix, &route.name, store),
                 )
             });
             if let Some(f) = &counter {
                 failures.insert(route.name.clone(), f.clone());
             }
-            let access = RouteAccess::build(route, counter);
+            let access = RouteAccess::build(route, counter, config.ipv6_prefix);
             let series = metrics.map(|m| m.route(&route.name));
             let pool = Arc::new(Pool::build(route, &mut kept, &mut handed_on, metrics));
             pools.push(pool.clone());
@@ -205,6 +209,8 @@ impl Snapshot {
             unmatched: metrics.map(|m| m.route(UNMATCHED)),
             admission: Admission::build(&config.head_limits),
             header_timeout: config.head_limits.header_timeout,
+            body_deadline: config.body_deadline,
+            metrics_hosts: config.listen.metrics_hosts.clone(),
             upstreams: config.upstreams(),
             pools,
             kept,

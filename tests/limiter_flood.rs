@@ -27,6 +27,7 @@ fn a_million_distinct_clients_stay_bounded() {
             burst: 40,
             key: RateKey::ClientIp,
         },
+        64,
         "r",
         None,
     );

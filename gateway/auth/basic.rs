@@ -6,9 +6,15 @@
 //! random keys; never the password itself), so a page load costs one. Without the keys,
 //! a header that hits another's entry takes about 2^128 guesses. Failed verifications
 //! are never remembered.
+//!
+//! Requests that carry the same credentials while they are being verified wait for that
+//! one verification (single flight): an HTTP/2 page load sends its fifty asset requests
+//! at once, and a cold cache costs one verification, not fifty. The verification that
+//! runs is the one counted against the client's failed logins (`Failures::reserve`).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,8 +23,10 @@ use base64::Engine;
 use http::HeaderValue;
 use lru::LruCache;
 use parking_lot::Mutex;
+use tokio::sync::OnceCell;
 
-use super::verify::Verifier;
+use super::failures::Failures;
+use super::verify::{Verifier, QUEUE_WAIT};
 use crate::config::{PasswordHash, User};
 
 /// How long a verified header is accepted without verifying again.
@@ -42,6 +50,18 @@ pub enum Outcome {
     Wrong,
     /// No verifier was free in time: 503.
     Busy,
+    /// The client has used up its failed logins (counting those in flight): 429 after
+    /// this many seconds.
+    Blocked(u64),
+}
+
+/// What one verification found, shared by the requests that waited for it.
+#[derive(Debug, Clone)]
+enum Verified {
+    Right(Arc<str>),
+    Wrong,
+    Busy,
+    Blocked(u64),
 }
 
 pub struct Basic {
@@ -55,11 +75,13 @@ pub struct Basic {
     /// The keys of the cache's hash.
     keys: [RandomState; 2],
     /// Keyed hash of a verified header → (user, verified at).
-    verified: Mutex<LruCache<u128, Verified>>,
+    verified: Mutex<LruCache<u128, Remembered>>,
+    /// Verifications in progress, by the same key: later requests wait for them.
+    flights: Mutex<HashMap<u128, Arc<OnceCell<Verified>>>>,
 }
 
 /// A header found good: for whom, and when.
-type Verified = (Arc<str>, Instant);
+type Remembered = (Arc<str>, Instant);
 
 impl std::fmt::Debug for Basic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,6 +109,7 @@ impl Basic {
             verified: Mutex::new(LruCache::new(
                 NonZeroUsize::new(CACHE_SIZE).unwrap_or(NonZeroUsize::MIN),
             )),
+            flights: Mutex::new(HashMap::new()),
         }
     }
 
@@ -94,8 +117,16 @@ impl Basic {
         self.users.len()
     }
 
-    /// Checks the request's `Authorization` header.
-    pub async fn check(&self, authorization: Option<&HeaderValue>, verifier: &Verifier) -> Outcome {
+    /// Checks the request's `Authorization` header from `client` (as
+    /// `limits::client_bucket` keys it). A verification that runs takes a place under
+    /// `failures` (when the route counts them) and counts there when it fails.
+    pub async fn check(
+        &self,
+        authorization: Option<&HeaderValue>,
+        client: IpAddr,
+        failures: Option<&Arc<Failures>>,
+        verifier: &Verifier,
+    ) -> Outcome {
         let Some(header) = authorization.filter(|h| h.len() <= MAX_HEADER) else {
             return Outcome::Missing;
         };
@@ -106,21 +137,65 @@ impl Basic {
         let Some((user, password)) = credentials(header.as_bytes()) else {
             return Outcome::Missing;
         };
+        let flight = self.flights.lock().entry(key).or_default().clone();
+        let verified = flight
+            .get_or_init(|| self.verify(key, user, password, client, failures, verifier))
+            .await
+            .clone();
+        {
+            let mut flights = self.flights.lock();
+            if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                flights.remove(&key);
+            }
+        }
+        match verified {
+            Verified::Right(user) => Outcome::Allowed(user),
+            Verified::Wrong => Outcome::Wrong,
+            Verified::Busy => Outcome::Busy,
+            Verified::Blocked(retry) => Outcome::Blocked(retry),
+        }
+    }
+
+    /// The one verification of a flight.
+    async fn verify(
+        &self,
+        key: u128,
+        user: String,
+        password: String,
+        client: IpAddr,
+        failures: Option<&Arc<Failures>>,
+        verifier: &Verifier,
+    ) -> Verified {
+        let deadline = Instant::now() + QUEUE_WAIT;
+        let reservation = match failures {
+            Some(f) => match f.reserve(client, deadline).await {
+                Ok(reservation) => Some(reservation),
+                Err(Some(retry)) => return Verified::Blocked(retry),
+                Err(None) => return Verified::Busy,
+            },
+            None => None,
+        };
         let (hash, known) = match self.users.get(&user) {
             Some(hash) => (hash.clone(), true),
             None => (self.decoy.clone(), false),
         };
-        match verifier.verify(&hash, password).await {
-            None => Outcome::Busy,
+        let verified = match verifier.verify(client, &hash, password).await {
+            None => Verified::Busy,
             Some(true) if known => {
                 let user: Arc<str> = user.into();
                 self.verified
                     .lock()
                     .put(key, (user.clone(), Instant::now()));
-                Outcome::Allowed(user)
+                Verified::Right(user)
             }
-            Some(_) => Outcome::Wrong,
+            Some(_) => Verified::Wrong,
+        };
+        if let (Verified::Wrong, Some(f)) = (&verified, failures) {
+            // Counted before the place is given back, so no waiter slips in between.
+            f.failed(client).await;
         }
+        drop(reservation);
+        verified
     }
 
     fn key(&self, header: &[u8]) -> u128 {
@@ -165,29 +240,77 @@ mod tests {
         HeaderValue::from_str(&format!("Basic {encoded}")).expect("header")
     }
 
-    #[tokio::test]
-    async fn right_wrong_missing_and_remembered() {
-        let hash = PasswordHash::Bcrypt(bcrypt::hash("pw", 4).expect("hash"));
-        let b = Basic::new(
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
+    fn alice(cost: u32) -> Basic {
+        let hash = PasswordHash::Bcrypt(bcrypt::hash("pw", cost).expect("hash"));
+        Basic::new(
             "r",
             vec![User {
                 name: "alice".into(),
                 hash,
             }],
-        );
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_same_credentials_at_once_are_verified_once_and_counted_once() {
+        let b = Arc::new(alice(8));
+        let v = Arc::new(Verifier::default());
+        let limit = crate::config::FailureLimit {
+            limit: 3,
+            per: Duration::from_secs(60),
+        };
+        let failures = Arc::new(Failures::new(limit, 64, "r", None));
+        let run = |password: &'static str| {
+            let (b, v, f) = (b.clone(), v.clone(), failures.clone());
+            tokio::spawn(async move {
+                b.check(Some(&basic("alice", password)), CLIENT, Some(&f), &v)
+                    .await
+            })
+        };
+        // Fifty requests with one wrong password: one verification, one failure.
+        let same: Vec<_> = (0..50).map(|_| run("no")).collect();
+        for outcome in same {
+            assert_eq!(outcome.await.expect("join"), Outcome::Wrong);
+        }
+        assert_eq!(failures.blocked_local(CLIENT), None, "one failure of three");
+        // Distinct guesses at once: no more verifications than failures left (two); the
+        // rest are refused once those two have failed.
+        let guesses: Vec<_> = ["a", "b", "c", "d", "e", "f"]
+            .map(run)
+            .into_iter()
+            .collect();
+        let mut wrong = 0;
+        let mut blocked = 0;
+        for outcome in guesses {
+            match outcome.await.expect("join") {
+                Outcome::Wrong => wrong += 1,
+                Outcome::Blocked(_) => blocked += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!((wrong, blocked), (2, 4));
+        assert!(failures.blocked_local(CLIENT).is_some());
+    }
+
+    #[tokio::test]
+    async fn right_wrong_missing_and_remembered() {
+        let b = alice(4);
         let v = Verifier::default();
+        let check = |header: Option<HeaderValue>| {
+            let (b, v) = (&b, &v);
+            async move { b.check(header.as_ref(), CLIENT, None, v).await }
+        };
         assert_eq!(
-            b.check(Some(&basic("alice", "pw")), &v).await,
+            check(Some(basic("alice", "pw"))).await,
             Outcome::Allowed("alice".into())
         );
-        assert_eq!(
-            b.check(Some(&basic("alice", "no")), &v).await,
-            Outcome::Wrong
-        );
-        assert_eq!(b.check(Some(&basic("bob", "pw")), &v).await, Outcome::Wrong);
-        assert_eq!(b.check(None, &v).await, Outcome::Missing);
+        assert_eq!(check(Some(basic("alice", "no"))).await, Outcome::Wrong);
+        assert_eq!(check(Some(basic("bob", "pw"))).await, Outcome::Wrong);
+        assert_eq!(check(None).await, Outcome::Missing);
         let bearer = HeaderValue::from_static("Bearer abc");
-        assert_eq!(b.check(Some(&bearer), &v).await, Outcome::Missing);
+        assert_eq!(check(Some(bearer)).await, Outcome::Missing);
         assert!(b
             .remembered(&b.key(basic("alice", "pw").as_bytes()))
             .is_some());

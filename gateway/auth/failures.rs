@@ -3,6 +3,13 @@
 //! makes to the route gets 429 until the window closes, whatever credentials it sends.
 //! That bounds password guessing to `limit` tries per `per` per address.
 //!
+//! Guesses sent together count too: a verification in flight is a failure that may yet
+//! happen, so a client never has more verifications running than it has failures left
+//! (`reserve`). Its other logins wait for those to end: a right password frees its
+//! place, a wrong one uses it up, and once the limit is reached every waiter gets 429.
+//! Sixty guesses released together against a limit of 3 are three verifications and
+//! fifty-seven 429s; two hundred right passwords from one address are all served.
+//!
 //! State is bounded: at most `MAX_CLIENTS` addresses per route, in shards of
 //! least-recently-used maps (a client forgotten under pressure starts a new window,
 //! as it would after waiting).
@@ -16,8 +23,10 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 use crate::config::{FailureLimit, OnStoreError};
+use crate::limits::client_bucket;
 use crate::limits_store::{self, LimitsStore};
 
 /// Most clients remembered per route.
@@ -28,14 +37,47 @@ const SHARDS: usize = 16;
 struct Window {
     opened: Instant,
     failures: u32,
+    /// Verifications running now (`reserve`); never forgotten while any are.
+    in_flight: u32,
+}
+
+impl Window {
+    fn new(failures: u32) -> Window {
+        Window {
+            opened: Instant::now(),
+            failures,
+            in_flight: 0,
+        }
+    }
+}
+
+/// A verification counted against its client's remaining failures while it runs.
+pub struct Reservation {
+    failures: Arc<Failures>,
+    client: IpAddr,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut shard = self.failures.shard(&self.client).lock();
+        if let Some(w) = shard.peek_mut(&self.client) {
+            w.in_flight = w.in_flight.saturating_sub(1);
+        }
+        drop(shard);
+        self.failures.ended.notify_waiters();
+    }
 }
 
 pub struct Failures {
     settings: FailureLimit,
+    /// IPv6 clients are counted by this prefix (`limits.ipv6_prefix`).
+    ipv6_prefix: u8,
     shards: Box<[Mutex<LruCache<IpAddr, Window>>]>,
     per_shard: usize,
     /// The shared store and this route's key prefix in it.
     shared: Option<(Arc<LimitsStore>, Vec<u8>)>,
+    /// A reserved verification ended: waiters look again.
+    ended: Notify,
 }
 
 impl std::fmt::Debug for Failures {
@@ -48,9 +90,15 @@ impl std::fmt::Debug for Failures {
 
 impl Failures {
     /// The counter of route `route`; with a `store`, the counts are kept there.
-    pub fn new(settings: FailureLimit, route: &str, store: Option<&Arc<LimitsStore>>) -> Failures {
+    pub fn new(
+        settings: FailureLimit,
+        ipv6_prefix: u8,
+        route: &str,
+        store: Option<&Arc<LimitsStore>>,
+    ) -> Failures {
         Failures {
             settings,
+            ipv6_prefix,
             // Grown as clients fail, not allocated up front.
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(LruCache::unbounded()))
@@ -60,20 +108,68 @@ impl Failures {
                 let prefix = limits_store::logins_prefix(route, settings.limit, settings.per);
                 (s.clone(), prefix)
             }),
+            ended: Notify::new(),
+        }
+    }
+
+    /// A place for one verification of `client`'s credentials, while its failures plus
+    /// its verifications in flight stay under the limit; else it waits (until
+    /// `deadline`) for one to end. `Err(Some(secs))`: the client is blocked (429);
+    /// `Err(None)`: no place came in time.
+    pub async fn reserve(
+        self: &Arc<Self>,
+        client: IpAddr,
+        deadline: Instant,
+    ) -> Result<Reservation, Option<u64>> {
+        let client = client_bucket(client, self.ipv6_prefix);
+        let deadline = tokio::time::Instant::from_std(deadline);
+        loop {
+            // Registered before the counts are read, so an end in between wakes it.
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if let Some(left) = self.blocked_local(client) {
+                return Err(Some(left));
+            }
+            {
+                let mut shard = self.shard(&client).lock();
+                if shard.len() >= self.per_shard && !shard.contains(&client) {
+                    shard.pop_lru();
+                }
+                let w = shard.get_or_insert_mut(client, || Window::new(0));
+                if w.failures.saturating_add(w.in_flight) < self.settings.limit {
+                    w.in_flight += 1;
+                    return Ok(Reservation {
+                        failures: self.clone(),
+                        client,
+                    });
+                }
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                return Err(None);
+            }
         }
     }
 
     /// Whether this counter is the one `settings` and `store` would build (a reload
     /// keeps it, and its counts, when so).
-    pub fn same(&self, settings: FailureLimit, store: Option<&Arc<LimitsStore>>) -> bool {
+    pub fn same(
+        &self,
+        settings: FailureLimit,
+        ipv6_prefix: u8,
+        store: Option<&Arc<LimitsStore>>,
+    ) -> bool {
         let ours = self.shared.as_ref().map(|(s, _)| s);
-        self.settings == settings && limits_store::same(ours, store)
+        self.settings == settings
+            && self.ipv6_prefix == ipv6_prefix
+            && limits_store::same(ours, store)
     }
 
     /// Whole seconds until `client` may try again, when it is over the limit now: as the
     /// shared store says, or on its failure as `on_error` says (`local`: this replica's
     /// own count; `deny`: blocked for a second).
     pub async fn blocked(&self, client: IpAddr) -> Option<u64> {
+        let client = client_bucket(client, self.ipv6_prefix);
         if let Some((store, prefix)) = &self.shared {
             let key = limits_store::client_key(prefix, client, None);
             match Box::pin(store.logins_blocked(&key, self.settings.limit)).await {
@@ -91,6 +187,7 @@ impl Failures {
     /// Counts a failed login of `client`, in the shared store when there is one, and
     /// always in this replica's own counts.
     pub async fn failed(&self, client: IpAddr) {
+        let client = client_bucket(client, self.ipv6_prefix);
         if let Some((store, prefix)) = &self.shared {
             let key = limits_store::client_key(prefix, client, None);
             // A failure is counted (and logged) by the store; the local count stands.
@@ -115,6 +212,16 @@ impl Failures {
         match left {
             Some(left) if window.failures >= self.settings.limit => Some(ceil_secs(left).max(1)),
             Some(_) => None,
+            None if window.in_flight > 0 => {
+                // The window is over; its verifications in flight are still counted.
+                if let Some(w) = shard.peek_mut(&client) {
+                    *w = Window {
+                        in_flight: w.in_flight,
+                        ..Window::new(0)
+                    };
+                }
+                None
+            }
             None => {
                 shard.pop(&client);
                 None
@@ -125,22 +232,21 @@ impl Failures {
     /// `failed`, in this replica's own count.
     pub fn failed_local(&self, client: IpAddr) {
         let mut shard = self.shard(&client).lock();
-        let now = Instant::now();
         match shard.get_mut(&client) {
             Some(w) if w.opened.elapsed() < self.settings.per => {
                 w.failures = w.failures.saturating_add(1);
             }
-            _ => {
+            Some(w) => {
+                *w = Window {
+                    in_flight: w.in_flight,
+                    ..Window::new(1)
+                };
+            }
+            None => {
                 if shard.len() >= self.per_shard {
                     shard.pop_lru();
                 }
-                shard.put(
-                    client,
-                    Window {
-                        opened: now,
-                        failures: 1,
-                    },
-                );
+                shard.put(client, Window::new(1));
             }
         }
     }
@@ -162,6 +268,7 @@ mod tests {
                 limit: 2,
                 per: Duration::from_secs(60),
             },
+            64,
             "r",
             None,
         );
@@ -183,6 +290,7 @@ mod tests {
                 limit: 1,
                 per: Duration::from_millis(100),
             },
+            64,
             "r",
             None,
         );

@@ -32,13 +32,19 @@ pub struct RouteAccess {
     pub pass_authorization: bool,
     /// Failed Basic logins per client; `None`: not counted.
     pub failures: Option<Arc<Failures>>,
+    /// IPv6 clients' logins are bounded by this prefix (`limits.ipv6_prefix`).
+    pub ipv6_prefix: u8,
 }
 
 impl RouteAccess {
     /// The access control of `route`, or `None` for a public route (which then costs
     /// the request path nothing). `failures` is the counter to keep from the previous
     /// configuration.
-    pub fn build(route: &Route, failures: Option<Arc<Failures>>) -> Option<RouteAccess> {
+    pub fn build(
+        route: &Route,
+        failures: Option<Arc<Failures>>,
+        ipv6_prefix: u8,
+    ) -> Option<RouteAccess> {
         let access = &route.access;
         if access.is_public() {
             return None;
@@ -53,6 +59,7 @@ impl RouteAccess {
             basic,
             forward: access.forward_auth.as_ref().map(Forward::build),
             pass_authorization: access.pass_authorization,
+            ipv6_prefix,
         })
     }
 

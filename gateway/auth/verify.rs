@@ -6,18 +6,29 @@
 //! of it, while logins still progress on a machine whose apps keep every CPU busy (at
 //! nice 19 they would starve there). The queue is bounded, and a login that waits longer
 //! than `QUEUE_WAIT` is answered 503 rather than left hanging.
+//!
+//! One client (address, or IPv6 prefix) has at most `PER_CLIENT` verifications queued or
+//! running; its others wait their turn outside the queue. So a flood of guesses from one
+//! address never stands between another client and its login: the queue is first come,
+//! first served, and holds at most `PER_CLIENT` jobs of each client.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use log::warn;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 use crate::config::PasswordHash;
 
-/// Longest a login waits for its verification before the gateway says it is busy.
-const QUEUE_WAIT: Duration = Duration::from_secs(5);
+/// Longest a login waits for its verification before the gateway says it is busy: a
+/// burst of logins (a class signing in at once) is served a few seconds late, as nginx
+/// or Caddy would serve it, rather than refused.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(30);
+/// Verifications one client may have queued or running at once.
+const PER_CLIENT: u32 = 2;
 /// Logins that may wait for a verifier.
 const QUEUE: usize = 1024;
 /// The verifier threads' nice value: a tenth of a normal thread's share of a busy CPU.
@@ -34,6 +45,30 @@ struct Job {
 /// The shared, bounded pool of password verifications. One per process.
 pub struct Verifier {
     jobs: SyncSender<Job>,
+    /// Verifications queued or running, per client.
+    clients: parking_lot::Mutex<HashMap<IpAddr, u32>>,
+    /// A client's verification ended: its next may go.
+    freed: Notify,
+}
+
+/// A client's turn at the verifier; given back when dropped.
+struct Turn<'a> {
+    verifier: &'a Verifier,
+    client: IpAddr,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut clients = self.verifier.clients.lock();
+        if let Some(n) = clients.get_mut(&self.client) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                clients.remove(&self.client);
+            }
+        }
+        drop(clients);
+        self.verifier.freed.notify_waiters();
+    }
 }
 
 impl Default for Verifier {
@@ -50,25 +85,63 @@ impl Default for Verifier {
                 warn!("event=verifier_thread_failed error={e}");
             }
         }
-        Verifier { jobs }
+        Verifier {
+            jobs,
+            clients: parking_lot::Mutex::new(HashMap::new()),
+            freed: Notify::new(),
+        }
     }
 }
 
 impl Verifier {
-    /// Whether `password` matches `hash`; `None` when the verifiers are too busy.
-    pub async fn verify(&self, hash: &PasswordHash, password: String) -> Option<bool> {
+    /// Whether `password` matches `hash`, for `client` (as `limits::client_bucket` keys
+    /// it); `None` when the verifiers are too busy to answer within `QUEUE_WAIT`.
+    pub async fn verify(
+        &self,
+        client: IpAddr,
+        hash: &PasswordHash,
+        password: String,
+    ) -> Option<bool> {
+        let deadline = Instant::now() + QUEUE_WAIT;
+        let _turn = self.turn(client, deadline).await?;
         let (answer, verified) = oneshot::channel();
         let job = Job {
             hash: hash.clone(),
             password,
-            deadline: Instant::now() + QUEUE_WAIT,
+            deadline,
             answer,
         };
         match self.jobs.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => return None,
         }
-        tokio::time::timeout(QUEUE_WAIT, verified).await.ok()?.ok()
+        let deadline = tokio::time::Instant::from_std(deadline);
+        tokio::time::timeout_at(deadline, verified).await.ok()?.ok()
+    }
+
+    /// Waits (until `deadline`) for `client` to have fewer than `PER_CLIENT`
+    /// verifications queued or running, and takes one.
+    async fn turn(&self, client: IpAddr, deadline: Instant) -> Option<Turn<'_>> {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        loop {
+            // Registered before the count is read, so a turn given back in between wakes
+            // this waiter.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut clients = self.clients.lock();
+                let n = clients.entry(client).or_insert(0);
+                if *n < PER_CLIENT {
+                    *n += 1;
+                    return Some(Turn {
+                        verifier: self,
+                        client,
+                    });
+                }
+            }
+            tokio::time::timeout_at(deadline, freed).await.ok()?;
+        }
     }
 }
 
@@ -136,7 +209,9 @@ mod tests {
     async fn the_pool_answers() {
         let v = Verifier::default();
         let hash = PasswordHash::Bcrypt(bcrypt::hash("pw", 4).expect("bcrypt"));
-        assert_eq!(v.verify(&hash, "pw".into()).await, Some(true));
-        assert_eq!(v.verify(&hash, "no".into()).await, Some(false));
+        let client = IpAddr::from([192, 0, 2, 1]);
+        assert_eq!(v.verify(client, &hash, "pw".into()).await, Some(true));
+        assert_eq!(v.verify(client, &hash, "no".into()).await, Some(false));
+        assert!(v.clients.lock().is_empty(), "every turn given back");
     }
 }

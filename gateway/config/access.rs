@@ -38,10 +38,7 @@ pub(super) fn access(c: &mut Checker, path: &str, raw: &mut RawRoute) -> Option<
         .value(
             &at("pass_authorization"),
             raw.pass_authorization.as_ref(),
-            |v| {
-                v.as_bool()
-                    .ok_or_else(|| format!("expected true or false, found {}", shown(v)))
-            },
+            units::flag,
         )
         .unwrap_or(false);
     Some(Access {

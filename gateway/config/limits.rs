@@ -8,7 +8,8 @@ use http::HeaderName;
 use serde_yaml::Value;
 
 use super::model::{
-    HeadLimits, IpNet, RateKey, RateLimit, MAX_HEADERS_CEILING, MAX_HEADER_BYTES_CEILING,
+    BodyDeadline, HeadLimits, IpNet, RateKey, RateLimit, DEFAULT_IPV6_PREFIX, MAX_HEADERS_CEILING,
+    MAX_HEADER_BYTES_CEILING,
 };
 use super::raw::RawLimits;
 use super::units::{self, is_off, shown};
@@ -155,8 +156,34 @@ pub(super) fn cidr(v: &Value) -> Result<IpNet, String> {
     })
 }
 
+/// The `limits` section: what a request head may be, how slowly its body may come,
+/// and how IPv6 clients are keyed.
+pub(super) fn limits(c: &mut Checker, raw: RawLimits) -> (HeadLimits, BodyDeadline, u8) {
+    let d = BodyDeadline::default();
+    let body = BodyDeadline {
+        timeout: c
+            .value(
+                "limits.body_timeout",
+                raw.body_timeout.as_ref(),
+                body_timeout,
+            )
+            .unwrap_or(d.timeout),
+        min_rate: c
+            .value(
+                "limits.body_min_rate",
+                raw.body_min_rate.as_ref(),
+                body_min_rate,
+            )
+            .unwrap_or(d.min_rate),
+    };
+    let prefix = c
+        .value("limits.ipv6_prefix", raw.ipv6_prefix.as_ref(), ipv6_prefix)
+        .unwrap_or(DEFAULT_IPV6_PREFIX);
+    (head_limits(c, raw), body, prefix)
+}
+
 /// `limits: { max_header_bytes: 64K, max_headers: 100, header_timeout: 10s }`.
-pub(super) fn head_limits(c: &mut Checker, raw: RawLimits) -> HeadLimits {
+fn head_limits(c: &mut Checker, raw: RawLimits) -> HeadLimits {
     let d = HeadLimits::default();
     HeadLimits {
         max_header_bytes: c
@@ -176,6 +203,47 @@ pub(super) fn head_limits(c: &mut Checker, raw: RawLimits) -> HeadLimits {
                 header_timeout,
             )
             .unwrap_or(d.header_timeout),
+        underscores_in_headers: c
+            .value(
+                "limits.underscores_in_headers",
+                raw.underscores_in_headers.as_ref(),
+                units::flag,
+            )
+            .unwrap_or(d.underscores_in_headers),
+    }
+}
+
+fn body_timeout(v: &Value) -> Result<Duration, String> {
+    match units::duration(v)? {
+        Some(d) if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) => Ok(d),
+        _ => Err(format!(
+            "invalid body_timeout {}; expected from 1s to 1h (it cannot be off)",
+            shown(v)
+        )),
+    }
+}
+
+/// `500` (bytes per second), `8K`, or `off`.
+fn body_min_rate(v: &Value) -> Result<Option<u64>, String> {
+    if is_off(v) {
+        return Ok(None);
+    }
+    match units::size(v) {
+        Ok(Some(n)) if (1..=1 << 30).contains(&n) => Ok(Some(n)),
+        _ => Err(format!(
+            "invalid body_min_rate {}; expected bytes per second like 500 or 8K, or off",
+            shown(v)
+        )),
+    }
+}
+
+fn ipv6_prefix(v: &Value) -> Result<u8, String> {
+    match v.as_u64() {
+        Some(n @ 16..=128) => Ok(n as u8),
+        _ => Err(format!(
+            "invalid ipv6_prefix {}; expected a prefix length from 16 to 128 (64: a host's /64)",
+            shown(v)
+        )),
     }
 }
 

@@ -36,6 +36,13 @@ pub const DEFAULT_AUTH_FAILURES: FailureLimit = FailureLimit {
     per: Duration::from_secs(60),
 };
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a client may send no byte of its request body (nginx's `client_body_timeout`).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Least average rate of a request body once `body_timeout` has passed, in bytes per
+/// second (Apache's `mod_reqtimeout` `MinRate`): a trickle is cut, a home uplink is not.
+pub const DEFAULT_BODY_MIN_RATE: u64 = 500;
+/// IPv6 clients are limited by this prefix: one host is given a /64 (RFC 6177).
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -63,6 +70,12 @@ pub struct Config {
     pub access_log: AccessLogTarget,
     /// What a client's request head may be.
     pub head_limits: HeadLimits,
+    /// How slowly a client may send its request body.
+    pub body_deadline: BodyDeadline,
+    /// The prefix length that keys an IPv6 client in rate limits and failed-login counts.
+    pub ipv6_prefix: u8,
+    /// Findings that do not stop the gateway (`gateway check` prints them).
+    pub warnings: Vec<super::Diagnostic>,
     /// Where `tls: acme` certificates are ordered and kept; `None` when no route uses it.
     pub acme: Option<AcmeSettings>,
     /// The Redis server rate limits and failed-login counts are shared through; `None`:
@@ -122,6 +135,27 @@ pub struct HeadLimits {
     /// From the connection's start (or a keep-alive request's first byte) to the end of
     /// the request head, HTTP/1.1.
     pub header_timeout: Duration,
+    /// Keep request fields whose names have `_` (removed by default, as nginx does).
+    pub underscores_in_headers: bool,
+}
+
+/// `limits.body_timeout` and `limits.body_min_rate`: a request body that stalls, or
+/// trickles, gets 408 and its upstream request is aborted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyDeadline {
+    /// Longest silence while reading a body; also the grace before `min_rate` applies.
+    pub timeout: Duration,
+    /// Least average rate, bytes per second, after `timeout`; `None`: none.
+    pub min_rate: Option<u64>,
+}
+
+impl Default for BodyDeadline {
+    fn default() -> Self {
+        BodyDeadline {
+            timeout: DEFAULT_BODY_TIMEOUT,
+            min_rate: Some(DEFAULT_BODY_MIN_RATE),
+        }
+    }
 }
 
 impl Default for HeadLimits {
@@ -130,6 +164,7 @@ impl Default for HeadLimits {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
+            underscores_in_headers: false,
         }
     }
 }
@@ -149,6 +184,8 @@ pub struct Listen {
     pub http_mode: HttpMode,
     pub https: SocketAddr,
     pub metrics: Option<SocketAddr>,
+    /// Host names the metrics listener answers besides IP literals and `localhost`.
+    pub metrics_hosts: Vec<String>,
 }
 
 /// `listen.http_mode`: what the plain-HTTP listener does with a routed request.

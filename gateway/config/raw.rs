@@ -187,6 +187,7 @@ pub struct RawListen {
     pub http_mode: Option<Value>,
     pub https: Option<Value>,
     pub metrics: Option<Value>,
+    pub metrics_hosts: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -209,6 +210,10 @@ pub struct RawLimits {
     pub max_header_bytes: Option<Value>,
     pub max_headers: Option<Value>,
     pub header_timeout: Option<Value>,
+    pub underscores_in_headers: Option<Value>,
+    pub body_timeout: Option<Value>,
+    pub body_min_rate: Option<Value>,
+    pub ipv6_prefix: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

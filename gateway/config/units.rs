@@ -20,6 +20,12 @@ pub fn shown(v: &Value) -> String {
     }
 }
 
+/// `true` or `false`.
+pub fn flag(v: &Value) -> Result<bool, String> {
+    v.as_bool()
+        .ok_or_else(|| format!("expected true or false, found {}", shown(v)))
+}
+
 /// True for the string `off` (any case), used to disable a limit or timeout.
 pub fn is_off(v: &Value) -> bool {
     matches!(v, Value::String(s) if s.eq_ignore_ascii_case("off"))

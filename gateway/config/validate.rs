@@ -23,9 +23,18 @@ pub(super) struct Checker<'a> {
     base: PathBuf,
     spans: &'a Spans,
     errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
 }
 
 impl Checker<'_> {
+    /// A finding that does not stop the gateway: `gateway check` prints it as
+    /// `FILE:LINE:COL: warning: …`, and `run` logs it.
+    pub(super) fn warn(&mut self, path: &str, message: impl Display) {
+        let pos = self.spans.find(path);
+        let text = format!("warning: {path}: {message}");
+        self.warnings.push(Diagnostic::new(self.file, pos, text));
+    }
+
     pub(super) fn error(&mut self, path: &str, message: impl Display) {
         let pos = self.spans.find(path);
         let text = if path.is_empty() {
@@ -187,6 +196,7 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
         base,
         spans,
         errors: Vec::new(),
+        warnings: Vec::new(),
     };
 
     let listen = listen(&mut c, raw.listen.unwrap_or_default());
@@ -225,7 +235,8 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
             .file_path("access_log", v)
             .map_or(AccessLogTarget::Stdout, AccessLogTarget::File),
     };
-    let head_limits = limits::head_limits(&mut c, raw.limits.unwrap_or_default());
+    let (head_limits, body_deadline, ipv6_prefix) =
+        limits::limits(&mut c, raw.limits.unwrap_or_default());
     let inherited = route::defaults(&mut c, raw.defaults.unwrap_or_default());
 
     let mut routes = route::routes(&mut c, raw.routes.unwrap_or_default(), &inherited, spans);
@@ -247,6 +258,9 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
             trusted_proxies,
             access_log,
             head_limits,
+            body_deadline,
+            ipv6_prefix,
+            warnings: c.warnings,
             acme,
             limits_store,
             routes,
@@ -272,6 +286,13 @@ fn listen(c: &mut Checker, raw: super::raw::RawListen) -> Listen {
                 .expect("DEFAULT_HTTPS is a valid address")
         });
     let metrics = c.value("listen.metrics", raw.metrics.as_ref(), units::listen_addr);
+    let metrics_hosts = c
+        .value(
+            "listen.metrics_hosts",
+            raw.metrics_hosts.as_ref(),
+            metrics_hosts,
+        )
+        .unwrap_or_default();
     let http_mode = c
         .value("listen.http_mode", raw.http_mode.as_ref(), http_mode)
         .unwrap_or_default();
@@ -303,7 +324,36 @@ fn listen(c: &mut Checker, raw: super::raw::RawListen) -> Listen {
         http_mode,
         https,
         metrics,
+        metrics_hosts,
     }
+}
+
+/// `metrics_hosts: [metrics.internal]`: DNS names, lower-cased, without port.
+fn metrics_hosts(v: &Value) -> Result<Vec<String>, String> {
+    let err = || {
+        format!(
+            "invalid metrics_hosts {}; expected a list of host names like [gateway.internal]",
+            shown(v)
+        )
+    };
+    let items = match v {
+        Value::Sequence(items) => items,
+        Value::Null => return Ok(Vec::new()),
+        _ => return Err(err()),
+    };
+    let dns = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    };
+    items
+        .iter()
+        .map(|item| match item.as_str().map(str::trim) {
+            Some(s) if dns(s) => Ok(s.to_ascii_lowercase()),
+            _ => Err(err()),
+        })
+        .collect()
 }
 
 fn http_mode(v: &Value) -> Result<HttpMode, String> {

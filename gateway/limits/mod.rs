@@ -35,6 +35,8 @@ type Limiter = Gcra<u64, BoundedStore, DefaultClock, StateInformationMiddleware>
 pub struct RateLimiter {
     /// What it was built from; compared on reload only, never read per request.
     settings: RateLimit,
+    /// IPv6 clients are keyed by this prefix (`limits.ipv6_prefix`).
+    ipv6_prefix: u8,
     limiter: Limiter,
     burst: u32,
     /// The header keying the buckets (`key: header:NAME`), else the client address.
@@ -61,7 +63,12 @@ pub enum Verdict {
 
 impl RateLimiter {
     /// The limiter of route `route`; with a `store`, its buckets are kept there.
-    pub fn new(settings: &RateLimit, route: &str, store: Option<&Arc<LimitsStore>>) -> RateLimiter {
+    pub fn new(
+        settings: &RateLimit,
+        ipv6_prefix: u8,
+        route: &str,
+        store: Option<&Arc<LimitsStore>>,
+    ) -> RateLimiter {
         let interval = settings.per / settings.count.max(1);
         let burst = NonZeroU32::new(settings.burst).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(interval)
@@ -79,6 +86,7 @@ impl RateLimiter {
             .unwrap_or_else(|_| HeaderValue::from_static(POLICY));
         RateLimiter {
             settings: settings.clone(),
+            ipv6_prefix,
             limiter,
             burst: settings.burst,
             key_header: match &settings.key {
@@ -97,9 +105,16 @@ impl RateLimiter {
 
     /// Whether this limiter is the one `settings` and `store` would build (reload keeps
     /// it, and its clients' buckets, when so).
-    pub fn same(&self, settings: &RateLimit, store: Option<&Arc<LimitsStore>>) -> bool {
+    pub fn same(
+        &self,
+        settings: &RateLimit,
+        ipv6_prefix: u8,
+        store: Option<&Arc<LimitsStore>>,
+    ) -> bool {
         let ours = self.shared.as_ref().map(|(s, _)| s);
-        self.settings == *settings && limits_store::same(ours, store)
+        self.settings == *settings
+            && self.ipv6_prefix == ipv6_prefix
+            && limits_store::same(ours, store)
     }
 
     /// The header whose value keys the bucket, if not the client address.
@@ -113,6 +128,7 @@ impl RateLimiter {
     /// local`) from this replica's buckets. `None`: the store failed and `on_error` is
     /// `allow`, the request passes without a verdict.
     pub async fn check(&self, client: IpAddr, header: Option<&[u8]>) -> Option<Verdict> {
+        let client = client_bucket(client, self.ipv6_prefix);
         if let Some((store, prefix)) = &self.shared {
             let key = limits_store::client_key(prefix, client, header);
             // Boxed: the call's state stays out of the request future of routes that
@@ -201,6 +217,24 @@ impl Verdict {
 }
 
 /// Whole seconds, rounded up.
+/// The address that keys `client`'s buckets and failed-login counts: an IPv4 address
+/// as it is, an IPv6 one cut to its first `prefix` bits. One host is given a whole /64
+/// (RFC 6177), so keying by /128 would give it 2^64 buckets.
+pub fn client_bucket(client: IpAddr, prefix: u8) -> IpAddr {
+    match client {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(prefix.min(128)))
+                    .unwrap_or(0);
+                IpAddr::V6((u128::from(v6) & mask).into())
+            }
+        },
+        v4 => v4,
+    }
+}
+
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }

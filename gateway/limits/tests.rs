@@ -11,6 +11,7 @@ fn limit(count: u32, per_secs: u64, burst: u32) -> RateLimiter {
             burst,
             key: RateKey::ClientIp,
         },
+        64,
         "r",
         None,
     )
@@ -80,4 +81,18 @@ fn tokens_come_back() {
     assert!(matches!(l.check_local(A, None), Verdict::Limited { .. }));
     std::thread::sleep(Duration::from_millis(600));
     assert!(matches!(l.check_local(A, None), Verdict::Allowed { .. }));
+}
+
+#[test]
+fn ipv6_clients_are_keyed_by_their_prefix() {
+    let v6 = |s: &str| s.parse::<IpAddr>().expect("address");
+    let one = client_bucket(v6("2001:db8:1:2:aaaa::1"), 64);
+    assert_eq!(one, v6("2001:db8:1:2::"));
+    assert_eq!(one, client_bucket(v6("2001:db8:1:2:ffff:1:2:3"), 64));
+    assert_ne!(one, client_bucket(v6("2001:db8:1:3::1"), 64));
+    assert_eq!(client_bucket(v6("2001:db8::1"), 128), v6("2001:db8::1"));
+    assert_eq!(client_bucket(v6("2001:db8:ab::1"), 48), v6("2001:db8:ab::"));
+    // IPv4, and IPv4 mapped into IPv6, stay whole addresses.
+    assert_eq!(client_bucket(A, 64), A);
+    assert_eq!(client_bucket(v6("::ffff:192.0.2.1"), 64), A);
 }

@@ -12,6 +12,11 @@ pub enum Reject {
     NoRoute,
     /// 400: no host, ambiguous framing, a target that is not forwarded.
     BadRequest,
+    /// 400: the path reads as another route's path to some app (`router::path`).
+    AmbiguousPath,
+    /// 408: the request body stalled for `limits.body_timeout` or came slower than
+    /// `limits.body_min_rate`.
+    BodyTimeout,
     /// 431: a request head over `limits`.
     HeadTooLarge,
     /// 421: a request for a host the TLS connection's certificate does not serve.
@@ -34,11 +39,13 @@ pub enum Reject {
 }
 
 impl Reject {
-    pub const ALL: [Reject; 13] = [
+    pub const ALL: [Reject; 15] = [
         Reject::RateLimit,
         Reject::BodyTooLarge,
         Reject::NoRoute,
         Reject::BadRequest,
+        Reject::AmbiguousPath,
+        Reject::BodyTimeout,
         Reject::HeadTooLarge,
         Reject::Misdirected,
         Reject::Forbidden,
@@ -56,6 +63,8 @@ impl Reject {
             Reject::BodyTooLarge => "body_too_large",
             Reject::NoRoute => "no_route",
             Reject::BadRequest => "bad_request",
+            Reject::AmbiguousPath => "ambiguous_path",
+            Reject::BodyTimeout => "body_timeout",
             Reject::HeadTooLarge => "head_too_large",
             Reject::Misdirected => "misdirected",
             Reject::Forbidden => "forbidden",

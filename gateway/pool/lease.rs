@@ -44,7 +44,15 @@ impl Lease {
         }
     }
 
-    pub(super) fn tunnel(replica: Arc<Replica>) -> Lease {
+    /// The app answered an upgrade request with `101`: the request's slot is given back
+    /// and the connection counted as a tunnel of the same replica from now on.
+    pub fn into_tunnel(self) -> Lease {
+        let tunnel = Lease::tunnel(self.replica.clone());
+        drop(self);
+        tunnel
+    }
+
+    fn tunnel(replica: Arc<Replica>) -> Lease {
         replica.tunnels.fetch_add(1, Ordering::Relaxed);
         Lease {
             replica,

@@ -200,14 +200,10 @@ impl Pool {
         wait.as_secs().clamp(1, 60)
     }
 
-    /// A replica for `req` from `client` (an upgrade is not under the cap), at once; or
-    /// a place in the queue, when every replica it may use is at the cap (`wait`).
-    pub fn place(
-        &self,
-        req: &RequestHeader,
-        client: IpAddr,
-        upgrade: bool,
-    ) -> Result<Placed, Pending> {
+    /// A replica for `req` from `client`, at once; or a place in the queue, when every
+    /// replica it may use is at the cap (`wait`). An upgrade request is placed like any
+    /// other: it holds a slot until the app answers (see `Lease::into_tunnel`).
+    pub fn place(&self, req: &RequestHeader, client: IpAddr) -> Result<Placed, Pending> {
         let placement = match &self.sticky {
             Some(s) => s.placement(req, client, |v| {
                 self.members.iter().position(|m| &*m.token == v)
@@ -215,15 +211,10 @@ impl Pool {
             None => Placement::Balance,
         };
         match self.cap {
-            Some(cap) if !upgrade => self.try_capped(placement, cap, Instant::now()),
-            _ => match self.choose(&placement, None, |_| true) {
+            Some(cap) => self.try_capped(placement, cap, Instant::now()),
+            None => match self.choose(&placement, None, |_| true) {
                 Choice::Use(i) | Choice::Wait(Some(i)) => {
-                    let replica = self.members[i].replica.clone();
-                    let lease = if upgrade {
-                        Lease::tunnel(replica)
-                    } else {
-                        Lease::request(replica, None)
-                    };
+                    let lease = Lease::request(self.members[i].replica.clone(), None);
                     Ok(self.placed(lease, &placement))
                 }
                 Choice::Wait(None) | Choice::Down => Err(Pending::Refused(Refused::Down)),
@@ -291,19 +282,15 @@ impl Pool {
     }
 
     /// Another replica than `failed` (whose connect failed), at once: no waiting.
-    pub fn replace(&self, failed: &Arc<Replica>, upgrade: bool) -> Option<Placed> {
-        let cap = self.cap.filter(|_| !upgrade);
+    pub fn replace(&self, failed: &Arc<Replica>) -> Option<Placed> {
+        let cap = self.cap;
         let guard = cap.map(|_| self.queue.lock());
         let room = |r: &Replica| cap.is_none_or(|cap| r.in_flight.get() < i64::from(cap));
         let Choice::Use(i) = self.choose(&Placement::Balance, Some(failed), room) else {
             return None;
         };
         let replica = self.members[i].replica.clone();
-        let lease = match (upgrade, cap) {
-            (true, _) => Lease::tunnel(replica),
-            (false, Some(_)) => Lease::request(replica, Some(self.queue.clone())),
-            (false, None) => Lease::request(replica, None),
-        };
+        let lease = Lease::request(replica, cap.map(|_| self.queue.clone()));
         drop(guard);
         Some(self.placed(lease, &Placement::Balance))
     }

@@ -33,7 +33,7 @@ fn get() -> RequestHeader {
 const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 fn placed(pool: &Pool) -> Placed {
-    match pool.place(&get(), CLIENT, false) {
+    match pool.place(&get(), CLIENT) {
         Ok(p) => p,
         Err(_) => panic!("no replica at once"),
     }
@@ -74,10 +74,10 @@ fn an_ejected_replica_is_skipped_and_the_only_one_is_still_tried() {
     let first = placed(&pools[0]);
     let down = first.lease.replica().clone();
     assert!(down.connect_failed("test", pools[0].passive_retry()));
-    let again = pools[0].replace(&down, false).expect("the other replica");
+    let again = pools[0].replace(&down).expect("the other replica");
     assert_ne!(port(&again), down.addr.port());
     assert!(
-        pools[0].replace(again.lease.replica(), false).is_none(),
+        pools[0].replace(again.lease.replica()).is_none(),
         "one left, and it is down"
     );
     for _ in 0..4 {
@@ -108,17 +108,15 @@ async fn over_the_cap_requests_wait_in_order_then_the_queue_refuses() {
     let pool = &pools[0];
     let first = placed(pool);
     let waiting: Vec<Waiting> = (0..2)
-        .map(|_| match pool.place(&get(), CLIENT, false) {
+        .map(|_| match pool.place(&get(), CLIENT) {
             Err(Pending::Wait(w)) => w,
             _ => panic!("expected to wait"),
         })
         .collect();
     assert!(matches!(
-        pool.place(&get(), CLIENT, false),
+        pool.place(&get(), CLIENT),
         Err(Pending::Refused(Refused::Full))
     ));
-    // An upgrade is never capped.
-    assert!(pool.place(&get(), CLIENT, true).is_ok());
     let mut waiting = waiting.into_iter();
     let (second, third) = (waiting.next().expect("2nd"), waiting.next().expect("3rd"));
     drop(first);
@@ -138,7 +136,38 @@ async fn over_the_cap_requests_wait_in_order_then_the_queue_refuses() {
         0,
         "every slot given back"
     );
-    assert!(pool.place(&get(), CLIENT, false).is_ok());
+    assert!(pool.place(&get(), CLIENT).is_ok());
+}
+
+#[tokio::test]
+async fn an_upgrade_holds_a_slot_until_its_101() {
+    let (pools, _) = pools(
+        "routes:
+  - { host: a.test, upstream: 1, max_concurrent: 1, queue: { size: 1, timeout: 1s } }
+",
+    );
+    let pool = &pools[0];
+    let upgrade = placed(pool);
+    let Err(Pending::Wait(waiting)) = pool.place(&get(), CLIENT) else {
+        panic!("the upgrade request holds the only slot");
+    };
+    let replica = upgrade.lease.replica().clone();
+    let tunnel = upgrade.lease.into_tunnel();
+    assert_eq!(
+        replica.tunnels.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let next = pool
+        .wait(waiting)
+        .await
+        .expect("the 101 gave the slot back");
+    assert_eq!(replica.in_flight.get(), 1);
+    drop((tunnel, next));
+    assert_eq!(
+        replica.tunnels.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(replica.in_flight.get(), 0);
 }
 
 #[tokio::test]
@@ -152,8 +181,8 @@ async fn a_waiter_pinned_to_a_replica_that_goes_down_is_placed_again() {
     // Both replicas busy; the next request (an API client, pinned by address) waits for
     // its own replica.
     let a = placed(pool);
-    let b = pool.replace(a.lease.replica(), false).expect("the other");
-    let Err(Pending::Wait(waiting)) = pool.place(&get(), CLIENT, false) else {
+    let b = pool.replace(a.lease.replica()).expect("the other");
+    let Err(Pending::Wait(waiting)) = pool.place(&get(), CLIENT) else {
         panic!("expected to wait");
     };
     let sticky = pool.sticky.as_ref().expect("sticky by default");

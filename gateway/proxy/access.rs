@@ -15,20 +15,26 @@ use pingora::Result;
 
 use super::{forwarded, page};
 use crate::auth::{Outcome, RouteAccess, Verdict};
+use crate::limits::client_bucket;
 use crate::metrics::Reject;
 use crate::state::{ActiveRoute, Shared};
 
 /// Fields of the client's request never passed to the sign-on service: they describe
-/// the client's connection or body, not who the client is.
-const NOT_FOR_THE_CHECK: &[HeaderName] = &[
-    header::HOST,
-    header::CONTENT_LENGTH,
-    header::TRANSFER_ENCODING,
-    header::CONNECTION,
-    header::UPGRADE,
-    header::EXPECT,
-    header::TE,
-];
+/// the client's connection or body, not who the client is, or they are the client's own
+/// list of addresses (the gateway says which one it believes).
+fn not_for_the_check(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "host"
+            | "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "upgrade"
+            | "expect"
+            | "te"
+            | "x-forwarded-for"
+    )
+}
 
 /// The outcome of the access checks.
 pub enum Access {
@@ -67,35 +73,29 @@ pub async fn check(
         None => None,
     };
     if let Some(retry) = blocked {
-        let detail = format!("Too many failed logins. Try again in {retry} s.");
-        let extra = [(header::RETRY_AFTER, HeaderValue::from(retry))];
-        page::send(
-            session,
-            429,
-            &detail,
-            &route.headers,
-            &extra,
-            Some(request_id),
-        )
-        .await?;
+        too_many_failures(session, route, retry, request_id).await?;
         return Ok(Access::Answered(Reject::AuthRateLimit));
     }
     let mut user = None;
     if let Some(basic) = &access.basic {
         let authorization = session.req_header().headers.get(header::AUTHORIZATION);
-        match basic.check(authorization, &shared.verifier).await {
+        let bucket = client_bucket(client, access.ipv6_prefix);
+        let failures = access.failures.as_ref();
+        match basic
+            .check(authorization, bucket, failures, &shared.verifier)
+            .await
+        {
             Outcome::Allowed(name) => user = Some(name),
             Outcome::Busy => {
                 let detail = "The login service is busy. Try again in a moment.";
                 page::send(session, 503, detail, &route.headers, &[], Some(request_id)).await?;
                 return Ok(Access::Answered(Reject::AuthUnavailable));
             }
-            outcome => {
-                if outcome == Outcome::Wrong {
-                    if let Some(failures) = &access.failures {
-                        failures.failed(client).await;
-                    }
-                }
+            Outcome::Blocked(retry) => {
+                too_many_failures(session, route, retry, request_id).await?;
+                return Ok(Access::Answered(Reject::AuthRateLimit));
+            }
+            Outcome::Missing | Outcome::Wrong => {
                 let extra = [(header::WWW_AUTHENTICATE, basic.challenge.clone())];
                 let detail = "This app needs a login.";
                 page::send(
@@ -168,6 +168,26 @@ pub async fn check(
     Ok(Access::Pass { user, fields })
 }
 
+/// 429: the client has used up its failed logins.
+async fn too_many_failures(
+    session: &mut Session,
+    route: &ActiveRoute,
+    retry: u64,
+    request_id: &HeaderValue,
+) -> Result<()> {
+    let detail = format!("Too many failed logins. Try again in {retry} s.");
+    let extra = [(header::RETRY_AFTER, HeaderValue::from(retry))];
+    page::send(
+        session,
+        429,
+        &detail,
+        &route.headers,
+        &extra,
+        Some(request_id),
+    )
+    .await
+}
+
 /// Asks the route's sign-on service about this request.
 async fn sign_on(
     session: &Session,
@@ -185,24 +205,33 @@ async fn sign_on(
     // Neither framing fields nor a client's own claim to the fields the service vouches
     // with (a naive service could believe them).
     for (name, value) in req.headers.iter() {
-        if !NOT_FOR_THE_CHECK.contains(name) && !forward.copied_fields().contains(name) {
+        if !not_for_the_check(name) && !forward.copied_fields().contains(name) {
             check.append_header(name.clone(), value.clone())?;
         }
     }
-    let peer = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
     let host = forwarded::client_host_value(req);
+    let port = session
+        .server_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.port());
     let uri = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let original_url = format!(
         "{}://{}{uri}",
         if https { "https" } else { "http" },
         String::from_utf8_lossy(host.as_ref().map_or(&b""[..], |h| h.as_bytes()))
     );
-    forwarded::apply(&mut check, peer, Some(client), https, host, request_id)?;
+    // The service hears of one address, the client's as the gateway decided it
+    // (`trusted_proxies`): a rule on the left-most `X-Forwarded-For` entry (Authelia's)
+    // then reads the real client, never a value the client wrote.
+    let client_ip = Some(client);
+    forwarded::apply(
+        &mut check, client_ip, client_ip, https, host, port, request_id,
+    )?;
     check.insert_header("x-forwarded-method", req.method.as_str())?;
     check.insert_header("x-forwarded-uri", uri)?;
+    // nginx `auth_request` recipes (Authelia's legacy endpoint prefers these).
+    check.insert_header("x-original-url", original_url.as_str())?;
+    check.insert_header("x-original-method", req.method.as_str())?;
     let browser = req
         .headers
         .get(header::ACCEPT)

@@ -13,9 +13,20 @@ use crate::admission::{Admission, Refusal};
 use crate::deadline;
 use crate::tls::{CertStore, Served};
 
+/// Most of a chunked body read before the app is connected: within Pingora's 64 KiB
+/// retry buffer.
+const EARLY_BODY: usize = 32 << 10;
+
 /// A request head has been read: the head deadline stops for this request.
 pub fn head_read(session: &Session) {
     deadline::head_done(session.as_downstream().stream());
+}
+
+/// HTTP/1.1 requests sent before the previous answer (pipelining, RFC 9112 9.3.2) are
+/// answered in order. Pingora's default reads them with the first request and then
+/// drops them with the connection: the client waits for answers that never come.
+pub fn serve_pipelined(session: &mut Session) {
+    session.as_downstream_mut().set_pipelining_enabled(true);
 }
 
 /// The request is over: the connection's next bytes start a new head deadline.
@@ -51,10 +62,12 @@ pub fn check_sni(
 }
 
 /// For a chunked HTTP/1.1 body, reads the first chunk now, before any upstream
-/// connection: a malformed chunk size then reaches no app at all. What is read is kept in
-/// Pingora's retry buffer, which the proxy sends upstream before the rest of the body.
-/// Later chunks are checked as they stream: a malformed one aborts the upstream request,
-/// which the app sees as a broken body, never as a complete one.
+/// connection, and every further chunk that has already arrived with it (up to
+/// `EARLY_BODY`): malformed framing there (a bad size, bare line feeds) then reaches no
+/// app at all. What is read is kept in Pingora's retry buffer, which the proxy sends
+/// upstream before the rest of the body. Later chunks are checked as they stream: a
+/// malformed one aborts the upstream request, which the app sees as a broken body,
+/// never as a complete one.
 ///
 /// Skipped for `Expect: 100-continue`: such a client waits for the app's 100 before it
 /// sends any chunk.
@@ -69,8 +82,18 @@ pub async fn read_first_chunk(session: &mut Session) -> std::result::Result<(), 
         return Ok(());
     }
     session.as_downstream_mut().enable_retry_buffering();
-    if session.read_request_body().await.is_err() {
-        return Err(Refusal::Framing("The chunked request body is malformed."));
+    let malformed = Refusal::Framing("The chunked request body is malformed.");
+    let mut read = match session.read_request_body().await {
+        Ok(Some(chunk)) => chunk.len(),
+        Ok(None) => return Ok(()),
+        Err(_) => return Err(malformed),
+    };
+    while read < EARLY_BODY {
+        match super::poll_once(session.read_request_body()) {
+            Some(Ok(Some(chunk))) => read += chunk.len(),
+            Some(Ok(None)) | None => break,
+            Some(Err(_)) => return Err(malformed),
+        }
     }
     if session.as_downstream().retry_buffer_truncated() {
         // Cannot happen: one read returns at most one TLS record (16 KiB) and the buffer

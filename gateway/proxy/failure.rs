@@ -16,7 +16,14 @@ pub async fn answer(
     ctx: &mut RequestCtx,
 ) -> FailToProxy {
     let mut code = status_for(e);
-    if code > 0 && session.response_written().is_none() {
+    if code == 408 {
+        ctx.reason = Some(crate::metrics::Reject::BodyTimeout);
+    }
+    // After an informational answer (the app's `100 Continue`) a final one may follow.
+    let answered = session
+        .response_written()
+        .is_some_and(|r| !r.status.is_informational());
+    if code > 0 && !answered {
         // The connection ends after this answer (`can_reuse_downstream` below): say so,
         // or a client may send its next request into the closing connection.
         session.set_keepalive(None);
@@ -75,6 +82,8 @@ pub fn status_for(e: &Error) -> u16 {
     use ErrorType::*;
     match (e.etype(), e.esource()) {
         (HTTPStatus(code), _) => *code,
+        // The client's side timed out mid-body (`limits::body_deadline`).
+        (ReadTimedout, ErrorSource::Downstream) => 408,
         (
             ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout,
             ErrorSource::Upstream,

@@ -1,6 +1,13 @@
 //! Headers the gateway adds on the way to the upstream (`X-Forwarded-*`, `X-Real-IP`,
 //! `X-Request-Id`) and the request id it keeps or makes. `X-Forwarded-Prefix` is the
 //! path route's (`prefix`); a client's own is always removed.
+//!
+//! A client may also write fields that apps and frameworks believe as a proxy's word:
+//! `Forwarded`, Tornado's `X-Scheme`, Rack's `X-Forwarded-Ssl`, IIS's `X-Original-URL`…
+//! (`is_claim`), and names with `_`, which WSGI servers read as `-` (`Remote_User`
+//! beside a vouched `Remote-User`). `strip_claims` removes them from the request as it
+//! arrives, so neither an app, the tunnel nor the sign-on service sees them; the gateway
+//! then sets what it vouches for itself.
 
 use std::net::IpAddr;
 
@@ -36,6 +43,46 @@ pub fn client_host(req: &RequestHeader) -> Option<&[u8]> {
                 .get(http::header::HOST)
                 .map(HeaderValue::as_bytes)
         })
+}
+
+/// Whether a request field named `name` is one only a proxy may set, which the client
+/// could otherwise write: a forwarding field the gateway does not vouch with (it sets
+/// `X-Forwarded-Port` itself), or a rewrite field some servers prefer to the target.
+fn is_claim(name: &str) -> bool {
+    matches!(
+        name,
+        "forwarded"
+            | "x-forwarded-port"
+            | "x-forwarded-server"
+            | "x-forwarded-ssl"
+            | "x-forwarded-scheme"
+            | "x-forwarded-protocol"
+            | "x-forwarded-uri"
+            | "x-forwarded-method"
+            | "x-url-scheme"
+            | "x-scheme"
+            | "front-end-https"
+            | "x-original-url"
+            | "x-original-uri"
+            | "x-original-method"
+            | "x-rewrite-url"
+    )
+}
+
+/// Removes the client's claims (`is_claim`) and, unless `underscores` (the operator's
+/// `limits.underscores_in_headers`), every field whose name has a `_` (nginx's default).
+/// One pass over the names; nothing is copied when there is nothing to remove.
+pub fn strip_claims(req: &mut RequestHeader, underscores: bool) {
+    let drop = |name: &http::HeaderName| {
+        is_claim(name.as_str()) || (!underscores && name.as_str().contains('_'))
+    };
+    if !req.headers.keys().any(drop) {
+        return;
+    }
+    let names: Vec<http::HeaderName> = req.headers.keys().filter(|n| drop(n)).cloned().collect();
+    for name in names {
+        req.remove_header(&name);
+    }
 }
 
 /// The client's address: the TCP peer, unless the peer is a trusted proxy; then the
@@ -102,15 +149,17 @@ pub fn client_host_value(req: &RequestHeader) -> Option<HeaderValue> {
 }
 
 /// Sets the forwarding headers on the upstream request: `peer` (the TCP peer) is appended
-/// to `X-Forwarded-For`, `client` (see `client_ip`) becomes `X-Real-IP`, and
-/// `X-Forwarded-Proto` is the client's scheme (see `client_https`). Each address is
-/// formatted once, on the stack; the values shared with the request are not copied.
+/// to `X-Forwarded-For`, `client` (see `client_ip`) becomes `X-Real-IP`,
+/// `X-Forwarded-Proto` is the client's scheme (see `client_https`) and
+/// `X-Forwarded-Port` the listener's port. Each address is formatted once, on the stack;
+/// the values shared with the request are not copied.
 pub fn apply(
     up: &mut RequestHeader,
     peer: Option<IpAddr>,
     client: Option<IpAddr>,
     https: bool,
     host: Option<HeaderValue>,
+    port: Option<u16>,
     request_id: &HeaderValue,
 ) -> Result<()> {
     let peer_value = peer.map(ip_value);
@@ -140,13 +189,16 @@ pub fn apply(
         Some(h) => up.insert_header("x-forwarded-host", h)?,
         None => drop(up.remove_header("x-forwarded-host")),
     }
+    if let Some(port) = port {
+        up.insert_header("x-forwarded-port", HeaderValue::from(port))?;
+    }
     up.insert_header("x-request-id", request_id.clone())?;
     up.remove_header("x-forwarded-prefix");
     Ok(())
 }
 
 /// An address as a header value, formatted without a `String` on the way.
-fn ip_value(ip: IpAddr) -> HeaderValue {
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
     use std::io::Write;
     // Room for any address text (INET6_ADDRSTRLEN is 46 with its NUL).
     let mut buf = [0u8; 48];
@@ -227,19 +279,20 @@ mod tests {
         let id = HeaderValue::from_static("id");
         let peer = "10.0.0.1".parse().ok();
         let host = HeaderValue::from_static("a.example:8443");
-        apply(&mut up, peer, peer, true, Some(host), &id).unwrap();
+        apply(&mut up, peer, peer, true, Some(host), Some(8443), &id).unwrap();
         assert_eq!(up.headers["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
         assert_eq!(up.headers["x-real-ip"], "10.0.0.1");
         assert_eq!(up.headers["x-forwarded-proto"], "https");
         assert_eq!(up.headers["x-forwarded-host"], "a.example:8443");
         assert_eq!(up.headers["x-request-id"], "id");
+        assert_eq!(up.headers["x-forwarded-port"], "8443");
         assert!(up.headers.get("x-forwarded-prefix").is_none());
 
         // No prior list; a client (behind a trusted proxy) other than the peer; no host.
         let mut up = req(&[("x-forwarded-host", "evil.example")]);
         let v4_tail = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
         let client = v4_tail.parse().ok();
-        apply(&mut up, peer, client, false, None, &id).unwrap();
+        apply(&mut up, peer, client, false, None, None, &id).unwrap();
         assert_eq!(up.headers["x-forwarded-for"], "10.0.0.1");
         assert_eq!(
             up.headers["x-real-ip"],
@@ -250,6 +303,29 @@ mod tests {
         assert_eq!(ip_value(mapped), "::ffff:1.2.3.4");
         assert_eq!(up.headers["x-forwarded-proto"], "http");
         assert!(up.headers.get("x-forwarded-host").is_none());
+    }
+
+    #[test]
+    fn claims_and_underscored_names_are_removed() {
+        let fields = [
+            ("forwarded", "for=10.0.0.1;proto=https"),
+            ("x-scheme", "https"),
+            ("X-Original-URL", "/admin/"),
+            ("x-rewrite-url", "/admin/"),
+            ("x-forwarded-port", "443"),
+            ("remote_user", "admin"),
+            ("remote-user", "kept"),
+            ("accept", "*/*"),
+        ];
+        let mut r = req(&fields);
+        strip_claims(&mut r, false);
+        let mut left: Vec<&str> = r.headers.keys().map(|n| n.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "remote-user"]);
+        let mut r = req(&fields);
+        strip_claims(&mut r, true);
+        assert!(r.headers.contains_key("remote_user"), "kept when asked");
+        assert!(!r.headers.contains_key("forwarded"));
     }
 
     #[test]

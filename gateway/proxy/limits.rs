@@ -1,15 +1,18 @@
 //! The limit checks of the proxy phases: a declared body over `max_body` (413 before any
-//! byte goes upstream), the rate limit (429), and the streamed body count (413 and an
-//! aborted upstream request). Every answer here is made before the app does any work.
+//! byte goes upstream), the rate limit (429), the streamed body count (413 and an
+//! aborted upstream request), and the body's pace (408 and an aborted upstream request:
+//! `limits.body_timeout`, `limits.body_min_rate`). Every answer here is made before the
+//! app does any work, or stops the work it was doing for nobody.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{header, HeaderName, HeaderValue};
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
 use super::page;
+use crate::config::BodyDeadline;
 use crate::limits::Verdict;
 use crate::state::ActiveRoute;
 
@@ -126,6 +129,35 @@ pub async fn rate(
     Ok(Rate::Answered)
 }
 
+/// The HTTP/1.1 body's silence limit: a read of the body that waits `timeout` for a byte
+/// fails (Pingora's read timeout on the client's side; `failure` answers 408). Pingora
+/// reads the body only as fast as the app takes it, so an app that is slow to read does
+/// not count against the client. HTTP/2 streams have no such read timeout in Pingora
+/// 0.9: their bodies are held to `min_rate` only (`check_pace`).
+pub fn body_deadline(session: &mut Session, deadline: &BodyDeadline) {
+    session
+        .as_downstream_mut()
+        .set_read_timeout(Some(deadline.timeout));
+}
+
+/// The body's pace: once `timeout` has passed since the body started to flow (the app's
+/// connection was made), it must have come at `min_rate` bytes per second on average.
+/// Slower, the request fails with 408, which aborts the upstream request; a body that
+/// trickles a byte every few seconds never holds the app's connection for long.
+pub fn check_pace(deadline: &BodyDeadline, since: Instant, seen: u64) -> Result<()> {
+    let Some(rate) = deadline.min_rate else {
+        return Ok(());
+    };
+    let elapsed = since.elapsed();
+    if elapsed <= deadline.timeout || seen as f64 >= rate as f64 * elapsed.as_secs_f64() {
+        return Ok(());
+    }
+    Error::e_explain(
+        ErrorType::HTTPStatus(408),
+        format!("request body below body_min_rate ({rate} bytes/s): {seen} bytes in {elapsed:?}"),
+    )
+}
+
 /// Counts a streamed body chunk; past `max_body` the request fails with 413, which
 /// aborts the upstream request mid-body (the app sees a broken upload, never a
 /// complete one) and answers the client if its response has not started.
@@ -135,14 +167,14 @@ pub fn count_body(
     seen: &mut u64,
     chunk: Option<&bytes::Bytes>,
 ) -> Result<()> {
-    let (Some(max), Some(chunk)) = (route.max_body, chunk) else {
+    // After a WebSocket upgrade the "body" is the socket's traffic, not an upload.
+    let Some(chunk) = chunk.filter(|_| !session.was_upgraded()) else {
         return Ok(());
     };
-    // After a WebSocket upgrade the "body" is the socket's traffic, not an upload.
-    if session.was_upgraded() {
-        return Ok(());
-    }
     *seen += chunk.len() as u64;
+    let Some(max) = route.max_body else {
+        return Ok(());
+    };
     if *seen > max {
         return Error::e_explain(
             ErrorType::HTTPStatus(413),

@@ -10,15 +10,18 @@
 //!        │   sign-on service                   ─> its answer/302/503
 //!        ├── declared body > max_body ────────────────> 413 ─────┤
 //!        ├── rate limit (client key) ─────────────────> 429 ─────┤
+//!        ├── an upgrade with a body ──────────────────> 400 ─────┤ (other than a WebSocket
+//!        │                                                       │  GET: `Upgrade` removed)
 //!        ├── first chunk of a chunked body malformed ─> 400 ─────┤ (before any upstream)
 //!        ├── a replica (`upstream::place`; may queue) ─> 503 ─────┤ (down, queue full/timeout)
-//!        ├── an upgrade (WebSocket): `upgrade::tunnel` ──────────┤ (the phases below, its own)
+//!        ├── a WebSocket: `upgrade::tunnel` ─────────────────────┤ (the phases below, its own)
 //!        │                                                       │
 //! upstream_peer (the replica's prebuilt peer)                    │
 //! fail_to_connect (eject it; once: another replica)              │
 //! upstream_request_filter (X-Forwarded-*, id, access fields,     │
 //!                          prefix stripped)                      │
-//! request_body_filter (count; > max_body: 413) ──────────────────┤
+//! request_body_filter (count; > max_body: 413;                    │
+//!                      slower than body_min_rate: 408) ──────────┤
 //! response_filter (security, RateLimit, id, prefix put back,     │
 //!                  sticky cookie)                                │
 //! fail_to_proxy (502/503/504 page) ──────────────────────────────┤
@@ -36,8 +39,11 @@ mod routing;
 mod upgrade;
 mod upstream;
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -47,6 +53,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::AccessLog;
+use crate::config::BodyDeadline;
 use crate::lifecycle::{InFlight, Ticket};
 use crate::metrics::{Reject, RouteMetrics};
 use crate::pool::Lease;
@@ -82,6 +89,8 @@ pub struct RequestCtx {
     rate: limits::RateState,
     /// Request body bytes seen so far.
     body_seen: u64,
+    /// `limits.body_timeout` and `body_min_rate`, as the request's configuration says.
+    body_deadline: BodyDeadline,
     /// The series this request is counted in (its route's, or `_unmatched`).
     metrics: Option<Arc<RouteMetrics>>,
     /// Why the gateway answered itself, if it did.
@@ -129,6 +138,7 @@ impl ProxyHttp for Gateway {
             https: self.tls,
             rate: None,
             body_seen: 0,
+            body_deadline: BodyDeadline::default(),
             metrics: None,
             reason: None,
             user: None,
@@ -148,6 +158,7 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         admission::head_read(session);
+        admission::serve_pipelined(session);
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(DOWNSTREAM_KEEPALIVE_SECS));
         }
@@ -163,6 +174,7 @@ impl ProxyHttp for Gateway {
         });
         ctx.client = Some(client);
         ctx.request_id = Some(request_id.clone());
+        ctx.body_deadline = snapshot.body_deadline;
         ctx.https = forwarded::client_https(self.tls, peer, req, &snapshot.trusted_proxies);
         let routed = routing::find(snapshot.routes_for(ctx.https), req);
         let route = routed.route().cloned();
@@ -181,6 +193,8 @@ impl ProxyHttp for Gateway {
             admission::refuse(session, refusal, headers, &request_id).await?;
             return Ok(true);
         }
+        let underscores = snapshot.admission.underscores_in_headers();
+        forwarded::strip_claims(session.req_header_mut(), underscores);
         if !self.tls && routing::challenge(session, &self.shared, &snapshot, &request_id).await? {
             return Ok(true);
         }
@@ -224,6 +238,7 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
+        limits::body_deadline(session, &ctx.body_deadline);
         if limits::declared_body(session, &route, &request_id).await? {
             ctx.reason = Some(Reject::BodyTooLarge);
             return Ok(true);
@@ -235,16 +250,20 @@ impl ProxyHttp for Gateway {
             }
             limits::Rate::Pass(state) => ctx.rate = state,
         }
-        if let Err(refusal) = admission::read_first_chunk(session).await {
+        let upgrading = upgrade::screen(session);
+        let first_chunk = match upgrading {
+            Ok(_) => admission::read_first_chunk(session).await,
+            Err(refusal) => Err(refusal),
+        };
+        if let Err(refusal) = first_chunk {
             ctx.reason = Some(refusal.reason());
             admission::refuse(session, refusal, &route.headers, &request_id).await?;
             return Ok(true);
         }
-        let upgrading = upgrade::wanted(session);
-        if upstream::place(session, ctx, &route, upgrading).await? {
+        if upstream::place(session, ctx, &route).await? {
             return Ok(true);
         }
-        if upgrading {
+        if upgrading == Ok(true) {
             upgrade::tunnel(self, session, ctx).await?;
             return Ok(true);
         }
@@ -270,8 +289,12 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let host = forwarded::client_host_value(session.req_header());
+        let port = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.port());
         if let Some(id) = &ctx.request_id {
-            forwarded::apply(up, peer, ctx.client, ctx.https, host, id)?;
+            forwarded::apply(up, peer, ctx.client, ctx.https, host, port, id)?;
         }
         if let Some(route) = &ctx.route {
             access::upstream_fields(up, route, &ctx.auth_fields)?;
@@ -295,8 +318,14 @@ impl ProxyHttp for Gateway {
         let counted = limits::count_body(session, route, &mut ctx.body_seen, body.as_ref());
         if counted.is_err() {
             ctx.reason = Some(Reject::BodyTooLarge);
+            return counted;
         }
-        counted
+        let since = ctx.timing.upstream_connected.unwrap_or(ctx.timing.started);
+        let paced = limits::check_pace(&ctx.body_deadline, since, ctx.body_seen);
+        if paced.is_err() {
+            ctx.reason = Some(Reject::BodyTimeout);
+        }
+        paced
     }
 
     async fn response_filter(
@@ -377,12 +406,12 @@ impl ProxyHttp for Gateway {
 
     fn fail_to_connect(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
         e: Box<Error>,
     ) -> Box<Error> {
-        upstream::connect_failed(ctx, upgrade::wanted(session), e)
+        upstream::connect_failed(ctx, e)
     }
 
     fn suppress_proxy_warn_log(
@@ -394,5 +423,13 @@ impl ProxyHttp for Gateway {
     ) -> bool {
         // A retry is logged by `upstream::connect_failed`, the final error by `logging`.
         true
+    }
+}
+
+/// Polls `fut` once: its output if it is ready now, `None` (and `fut` dropped) if not.
+fn poll_once<F: Future>(fut: F) -> Option<F::Output> {
+    match pin!(fut).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => None,
     }
 }

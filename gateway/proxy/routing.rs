@@ -102,8 +102,8 @@ pub async fn answer(
         ),
         (Routed::Ambiguous, _) => (
             400,
-            Reject::BadRequest,
-            "The path names another app once decoded.".to_string(),
+            Reject::AmbiguousPath,
+            "The path names another app when read another way.".to_string(),
         ),
         (Routed::NoHost, Some(host)) => (
             404,

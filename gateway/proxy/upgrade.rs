@@ -1,6 +1,13 @@
 //! HTTP/1.1 upgrades (WebSocket: Streamlit's `/_stcore/stream`, Gradio's queue) proxied by
 //! the gateway itself instead of Pingora's proxy loop.
 //!
+//! Only `Upgrade: websocket` on a `GET` without a body is tunnelled (`screen`). Any other
+//! upgrade (`h2c`, which would let the client speak HTTP/2 to the app past every route
+//! check) is removed and the request proxied as an ordinary one; an upgrade request with
+//! a body is refused. The tunnel's request loses the hop-by-hop fields as every proxied
+//! request does (`clean`), and holds its replica's `max_concurrent` slot until the app
+//! answers; after a `101` it counts as a tunnel of that replica instead.
+//!
 //! NOTE: Pingora 0.9.1 can tear an upgraded connection down the moment it is made
 //! (cloudflare/pingora#946, fixes open as #947 and #1016): when the app's `101` is read
 //! before the end of the upgrade request's own empty body, that end is taken for the end
@@ -18,11 +25,11 @@
 //! `Session` gives no mutable access to its stream.
 
 use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use http::{header, HeaderName, Method};
+use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::Stream;
 use pingora::proxy::{ProxyHttp, Session};
@@ -30,14 +37,77 @@ use pingora::{Error, ErrorType, OrErr, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{upstream, Gateway, RequestCtx};
+use crate::admission::Refusal;
 
 /// The most the tunnel reads from the app at once: one TLS record's worth. Only what a
 /// read fills is touched, so an idle tunnel holds next to nothing of it.
 const APP_READ: usize = 16 * 1024;
 
-/// Whether the request asks for an HTTP/1.1 upgrade (HTTP/2 has none).
-pub fn wanted(session: &Session) -> bool {
-    session.as_downstream().is_upgrade_req()
+/// Fields that describe one connection, never passed on (RFC 9110, 7.6.1), with the
+/// proxy's credentials and HTTP/2's upgrade settings.
+const HOP_BY_HOP: [HeaderName; 10] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("http2-settings"),
+];
+
+/// Most `Connection` options read (Pingora's own bound is 10).
+const MAX_NOMINATED: usize = 16;
+
+/// `Ok(true)`: the request is a WebSocket upgrade, for `tunnel`. An HTTP/1.1 request
+/// asking for any other upgrade has its `Upgrade` (and `HTTP2-Settings`) removed and goes
+/// on as an ordinary request; an upgrade request with a body is refused (400).
+pub fn screen(session: &mut Session) -> std::result::Result<bool, Refusal> {
+    if !session.as_downstream().is_upgrade_req() {
+        return Ok(false);
+    }
+    let req = session.req_header();
+    let length = req.headers.get(header::CONTENT_LENGTH);
+    if req.headers.contains_key(header::TRANSFER_ENCODING)
+        || length.is_some_and(|v| v.as_bytes() != b"0")
+    {
+        return Err(Refusal::Framing("An upgrade request cannot carry a body."));
+    }
+    let mut upgrades = req.headers.get_all(header::UPGRADE).iter();
+    let websocket = upgrades
+        .next()
+        .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"))
+        && upgrades.next().is_none();
+    if websocket && req.method == Method::GET {
+        return Ok(true);
+    }
+    let req = session.req_header_mut();
+    req.remove_header(&header::UPGRADE);
+    req.remove_header("http2-settings");
+    Ok(false)
+}
+
+/// The tunnel's request as every proxied request leaves (Pingora's own clean-up on its
+/// proxy path): without the fields `Connection` names (but `Host`) and the hop-by-hop
+/// fields, then asking the app for the WebSocket upgrade alone.
+fn clean(req: &mut RequestHeader) -> Result<()> {
+    let named: Vec<HeaderName> = req
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
+        .filter(|name| *name != header::HOST)
+        .take(MAX_NOMINATED)
+        .collect();
+    for name in named.iter().chain(&HOP_BY_HOP) {
+        req.remove_header(name);
+    }
+    req.insert_header(header::CONNECTION, "Upgrade")?;
+    req.insert_header(header::UPGRADE, "websocket")?;
+    Ok(())
 }
 
 /// Proxies an upgrade request to the route's app: its answer goes back as it is, and after
@@ -50,7 +120,7 @@ pub async fn tunnel(gw: &Gateway, session: &mut Session, ctx: &mut RequestCtx) -
         match gw.shared.connector().get_http_session(&*peer).await {
             Ok((app, _)) => break (app, peer),
             Err(e) => {
-                let e = upstream::connect_failed(ctx, true, e.into_up());
+                let e = upstream::connect_failed(ctx, e.into_up());
                 if !e.retry() {
                     return Err(e);
                 }
@@ -69,6 +139,7 @@ pub async fn tunnel(gw: &Gateway, session: &mut Session, ctx: &mut RequestCtx) -
     ctx.timing.upstream_connected = Some(std::time::Instant::now());
 
     let mut req = session.req_header().clone();
+    clean(&mut req)?;
     gw.upstream_request_filter(session, &mut req, ctx).await?;
     app.write_request_header(Box::new(req))
         .await
@@ -91,9 +162,11 @@ pub async fn tunnel(gw: &Gateway, session: &mut Session, ctx: &mut RequestCtx) -
         }
         return session.write_response_body(None, true).await;
     }
+    // From now on a tunnel of its replica, no longer a request under `max_concurrent`.
+    ctx.lease = ctx.lease.take().map(crate::pool::Lease::into_tunnel);
     // Bytes the app sent right behind its `101` are already in Pingora's reader: take
     // them without waiting for more, then keep only the bare connection.
-    let early = poll_once(app.read_body_bytes());
+    let early = super::poll_once(app.read_body_bytes());
     let timeouts = (app.read_timeout, app.write_timeout);
     let mut app = app.into_inner();
     if let Some(read) = early {
@@ -175,13 +248,5 @@ async fn within<T>(
         Ok(done) => done,
         Err(_) => Error::e_explain(kind, format!("upgraded connection idle for {limit:?}"))
             .map_err(|e| e.into_up()),
-    }
-}
-
-/// Polls `fut` once: its output if it is ready now, `None` (and `fut` dropped) if not.
-fn poll_once<F: Future>(fut: F) -> Option<F::Output> {
-    match pin!(fut).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(out) => Some(out),
-        Poll::Pending => None,
     }
 }

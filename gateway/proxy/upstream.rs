@@ -22,10 +22,9 @@ pub async fn place(
     session: &mut Session,
     ctx: &mut RequestCtx,
     route: &ActiveRoute,
-    upgrade: bool,
 ) -> Result<bool> {
     let client = ctx.client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-    let placed = match route.pool.place(session.req_header(), client, upgrade) {
+    let placed = match route.pool.place(session.req_header(), client) {
         Ok(placed) => Ok(placed),
         Err(Pending::Refused(refused)) => Err(refused),
         // Boxed: the queue's state stays out of every other request's future.
@@ -126,7 +125,7 @@ pub fn peer(ctx: &RequestCtx) -> Result<Box<HttpPeer>> {
 /// A connect to the placed replica failed: it is ejected, and the request (which the
 /// app never saw) is retried once on another replica, if one is up with room. With none
 /// and every replica now down, the request gets the "starting or down" page.
-pub fn connect_failed(ctx: &mut RequestCtx, upgrade: bool, mut e: Box<Error>) -> Box<Error> {
+pub fn connect_failed(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
     let (Some(route), Some(lease)) = (ctx.route.clone(), ctx.lease.take()) else {
         return e;
     };
@@ -142,7 +141,7 @@ pub fn connect_failed(ctx: &mut RequestCtx, upgrade: bool, mut e: Box<Error>) ->
     // Given back before the retry takes a slot.
     drop(lease);
     if !ctx.retried {
-        if let Some(placed) = pool.replace(&failed, upgrade) {
+        if let Some(placed) = pool.replace(&failed) {
             ctx.retried = true;
             if let Some(m) = &ctx.metrics {
                 m.upstream_error(kind);

@@ -1,14 +1,18 @@
 //! The routes of one host by path prefix. The longest prefix that covers the request's
 //! path wins, compared whole segment by whole segment (`/voice/` covers `/voice/x`, never
 //! `/voicemail`), case-sensitively, on the raw path: before any decoding, without the
-//! query. Matching does not allocate, except for a path that reads differently once
-//! decoded (below).
+//! query. Matching does not allocate, except for a path that some app could read as
+//! another path (below).
 //!
-//! An app decodes `%XX` and resolves `.` and `..` before it routes, so `/public/../admin/`
-//! or `/%61dmin/` reach the app as `/admin/` while their raw form falls under `/`. On a
-//! host with path routes, such a path is read both ways, and when the two readings pick
-//! different routes the request is refused: a path route that guards part of an app
-//! (`/admin/` with a login, `/` without) cannot be walked around.
+//! Apps read a path in different ways before they route it: as it is; with `%XX`
+//! decoded (uvicorn decodes `%2F` and resolves nothing); with `.` and `..` segments
+//! resolved, before or after decoding (WHATWG URL parsers also take `%2e` for a dot);
+//! with `\` read as `/` (WHATWG parsers, before decoding; some frameworks after); with
+//! `//` merged. On a host with path routes, a path that contains any of `%`, `\`, a dot
+//! segment or `//` is read in every combination of these, and when the readings do not
+//! all select the same route the request is refused: a path route that guards part of
+//! an app (`/admin/` with a login, `/` without) cannot be walked around. Paths whose
+//! readings agree pass byte for byte.
 
 use std::sync::Arc;
 
@@ -62,16 +66,16 @@ impl<R> PathRoutes<R> {
         if !self.by_path || !reads_differently(path) {
             return raw;
         }
-        let decoded = self.find_raw(&normalize(path));
-        match (&raw, &decoded) {
+        let agrees = |other: &PathMatch<'_, R>| match (&raw, other) {
             (PathMatch::Route(a), PathMatch::Route(b))
-            | (PathMatch::AddSlash(a), PathMatch::AddSlash(b))
-                if Arc::ptr_eq(a, b) =>
-            {
-                raw
-            }
-            (PathMatch::NotFound, PathMatch::NotFound) => raw,
-            _ => PathMatch::Ambiguous,
+            | (PathMatch::AddSlash(a), PathMatch::AddSlash(b)) => Arc::ptr_eq(a, b),
+            (PathMatch::NotFound, PathMatch::NotFound) => true,
+            _ => false,
+        };
+        if readings(path).all(|reading| agrees(&self.find_raw(&reading))) {
+            raw
+        } else {
+            PathMatch::Ambiguous
         }
     }
 
@@ -122,33 +126,111 @@ pub fn origin_form(target: &[u8]) -> &[u8] {
     }
 }
 
-/// True when decoding `%XX` or resolving a `.`/`..` segment could change the path.
+/// True when some app could read `path` as another path: it holds `%`, `\`, `//` or a
+/// dot segment.
 fn reads_differently(path: &[u8]) -> bool {
-    path.contains(&b'%')
-        || path
-            .split(|&b| b == b'/')
-            .any(|segment| segment == b"." || segment == b"..")
+    path.iter().any(|&b| matches!(b, b'%' | b'\\'))
+        || path.windows(2).any(|w| w == b"//")
+        || path.split(|&b| b == b'/').any(|s| s == b"." || s == b"..")
 }
 
-/// The path as an app reads it: `%XX` decoded, then `.` and `..` segments resolved (RFC
-/// 3986, 5.2.4). A `..` never climbs above the root.
-fn normalize(path: &[u8]) -> Vec<u8> {
-    let decoded: Vec<u8> = percent_encoding::percent_decode(path).collect();
+/// One way an app may read a path (see the module's comment).
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    /// `%XX` decoded.
+    decode: bool,
+    /// `\` read as `/`: not at all, before decoding (`%5C` stays `\`), or after it.
+    backslash: Backslash,
+    /// `.` and `..` segments resolved (RFC 3986, 5.2.4).
+    dots: bool,
+    /// Runs of `/` read as one.
+    merge: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backslash {
+    Kept,
+    Before,
+    After,
+}
+
+/// Every reading of `path` but the raw one (which `find` has already looked up).
+fn readings(path: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    const BACKSLASH: [Backslash; 3] = [Backslash::Kept, Backslash::Before, Backslash::After];
+    [false, true]
+        .into_iter()
+        .flat_map(|decode| BACKSLASH.into_iter().map(move |b| (decode, b)))
+        .filter(|&(decode, backslash)| decode || backslash != Backslash::After)
+        .flat_map(|(decode, backslash)| {
+            [(false, false), (true, false), (false, true), (true, true)]
+                .into_iter()
+                .map(move |(dots, merge)| Reading {
+                    decode,
+                    backslash,
+                    dots,
+                    merge,
+                })
+        })
+        .filter(|r| r.decode || r.backslash != Backslash::Kept || r.dots || r.merge)
+        .map(move |r| read(path, r))
+}
+
+/// `path` as an app reading it `r`'s way would see it.
+fn read(path: &[u8], r: Reading) -> Vec<u8> {
+    let slashes = |bytes: &mut Vec<u8>| {
+        for b in bytes.iter_mut().filter(|b| **b == b'\\') {
+            *b = b'/';
+        }
+    };
+    let mut out = path.to_vec();
+    if r.backslash == Backslash::Before {
+        slashes(&mut out);
+    }
+    if r.decode {
+        out = percent_encoding::percent_decode(&out).collect();
+    }
+    if r.backslash == Backslash::After {
+        slashes(&mut out);
+    }
+    if r.merge {
+        out.dedup_by(|b, a| *a == b'/' && *b == b'/');
+    }
+    if r.dots {
+        out = resolve_dots(&out);
+    }
+    out
+}
+
+/// A `.` segment, also as WHATWG URL parsers read it (`%2e`, any case).
+fn is_dot(segment: &[u8]) -> bool {
+    segment == b"." || segment.eq_ignore_ascii_case(b"%2e")
+}
+
+/// A `..` segment, also as `.%2e`, `%2e.` and `%2e%2e`.
+fn is_dot_dot(segment: &[u8]) -> bool {
+    (2..=6).contains(&segment.len())
+        && (1..segment.len()).any(|at| is_dot(&segment[..at]) && is_dot(&segment[at..]))
+}
+
+/// `path` with its `.` and `..` segments resolved (RFC 3986, 5.2.4). A `..` never
+/// climbs above the root.
+fn resolve_dots(path: &[u8]) -> Vec<u8> {
     let mut segments: Vec<&[u8]> = Vec::new();
-    let mut parts = decoded.split(|&b| b == b'/').skip(1).peekable();
+    let mut parts = path.split(|&b| b == b'/').skip(1).peekable();
     while let Some(segment) = parts.next() {
         let last = parts.peek().is_none();
-        match segment {
-            b"." => {}
-            b".." => drop(segments.pop()),
-            s => segments.push(s),
+        let (dot, dot_dot) = (is_dot(segment), is_dot_dot(segment));
+        if dot_dot {
+            segments.pop();
+        } else if !dot {
+            segments.push(segment);
         }
         // `/a/..` and `/a/.` name a directory: the result keeps the trailing slash.
-        if last && matches!(segment, b"." | b"..") {
+        if last && (dot || dot_dot) {
             segments.push(b"");
         }
     }
-    let mut out = Vec::with_capacity(decoded.len());
+    let mut out = Vec::with_capacity(path.len());
     for segment in segments {
         out.push(b'/');
         out.extend_from_slice(segment);
@@ -226,14 +308,54 @@ mod tests {
     }
 
     #[test]
-    fn normalize_resolves_dot_segments() {
-        let n = |p: &str| String::from_utf8(normalize(p.as_bytes())).unwrap();
+    fn every_reading_of_the_review_s_paths_is_checked() {
+        let t = routes(&["/", "/admin/"]);
+        // uvicorn decodes `%2F` and resolves nothing: the app reads `/admin/../settings`.
+        assert_eq!(found(&t, "/admin%2F..%2Fsettings"), "400");
+        assert_eq!(found(&t, "/admin%2f%2e%2e%2fsettings"), "400");
+        // WHATWG URL parsers (Node's `new URL()`) read `\` as `/`, and `%2e` as a dot.
+        assert_eq!(found(&t, "/admin\\x"), "400");
+        assert_eq!(found(&t, "/public\\..\\admin\\x"), "400");
+        assert_eq!(found(&t, "/public/%2e%2E/admin/x"), "400");
+        assert_eq!(found(&t, "/admin%5Cx"), "400");
+        // Merged slashes.
+        assert_eq!(found(&t, "//admin/x"), "400");
+        // The guarded prefix read as the public one.
+        assert_eq!(found(&t, "/admin/..%2Fx"), "400");
+        assert_eq!(found(&t, "/admin\\..\\x"), "400");
+        // Readings that agree pass.
+        assert_eq!(found(&t, "/files/a%5Cb"), "/");
+        assert_eq!(found(&t, "/files//a"), "/");
+        assert_eq!(found(&t, "/admin/a//b\\c"), "/admin/");
+    }
+
+    #[test]
+    fn dot_segments_resolve() {
+        let n = |p: &str| String::from_utf8(resolve_dots(p.as_bytes())).unwrap();
         assert_eq!(n("/a/b/../c"), "/a/c");
         assert_eq!(n("/a/./b/."), "/a/b/");
         assert_eq!(n("/a/.."), "/");
         assert_eq!(n("/../../a"), "/a");
-        assert_eq!(n("/%2E%2e/a%2fb"), "/a/b");
+        assert_eq!(n("/%2E%2e/a/%2e/b"), "/a/b");
+        assert_eq!(n("/.%2E/a/%2e./b"), "/b");
         assert_eq!(n("/"), "/");
         assert_eq!(n("/a//b"), "/a//b");
+        assert_eq!(n("/.../a"), "/.../a");
+    }
+
+    #[test]
+    fn readings_cover_decoding_backslashes_and_slashes() {
+        let all: Vec<String> = readings(b"/a%5Cb\\c//%2e%2e/d")
+            .map(|r| String::from_utf8(r).unwrap())
+            .collect();
+        for expected in [
+            "/a\\b\\c//../d", // decoded
+            "/a/b/c//../d",   // decoded, then `\` as `/`
+            "/a\\b/c/d",      // `\` as `/`, decoded, dots resolved
+            "/a%5Cb/d",       // `\` as `/`, merged, `%2e` as dots (WHATWG)
+        ] {
+            assert!(all.iter().any(|r| r == expected), "{expected} in {all:?}");
+        }
+        assert_eq!(all.len(), 19);
     }
 }
