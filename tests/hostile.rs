@@ -404,6 +404,49 @@ async fn an_upgrade_waits_for_a_slot_like_any_request_and_frees_it_after_101() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_another_upgrade_are_held_to_max_concurrent() {
+    let a = Upstream::start("A").await;
+    let env = Env::new();
+    let extra = "    max_concurrent: 1\n    queue: { size: 4, timeout: 20s }\n";
+    let _gw = env.start(&config(&env, "", &route("a.test", &a, extra)));
+    // Three slow requests with `Upgrade: x` at once: before, each was tunnelled outside
+    // the cap and all three reached the app together.
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let request =
+                "GET /slow?ms=600 HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade, close\r\n\
+                           Upgrade: x\r\n\r\n";
+            let env_https = env.https;
+            let pem = env.cert_pem("default");
+            tokio::task::spawn_blocking(move || {
+                let mut b = native_tls::TlsConnector::builder();
+                b.add_root_certificate(native_tls::Certificate::from_pem(&pem).expect("cert"));
+                let tcp = std::net::TcpStream::connect(("127.0.0.1", env_https)).expect("connect");
+                let mut s = b
+                    .build()
+                    .expect("tls")
+                    .connect("a.test", tcp)
+                    .expect("handshake");
+                s.write_all(request.as_bytes()).expect("write");
+                let mut answer = String::new();
+                let _ = s.read_to_string(&mut answer);
+                answer
+            })
+        })
+        .collect();
+    for t in tasks {
+        let answer = t.await.expect("join");
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1700),
+        "one at a time: {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_clients_share_one_bucket_per_prefix() {
     let a = Upstream::start("A").await;
     let env = Env::new();

@@ -2,6 +2,7 @@
 //! directory with generated certificates, in front of real in-process upstreams.
 #![allow(dead_code)]
 
+pub mod apps;
 pub mod pebble;
 pub mod pki;
 pub mod redis;
