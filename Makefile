@@ -9,10 +9,12 @@ BUILD_TOOLS := cmake:cmake perl:perl make:make cc:gcc
 # The observability tests run promtool and a real Prometheus server; the TLS scan,
 # testssl.sh; the access tests, Apache's htpasswd; the pool tests, app replicas written
 # in Python (standard library only); the ACME tests, Pebble (an ACME server and its
-# test DNS, pebble-challtestsrv); the scale-out tests, a real Redis server and redis-cli.
+# test DNS, pebble-challtestsrv); the scale-out tests, a real Redis server and redis-cli;
+# the security tests, a Node app (and Python app servers, which tests/apps/setup installs
+# into a virtualenv from PyPI).
 TEST_TOOLS := $(BUILD_TOOLS) promtool:prometheus prometheus:prometheus testssl:testssl.sh \
   htpasswd:apache2-utils python3:python3 pebble:pebble redis-server:redis-server \
-  redis-cli:redis-tools
+  redis-cli:redis-tools node:nodejs
 
 .PHONY: run test check build prereqs test-prereqs
 

@@ -77,8 +77,11 @@ pub struct Basic {
     /// Keyed hash of a verified header → (user, verified at).
     verified: Mutex<LruCache<u128, Remembered>>,
     /// Verifications in progress, by the same key: later requests wait for them.
-    flights: Mutex<HashMap<u128, Arc<OnceCell<Verified>>>>,
+    flights: Flights,
 }
+
+/// Verifications in progress by the keyed hash of their header.
+type Flights = Mutex<HashMap<u128, Arc<OnceCell<Verified>>>>;
 
 /// A header found good: for whom, and when.
 type Remembered = (Arc<str>, Instant);
@@ -137,17 +140,13 @@ impl Basic {
         let Some((user, password)) = credentials(header.as_bytes()) else {
             return Outcome::Missing;
         };
-        let flight = self.flights.lock().entry(key).or_default().clone();
+        let flight = Flight::join(&self.flights, key);
         let verified = flight
+            .cell
             .get_or_init(|| self.verify(key, user, password, client, failures, verifier))
             .await
             .clone();
-        {
-            let mut flights = self.flights.lock();
-            if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-                flights.remove(&key);
-            }
-        }
+        drop(flight);
         match verified {
             Verified::Right(user) => Outcome::Allowed(user),
             Verified::Wrong => Outcome::Wrong,
@@ -212,6 +211,34 @@ impl Basic {
                 None
             }
             None => None,
+        }
+    }
+}
+
+/// A request's part in the verification of its credentials. Leaving (done, or the
+/// request cancelled) takes the flight out of the map, so no abandoned flight stays:
+/// requests that come later start their own.
+struct Flight<'a> {
+    flights: &'a Flights,
+    key: u128,
+    cell: Arc<OnceCell<Verified>>,
+}
+
+impl<'a> Flight<'a> {
+    fn join(flights: &'a Flights, key: u128) -> Self {
+        let cell = flights.lock().entry(key).or_default().clone();
+        Flight { flights, key, cell }
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.flights.lock();
+        if flights
+            .get(&self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, &self.cell))
+        {
+            flights.remove(&self.key);
         }
     }
 }
@@ -292,6 +319,7 @@ mod tests {
         }
         assert_eq!((wrong, blocked), (2, 4));
         assert!(failures.blocked_local(CLIENT).is_some());
+        assert!(b.flights.lock().is_empty(), "no flight left behind");
     }
 
     #[tokio::test]

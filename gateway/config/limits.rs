@@ -1,5 +1,6 @@
 //! The limit keys: `rate_limit` (in `defaults` and routes), `trusted_proxies`, and the
-//! `limits` section (request heads). `max_body` is a plain size (see `units::size`).
+//! `limits` section (request heads and bodies, the IPv6 prefix that keys a client): their
+//! types and their parsers. `max_body` is a plain size (see `units::size`).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -7,13 +8,90 @@ use std::time::Duration;
 use http::HeaderName;
 use serde_yaml::Value;
 
-use super::model::{
-    BodyDeadline, HeadLimits, IpNet, RateKey, RateLimit, DEFAULT_IPV6_PREFIX, MAX_HEADERS_CEILING,
-    MAX_HEADER_BYTES_CEILING,
-};
+use super::model::IpNet;
 use super::raw::RawLimits;
 use super::units::{self, is_off, shown};
 use super::validate::Checker;
+
+/// Request line plus headers of one HTTP/1.1 request, or the HTTP/2 header list.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 << 10;
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Time for a client to send a whole request head (nginx's `client_header_timeout`).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pingora's own ceilings (0.9): a head over about 1 MiB or with over 256 fields is
+/// refused with 400 before the gateway sees it, so larger limits could never apply.
+pub const MAX_HEADER_BYTES_CEILING: usize = 1 << 20;
+pub const MAX_HEADERS_CEILING: usize = 256;
+/// Longest a client may send no byte of its request body (nginx's `client_body_timeout`).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Least average rate of a request body once `body_timeout` has passed, in bytes per
+/// second (Apache's `mod_reqtimeout` `MinRate`): a trickle is cut, a home uplink is not.
+pub const DEFAULT_BODY_MIN_RATE: u64 = 500;
+/// IPv6 clients are limited by this prefix: one host is given a /64 (RFC 6177).
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+
+/// `limits`: the size and time a client's request head may take (431 and a closed
+/// connection beyond them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// Request line plus headers in bytes (HTTP/1.1); the decoded header list (HTTP/2).
+    pub max_header_bytes: usize,
+    /// Header fields, counting each repeated field.
+    pub max_headers: usize,
+    /// From the connection's start (or a keep-alive request's first byte) to the end of
+    /// the request head, HTTP/1.1.
+    pub header_timeout: Duration,
+    /// Keep request fields whose names have `_` (removed by default, as nginx does).
+    pub underscores_in_headers: bool,
+}
+
+/// `limits.body_timeout` and `limits.body_min_rate`: a request body that stalls, or
+/// trickles, gets 408 and its upstream request is aborted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyDeadline {
+    /// Longest silence while reading a body; also the grace before `min_rate` applies.
+    pub timeout: Duration,
+    /// Least average rate, bytes per second, after `timeout`; `None`: none.
+    pub min_rate: Option<u64>,
+}
+
+impl Default for BodyDeadline {
+    fn default() -> Self {
+        BodyDeadline {
+            timeout: DEFAULT_BODY_TIMEOUT,
+            min_rate: Some(DEFAULT_BODY_MIN_RATE),
+        }
+    }
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            underscores_in_headers: false,
+        }
+    }
+}
+
+/// A GCRA token bucket: `count` requests per `per` refill it, `burst` is its capacity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    pub count: u32,
+    pub per: Duration,
+    pub burst: u32,
+    pub key: RateKey,
+}
+
+/// What identifies one client of a rate limit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RateKey {
+    /// The client's address (see `trusted_proxies`).
+    ClientIp,
+    /// The value of a request header (e.g. an API key); the client address without it.
+    Header(HeaderName),
+}
 
 /// The largest `rate` count and `burst` accepted: far above any sane limit, and small
 /// enough that the arithmetic on them can never overflow.

@@ -9,6 +9,7 @@ use http::{HeaderName, HeaderValue};
 pub use ipnet::IpNet;
 
 use super::error::Pos;
+pub use super::limits::{BodyDeadline, HeadLimits, RateKey, RateLimit};
 
 /// Built-in `max_body` when neither the route nor `defaults` sets one: large enough for
 /// audio and video uploads to AI apps (nginx's 1 MiB default is the classic trap).
@@ -22,27 +23,11 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// for a generation job or a WebSocket session (Pingora's 300 s would cut them).
 pub const DEFAULT_UPGRADE_GRACE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_HTTPS: &str = "0.0.0.0:443";
-/// Request line plus headers of one HTTP/1.1 request, or the HTTP/2 header list.
-pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 << 10;
-pub const DEFAULT_MAX_HEADERS: usize = 100;
-/// Time for a client to send a whole request head (nginx's `client_header_timeout`).
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pingora's own ceilings (0.9): a head over about 1 MiB or with over 256 fields is
-/// refused with 400 before the gateway sees it, so larger limits could never apply.
-pub const MAX_HEADER_BYTES_CEILING: usize = 1 << 20;
-pub const MAX_HEADERS_CEILING: usize = 256;
 pub const DEFAULT_AUTH_FAILURES: FailureLimit = FailureLimit {
     limit: 10,
     per: Duration::from_secs(60),
 };
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest a client may send no byte of its request body (nginx's `client_body_timeout`).
-pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Least average rate of a request body once `body_timeout` has passed, in bytes per
-/// second (Apache's `mod_reqtimeout` `MinRate`): a trickle is cut, a home uplink is not.
-pub const DEFAULT_BODY_MIN_RATE: u64 = 500;
-/// IPv6 clients are limited by this prefix: one host is given a /64 (RFC 6177).
-pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -121,51 +106,6 @@ impl Config {
             .iter()
             .flat_map(|r| r.upstreams.iter().map(|u| (r.name.clone(), *u)))
             .collect()
-    }
-}
-
-/// `limits`: the size and time a client's request head may take (431 and a closed
-/// connection beyond them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeadLimits {
-    /// Request line plus headers in bytes (HTTP/1.1); the decoded header list (HTTP/2).
-    pub max_header_bytes: usize,
-    /// Header fields, counting each repeated field.
-    pub max_headers: usize,
-    /// From the connection's start (or a keep-alive request's first byte) to the end of
-    /// the request head, HTTP/1.1.
-    pub header_timeout: Duration,
-    /// Keep request fields whose names have `_` (removed by default, as nginx does).
-    pub underscores_in_headers: bool,
-}
-
-/// `limits.body_timeout` and `limits.body_min_rate`: a request body that stalls, or
-/// trickles, gets 408 and its upstream request is aborted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BodyDeadline {
-    /// Longest silence while reading a body; also the grace before `min_rate` applies.
-    pub timeout: Duration,
-    /// Least average rate, bytes per second, after `timeout`; `None`: none.
-    pub min_rate: Option<u64>,
-}
-
-impl Default for BodyDeadline {
-    fn default() -> Self {
-        BodyDeadline {
-            timeout: DEFAULT_BODY_TIMEOUT,
-            min_rate: Some(DEFAULT_BODY_MIN_RATE),
-        }
-    }
-}
-
-impl Default for HeadLimits {
-    fn default() -> Self {
-        HeadLimits {
-            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
-            max_headers: DEFAULT_MAX_HEADERS,
-            header_timeout: DEFAULT_HEADER_TIMEOUT,
-            underscores_in_headers: false,
-        }
     }
 }
 
@@ -429,22 +369,4 @@ pub struct AuthUrl {
 pub struct FailureLimit {
     pub limit: u32,
     pub per: Duration,
-}
-
-/// A GCRA token bucket: `count` requests per `per` refill it, `burst` is its capacity.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RateLimit {
-    pub count: u32,
-    pub per: Duration,
-    pub burst: u32,
-    pub key: RateKey,
-}
-
-/// What identifies one client of a rate limit.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum RateKey {
-    /// The client's address (see `trusted_proxies`).
-    ClientIp,
-    /// The value of a request header (e.g. an API key); the client address without it.
-    Header(HeaderName),
 }

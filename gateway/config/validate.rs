@@ -328,18 +328,13 @@ fn listen(c: &mut Checker, raw: super::raw::RawListen) -> Listen {
     }
 }
 
-/// `metrics_hosts: [metrics.internal]`: DNS names, lower-cased, without port.
+/// `metrics_hosts: [gateway.internal]`: DNS names, lower-cased, without port.
 fn metrics_hosts(v: &Value) -> Result<Vec<String>, String> {
-    let err = || {
-        format!(
-            "invalid metrics_hosts {}; expected a list of host names like [gateway.internal]",
-            shown(v)
-        )
-    };
+    const EXPECTED: &str = "expected a list of host names like [gateway.internal]";
     let items = match v {
         Value::Sequence(items) => items,
         Value::Null => return Ok(Vec::new()),
-        _ => return Err(err()),
+        _ => return Err(format!("{EXPECTED}, found {}", shown(v))),
     };
     let dns = |s: &str| {
         !s.is_empty()
@@ -351,7 +346,7 @@ fn metrics_hosts(v: &Value) -> Result<Vec<String>, String> {
         .iter()
         .map(|item| match item.as_str().map(str::trim) {
             Some(s) if dns(s) => Ok(s.to_ascii_lowercase()),
-            _ => Err(err()),
+            _ => Err(format!("invalid host name {}; {EXPECTED}", shown(item))),
         })
         .collect()
 }

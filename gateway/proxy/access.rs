@@ -210,10 +210,6 @@ async fn sign_on(
         }
     }
     let host = forwarded::client_host_value(req);
-    let port = session
-        .server_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.port());
     let uri = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let original_url = format!(
         "{}://{}{uri}",
@@ -224,9 +220,7 @@ async fn sign_on(
     // (`trusted_proxies`): a rule on the left-most `X-Forwarded-For` entry (Authelia's)
     // then reads the real client, never a value the client wrote.
     let client_ip = Some(client);
-    forwarded::apply(
-        &mut check, client_ip, client_ip, https, host, port, request_id,
-    )?;
+    forwarded::apply(&mut check, client_ip, client_ip, https, host, request_id)?;
     check.insert_header("x-forwarded-method", req.method.as_str())?;
     check.insert_header("x-forwarded-uri", uri)?;
     // nginx `auth_request` recipes (Authelia's legacy endpoint prefers these).

@@ -139,6 +139,18 @@ pub fn client_https(
         .is_some_and(|proto| proto.trim_ascii().eq_ignore_ascii_case(b"https"))
 }
 
+/// The port the client addressed: the one in its `Host` (or `:authority`), else its
+/// scheme's default. That is the port an app must put in the URLs it builds, also
+/// behind a balancer or a port mapping (Traefik sets `X-Forwarded-Port` the same way);
+/// it is the listener's own port when the client reaches the gateway directly.
+pub fn client_port(host: Option<&HeaderValue>, https: bool) -> u16 {
+    let host = host.map_or(&b""[..], HeaderValue::as_bytes);
+    let name = crate::router::strip_port(host);
+    let port = host[name.len()..].strip_prefix(b":");
+    port.and_then(|p| std::str::from_utf8(p).ok()?.parse().ok())
+        .unwrap_or(if https { 443 } else { 80 })
+}
+
 /// The client's host as a header value for `X-Forwarded-Host`: the `Host` header's own
 /// value (shared, not copied) or, over HTTP/2, `:authority`.
 pub fn client_host_value(req: &RequestHeader) -> Option<HeaderValue> {
@@ -151,7 +163,7 @@ pub fn client_host_value(req: &RequestHeader) -> Option<HeaderValue> {
 /// Sets the forwarding headers on the upstream request: `peer` (the TCP peer) is appended
 /// to `X-Forwarded-For`, `client` (see `client_ip`) becomes `X-Real-IP`,
 /// `X-Forwarded-Proto` is the client's scheme (see `client_https`) and
-/// `X-Forwarded-Port` the listener's port. Each address is formatted once, on the stack;
+/// `X-Forwarded-Port` the port it addressed (see `client_port`). Each address is formatted once, on the stack;
 /// the values shared with the request are not copied.
 pub fn apply(
     up: &mut RequestHeader,
@@ -159,9 +171,9 @@ pub fn apply(
     client: Option<IpAddr>,
     https: bool,
     host: Option<HeaderValue>,
-    port: Option<u16>,
     request_id: &HeaderValue,
 ) -> Result<()> {
+    let port = client_port(host.as_ref(), https);
     let peer_value = peer.map(ip_value);
     if let Some(peer_value) = &peer_value {
         let forwarded_for = match joined(up, "x-forwarded-for") {
@@ -189,9 +201,12 @@ pub fn apply(
         Some(h) => up.insert_header("x-forwarded-host", h)?,
         None => drop(up.remove_header("x-forwarded-host")),
     }
-    if let Some(port) = port {
-        up.insert_header("x-forwarded-port", HeaderValue::from(port))?;
-    }
+    let port = match port {
+        443 => HeaderValue::from_static("443"),
+        80 => HeaderValue::from_static("80"),
+        port => HeaderValue::from(port),
+    };
+    up.insert_header("x-forwarded-port", port)?;
     up.insert_header("x-request-id", request_id.clone())?;
     up.remove_header("x-forwarded-prefix");
     Ok(())
@@ -279,7 +294,7 @@ mod tests {
         let id = HeaderValue::from_static("id");
         let peer = "10.0.0.1".parse().ok();
         let host = HeaderValue::from_static("a.example:8443");
-        apply(&mut up, peer, peer, true, Some(host), Some(8443), &id).unwrap();
+        apply(&mut up, peer, peer, true, Some(host), &id).unwrap();
         assert_eq!(up.headers["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
         assert_eq!(up.headers["x-real-ip"], "10.0.0.1");
         assert_eq!(up.headers["x-forwarded-proto"], "https");
@@ -292,7 +307,7 @@ mod tests {
         let mut up = req(&[("x-forwarded-host", "evil.example")]);
         let v4_tail = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
         let client = v4_tail.parse().ok();
-        apply(&mut up, peer, client, false, None, None, &id).unwrap();
+        apply(&mut up, peer, client, false, None, &id).unwrap();
         assert_eq!(up.headers["x-forwarded-for"], "10.0.0.1");
         assert_eq!(
             up.headers["x-real-ip"],
@@ -303,6 +318,19 @@ mod tests {
         assert_eq!(ip_value(mapped), "::ffff:1.2.3.4");
         assert_eq!(up.headers["x-forwarded-proto"], "http");
         assert!(up.headers.get("x-forwarded-host").is_none());
+    }
+
+    #[test]
+    fn the_port_is_the_one_the_client_addressed() {
+        let port =
+            |host: &'static str, https| client_port(Some(&HeaderValue::from_static(host)), https);
+        assert_eq!(port("a.example:8443", true), 8443);
+        assert_eq!(port("a.example", true), 443);
+        assert_eq!(port("a.example", false), 80);
+        assert_eq!(port("[::1]:9000", false), 9000);
+        assert_eq!(port("[::1]", true), 443);
+        assert_eq!(port("a.example:junk", true), 443);
+        assert_eq!(client_port(None, true), 443);
     }
 
     #[test]

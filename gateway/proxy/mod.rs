@@ -30,6 +30,7 @@
 
 mod access;
 mod admission;
+mod context;
 mod failure;
 mod forwarded;
 mod limits;
@@ -39,26 +40,22 @@ mod routing;
 mod upgrade;
 mod upstream;
 
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::AccessLog;
-use crate::config::BodyDeadline;
-use crate::lifecycle::{InFlight, Ticket};
-use crate::metrics::{Reject, RouteMetrics};
-use crate::pool::Lease;
-use crate::state::{ActiveRoute, Shared};
-use observe::{GaugeGuard, Timing};
+use crate::lifecycle::InFlight;
+use crate::metrics::Reject;
+use crate::state::Shared;
+use context::poll_once;
+pub use context::RequestCtx;
+use observe::GaugeGuard;
 use routing::Routed;
 
 /// Idle time allowed between requests on a client's keep-alive connection (nginx: 75 s),
@@ -76,84 +73,12 @@ pub struct Gateway {
     pub access_log: Option<Arc<AccessLog>>,
 }
 
-/// Per-request state.
-pub struct RequestCtx {
-    /// The route this request matched, held for its whole life (reload-safe).
-    route: Option<Arc<ActiveRoute>>,
-    request_id: Option<HeaderValue>,
-    /// The client's address (see `forwarded::client_ip`).
-    client: Option<IpAddr>,
-    /// Whether the client is on HTTPS (see `forwarded::client_https`).
-    https: bool,
-    /// The rate limiter's answer, for the response's `RateLimit` field.
-    rate: limits::RateState,
-    /// Request body bytes seen so far.
-    body_seen: u64,
-    /// `limits.body_timeout` and `body_min_rate`, as the request's configuration says.
-    body_deadline: BodyDeadline,
-    /// The series this request is counted in (its route's, or `_unmatched`).
-    metrics: Option<Arc<RouteMetrics>>,
-    /// Why the gateway answered itself, if it did.
-    reason: Option<Reject>,
-    /// Who a login or the sign-on service vouched for.
-    user: Option<Arc<str>>,
-    /// Fields the sign-on service vouched with, for the upstream request.
-    auth_fields: Vec<(HeaderName, HeaderValue)>,
-    upstream_error: Option<crate::metrics::UpstreamError>,
-    /// The replica this request holds (counted in its in-flight requests).
-    lease: Option<Lease>,
-    /// The last replica tried, when its connect failed and none was left (for the log).
-    failed: Option<Arc<crate::pool::Replica>>,
-    /// The sticky cookie for the response, when the request lacked it.
-    set_cookie: Option<HeaderValue>,
-    /// A failed connect was retried on another replica (once only).
-    retried: bool,
-    /// A connect failed and no replica is up: the answer is 503, not 502.
-    all_down: bool,
-    timing: Timing,
-    _in_flight: Option<GaugeGuard>,
-    _websocket: Option<GaugeGuard>,
-    _ticket: Ticket,
-}
-
-impl RequestCtx {
-    /// The replica the request went to, or last tried.
-    fn replica(&self) -> Option<&Arc<crate::pool::Replica>> {
-        self.lease
-            .as_ref()
-            .map(Lease::replica)
-            .or(self.failed.as_ref())
-    }
-}
-
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            route: None,
-            request_id: None,
-            client: None,
-            https: self.tls,
-            rate: None,
-            body_seen: 0,
-            body_deadline: BodyDeadline::default(),
-            metrics: None,
-            reason: None,
-            user: None,
-            auth_fields: Vec::new(),
-            upstream_error: None,
-            lease: None,
-            failed: None,
-            set_cookie: None,
-            retried: false,
-            all_down: false,
-            timing: Timing::new(),
-            _in_flight: None,
-            _websocket: None,
-            _ticket: self.in_flight.enter(),
-        }
+        RequestCtx::new(self.tls, self.in_flight.enter())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -289,12 +214,8 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let host = forwarded::client_host_value(session.req_header());
-        let port = session
-            .server_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.port());
         if let Some(id) = &ctx.request_id {
-            forwarded::apply(up, peer, ctx.client, ctx.https, host, port, id)?;
+            forwarded::apply(up, peer, ctx.client, ctx.https, host, id)?;
         }
         if let Some(route) = &ctx.route {
             access::upstream_fields(up, route, &ctx.auth_fields)?;
@@ -423,13 +344,5 @@ impl ProxyHttp for Gateway {
     ) -> bool {
         // A retry is logged by `upstream::connect_failed`, the final error by `logging`.
         true
-    }
-}
-
-/// Polls `fut` once: its output if it is ready now, `None` (and `fut` dropped) if not.
-fn poll_once<F: Future>(fut: F) -> Option<F::Output> {
-    match pin!(fut).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(out) => Some(out),
-        Poll::Pending => None,
     }
 }

@@ -72,7 +72,10 @@ impl<R> PathRoutes<R> {
             (PathMatch::NotFound, PathMatch::NotFound) => true,
             _ => false,
         };
-        if readings(path).all(|reading| agrees(&self.find_raw(&reading))) {
+        if readings(path)
+            .iter()
+            .all(|reading| agrees(&self.find_raw(reading)))
+        {
             raw
         } else {
             PathMatch::Ambiguous
@@ -134,71 +137,61 @@ fn reads_differently(path: &[u8]) -> bool {
         || path.split(|&b| b == b'/').any(|s| s == b"." || s == b"..")
 }
 
-/// One way an app may read a path (see the module's comment).
-#[derive(Debug, Clone, Copy)]
-struct Reading {
-    /// `%XX` decoded.
-    decode: bool,
-    /// `\` read as `/`: not at all, before decoding (`%5C` stays `\`), or after it.
-    backslash: Backslash,
-    /// `.` and `..` segments resolved (RFC 3986, 5.2.4).
-    dots: bool,
-    /// Runs of `/` read as one.
-    merge: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backslash {
-    Kept,
-    Before,
-    After,
-}
-
-/// Every reading of `path` but the raw one (which `find` has already looked up).
-fn readings(path: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
-    const BACKSLASH: [Backslash; 3] = [Backslash::Kept, Backslash::Before, Backslash::After];
-    [false, true]
-        .into_iter()
-        .flat_map(|decode| BACKSLASH.into_iter().map(move |b| (decode, b)))
-        .filter(|&(decode, backslash)| decode || backslash != Backslash::After)
-        .flat_map(|(decode, backslash)| {
-            [(false, false), (true, false), (false, true), (true, true)]
-                .into_iter()
-                .map(move |(dots, merge)| Reading {
-                    decode,
-                    backslash,
-                    dots,
-                    merge,
-                })
-        })
-        .filter(|r| r.decode || r.backslash != Backslash::Kept || r.dots || r.merge)
-        .map(move |r| read(path, r))
-}
-
-/// `path` as an app reading it `r`'s way would see it.
-fn read(path: &[u8], r: Reading) -> Vec<u8> {
-    let slashes = |bytes: &mut Vec<u8>| {
-        for b in bytes.iter_mut().filter(|b| **b == b'\\') {
-            *b = b'/';
+/// Every reading of `path` an app may make but the raw one (which `find` has already
+/// looked up), each once: `%XX` decoded or not; `\` read as `/` before decoding (`%5C`
+/// then stays `\`), after it, or not at all; then runs of `/` merged or not, and dot
+/// segments resolved or not. A step that changes nothing is skipped, so a path with one
+/// `%20` costs one decoding, not every combination.
+fn readings(path: &[u8]) -> Vec<Vec<u8>> {
+    let has = |bytes: &[u8], b: u8| bytes.contains(&b);
+    let mut stages: Vec<Vec<u8>> = vec![path.to_vec()];
+    if has(path, b'\\') {
+        stages.push(slashes(path));
+    }
+    if has(path, b'%') {
+        let decoded: Vec<u8> = percent_encoding::percent_decode(path).collect();
+        if has(&decoded, b'\\') {
+            stages.push(slashes(&decoded));
+        }
+        if has(path, b'\\') {
+            stages.push(percent_encoding::percent_decode(&slashes(path)).collect());
+        }
+        stages.push(decoded);
+    }
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut keep = |reading: Vec<u8>| {
+        if reading != path && !out.contains(&reading) {
+            out.push(reading);
         }
     };
-    let mut out = path.to_vec();
-    if r.backslash == Backslash::Before {
-        slashes(&mut out);
-    }
-    if r.decode {
-        out = percent_encoding::percent_decode(&out).collect();
-    }
-    if r.backslash == Backslash::After {
-        slashes(&mut out);
-    }
-    if r.merge {
-        out.dedup_by(|b, a| *a == b'/' && *b == b'/');
-    }
-    if r.dots {
-        out = resolve_dots(&out);
+    for stage in stages {
+        let merged = stage.windows(2).any(|w| w == b"//").then(|| {
+            let mut m = stage.clone();
+            m.dedup_by(|b, a| *a == b'/' && *b == b'/');
+            m
+        });
+        for reading in [Some(stage), merged].into_iter().flatten() {
+            if has_dot_segment(&reading) {
+                keep(resolve_dots(&reading));
+            }
+            keep(reading);
+        }
     }
     out
+}
+
+/// `bytes` with every `\` read as `/`.
+fn slashes(bytes: &[u8]) -> Vec<u8> {
+    bytes
+        .iter()
+        .map(|&b| if b == b'\\' { b'/' } else { b })
+        .collect()
+}
+
+/// Whether a segment of `path` is `.` or `..` (also written with `%2e`).
+fn has_dot_segment(path: &[u8]) -> bool {
+    path.split(|&b| b == b'/')
+        .any(|segment| is_dot(segment) || is_dot_dot(segment))
 }
 
 /// A `.` segment, also as WHATWG URL parsers read it (`%2e`, any case).
@@ -346,6 +339,7 @@ mod tests {
     #[test]
     fn readings_cover_decoding_backslashes_and_slashes() {
         let all: Vec<String> = readings(b"/a%5Cb\\c//%2e%2e/d")
+            .into_iter()
             .map(|r| String::from_utf8(r).unwrap())
             .collect();
         for expected in [
@@ -353,9 +347,16 @@ mod tests {
             "/a/b/c//../d",   // decoded, then `\` as `/`
             "/a\\b/c/d",      // `\` as `/`, decoded, dots resolved
             "/a%5Cb/d",       // `\` as `/`, merged, `%2e` as dots (WHATWG)
+            "/a/b/c/d",       // decoded, `\` as `/`, merged, dots resolved
         ] {
             assert!(all.iter().any(|r| r == expected), "{expected} in {all:?}");
         }
-        assert_eq!(all.len(), 19);
+        let mut distinct = all.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), all.len(), "each reading once: {all:?}");
+        // One `%20`: one decoding, nothing else.
+        assert_eq!(readings(b"/x/%20y"), [b"/x/ y".to_vec()]);
+        assert_eq!(readings(b"/x/./y"), [b"/x/y".to_vec()]);
     }
 }

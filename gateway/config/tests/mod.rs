@@ -135,6 +135,56 @@ routes:
 }
 
 #[test]
+fn body_deadline_underscores_ipv6_prefix_and_metrics_hosts() {
+    let c = ok(
+        "listen: { https: 8443, metrics: 9100, metrics_hosts: [GW.internal] }
+limits:
+  underscores_in_headers: true
+  body_timeout: 20s
+  body_min_rate: 8K
+  ipv6_prefix: 48
+routes:
+  - { host: a.example, upstream: 1 }
+",
+    );
+    assert_eq!(c.listen.metrics_hosts, ["gw.internal"]);
+    assert!(c.head_limits.underscores_in_headers);
+    assert_eq!(c.body_deadline.timeout, Duration::from_secs(20));
+    assert_eq!(c.body_deadline.min_rate, Some(8192));
+    assert_eq!(c.ipv6_prefix, 48);
+    let d = ok("routes:\n  - { host: a.example, upstream: 1 }\n");
+    assert!(!d.head_limits.underscores_in_headers);
+    assert_eq!(d.body_deadline, BodyDeadline::default());
+    assert_eq!(d.ipv6_prefix, 64);
+    assert_eq!(
+        ok("limits: { body_min_rate: off }\nroutes:\n  - { host: a.example, upstream: 1 }\n")
+            .body_deadline
+            .min_rate,
+        None
+    );
+    assert_eq!(
+        errors(
+            "listen: { https: 8443, metrics_hosts: [\"a b\"] }
+limits:
+  underscores_in_headers: yes
+  body_timeout: 0s
+  body_min_rate: fast
+  ipv6_prefix: 8
+routes:
+  - { host: a.example, upstream: 1 }
+"
+        ),
+        [
+            "routes.yaml:1:39: listen.metrics_hosts: invalid host name \"a b\"; expected a list of host names like [gateway.internal]",
+            "routes.yaml:3:27: limits.underscores_in_headers: expected true or false, found \"yes\"",
+            "routes.yaml:4:17: limits.body_timeout: invalid body_timeout \"0s\"; expected from 1s to 1h (it cannot be off)",
+            "routes.yaml:5:18: limits.body_min_rate: invalid body_min_rate \"fast\"; expected bytes per second like 500 or 8K, or off",
+            "routes.yaml:6:16: limits.ipv6_prefix: invalid ipv6_prefix 8; expected a prefix length from 16 to 128 (64: a host's /64)",
+        ]
+    );
+}
+
+#[test]
 fn duplicate_hosts_and_names() {
     let text = "\
 routes:

@@ -1,0 +1,105 @@
+//! `RequestCtx`: what one request carries through the proxy phases, from its route to
+//! the guards that count it; and `poll_once`, for the phases that take what is already
+//! read without waiting.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use http::{HeaderName, HeaderValue};
+
+use super::limits;
+use super::observe::{GaugeGuard, Timing};
+use crate::config::BodyDeadline;
+use crate::lifecycle::Ticket;
+use crate::metrics::{Reject, RouteMetrics};
+use crate::pool::Lease;
+use crate::state::ActiveRoute;
+
+/// Per-request state.
+pub struct RequestCtx {
+    /// The route this request matched, held for its whole life (reload-safe).
+    pub(super) route: Option<Arc<ActiveRoute>>,
+    pub(super) request_id: Option<HeaderValue>,
+    /// The client's address (see `forwarded::client_ip`).
+    pub(super) client: Option<IpAddr>,
+    /// Whether the client is on HTTPS (see `forwarded::client_https`).
+    pub(super) https: bool,
+    /// The rate limiter's answer, for the response's `RateLimit` field.
+    pub(super) rate: limits::RateState,
+    /// Request body bytes seen so far.
+    pub(super) body_seen: u64,
+    /// `limits.body_timeout` and `body_min_rate`, as the request's configuration says.
+    pub(super) body_deadline: BodyDeadline,
+    /// The series this request is counted in (its route's, or `_unmatched`).
+    pub(super) metrics: Option<Arc<RouteMetrics>>,
+    /// Why the gateway answered itself, if it did.
+    pub(super) reason: Option<Reject>,
+    /// Who a login or the sign-on service vouched for.
+    pub(super) user: Option<Arc<str>>,
+    /// Fields the sign-on service vouched with, for the upstream request.
+    pub(super) auth_fields: Vec<(HeaderName, HeaderValue)>,
+    pub(super) upstream_error: Option<crate::metrics::UpstreamError>,
+    /// The replica this request holds (counted in its in-flight requests).
+    pub(super) lease: Option<Lease>,
+    /// The last replica tried, when its connect failed and none was left (for the log).
+    pub(super) failed: Option<Arc<crate::pool::Replica>>,
+    /// The sticky cookie for the response, when the request lacked it.
+    pub(super) set_cookie: Option<HeaderValue>,
+    /// A failed connect was retried on another replica (once only).
+    pub(super) retried: bool,
+    /// A connect failed and no replica is up: the answer is 503, not 502.
+    pub(super) all_down: bool,
+    pub(super) timing: Timing,
+    pub(super) _in_flight: Option<GaugeGuard>,
+    pub(super) _websocket: Option<GaugeGuard>,
+    pub(super) _ticket: Ticket,
+}
+
+impl RequestCtx {
+    /// A request before any phase has run: `https` is the listener's, `ticket` counts it
+    /// among the requests in flight (for a graceful shutdown).
+    pub(super) fn new(https: bool, ticket: Ticket) -> RequestCtx {
+        RequestCtx {
+            route: None,
+            request_id: None,
+            client: None,
+            https,
+            rate: None,
+            body_seen: 0,
+            body_deadline: BodyDeadline::default(),
+            metrics: None,
+            reason: None,
+            user: None,
+            auth_fields: Vec::new(),
+            upstream_error: None,
+            lease: None,
+            failed: None,
+            set_cookie: None,
+            retried: false,
+            all_down: false,
+            timing: Timing::new(),
+            _in_flight: None,
+            _websocket: None,
+            _ticket: ticket,
+        }
+    }
+
+    /// The replica the request went to, or last tried.
+    pub(super) fn replica(&self) -> Option<&Arc<crate::pool::Replica>> {
+        self.lease
+            .as_ref()
+            .map(Lease::replica)
+            .or(self.failed.as_ref())
+    }
+}
+
+/// Polls `fut` once: its output if it is ready now, `None` (and `fut` dropped) if not.
+pub(super) fn poll_once<F: Future>(fut: F) -> Option<F::Output> {
+    match pin!(fut).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => None,
+    }
+}
