@@ -25,6 +25,8 @@ pub enum Refusal {
     Target(&'static str),
     /// The head is over `limits` (431).
     HeadTooLarge(&'static str),
+    /// The body stalled for `limits.body_timeout` before the app was asked (408).
+    BodyTimeout,
     /// The TLS connection was made for another host, served by another certificate (421).
     Misdirected,
 }
@@ -34,6 +36,7 @@ impl Refusal {
         match self {
             Refusal::Framing(_) | Refusal::Target(_) => 400,
             Refusal::HeadTooLarge(_) => 431,
+            Refusal::BodyTimeout => 408,
             Refusal::Misdirected => 421,
         }
     }
@@ -43,6 +46,7 @@ impl Refusal {
         match self {
             Refusal::Framing(_) | Refusal::Target(_) => Reject::BadRequest,
             Refusal::HeadTooLarge(_) => Reject::HeadTooLarge,
+            Refusal::BodyTimeout => Reject::BodyTimeout,
             Refusal::Misdirected => Reject::Misdirected,
         }
     }
@@ -51,6 +55,7 @@ impl Refusal {
     pub fn detail(self) -> &'static str {
         match self {
             Refusal::Framing(why) | Refusal::Target(why) | Refusal::HeadTooLarge(why) => why,
+            Refusal::BodyTimeout => "The request body did not come in time.",
             Refusal::Misdirected => {
                 "This connection was made for another site. Connect again to this one."
             }

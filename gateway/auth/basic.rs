@@ -140,7 +140,9 @@ impl Basic {
         let Some((user, password)) = credentials(header.as_bytes()) else {
             return Outcome::Missing;
         };
-        let flight = Flight::join(&self.flights, key);
+        // One flight per client and credentials: a client's limits (blocked, busy) are
+        // never handed to another client that sends the same shared login.
+        let flight = Flight::join(&self.flights, key ^ self.client_key(client));
         let verified = flight
             .cell
             .get_or_init(|| self.verify(key, user, password, client, failures, verifier))
@@ -178,7 +180,7 @@ impl Basic {
             Some(hash) => (hash.clone(), true),
             None => (self.decoy.clone(), false),
         };
-        let verified = match verifier.verify(client, &hash, password).await {
+        let verified = match verifier.verify(client, &hash, password, deadline).await {
             None => Verified::Busy,
             Some(true) if known => {
                 let user: Arc<str> = user.into();
@@ -200,6 +202,12 @@ impl Basic {
     fn key(&self, header: &[u8]) -> u128 {
         let [a, b] = &self.keys;
         (u128::from(a.hash_one(header)) << 64) | u128::from(b.hash_one(header))
+    }
+
+    /// `client` under the same keys, to tell one client's flight from another's.
+    fn client_key(&self, client: IpAddr) -> u128 {
+        let [a, b] = &self.keys;
+        (u128::from(b.hash_one(client)) << 64) | u128::from(a.hash_one(client))
     }
 
     fn remembered(&self, key: &u128) -> Option<Arc<str>> {
@@ -281,31 +289,39 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_same_credentials_at_once_are_verified_once_and_counted_once() {
+    async fn guesses_in_flight_count_and_the_same_credentials_share_a_verification() {
         let b = Arc::new(alice(8));
         let v = Arc::new(Verifier::default());
-        let limit = crate::config::FailureLimit {
-            limit: 3,
-            per: Duration::from_secs(60),
+        let limit = |limit| {
+            Arc::new(Failures::new(
+                crate::config::FailureLimit {
+                    limit,
+                    per: Duration::from_secs(60),
+                },
+                64,
+                "r",
+                None,
+            ))
         };
-        let failures = Arc::new(Failures::new(limit, 64, "r", None));
-        let run = |password: &'static str| {
-            let (b, v, f) = (b.clone(), v.clone(), failures.clone());
+        let run = |password: &'static str, f: &Arc<Failures>| {
+            let (b, v, f) = (b.clone(), v.clone(), f.clone());
             tokio::spawn(async move {
                 b.check(Some(&basic("alice", password)), CLIENT, Some(&f), &v)
                     .await
             })
         };
-        // Fifty requests with one wrong password: one verification, one failure.
-        let same: Vec<_> = (0..50).map(|_| run("no")).collect();
+        // Fifty requests with one wrong password: every one is answered as wrong (the
+        // ones that came together shared a verification).
+        let shared = limit(100);
+        let same: Vec<_> = (0..50).map(|_| run("no", &shared)).collect();
         for outcome in same {
             assert_eq!(outcome.await.expect("join"), Outcome::Wrong);
         }
-        assert_eq!(failures.blocked_local(CLIENT), None, "one failure of three");
-        // Distinct guesses at once: no more verifications than failures left (two); the
-        // rest are refused once those two have failed.
+        // Distinct guesses at once against a limit of 3: never more verifications than
+        // failures left, whatever the timing; the rest are refused once those failed.
+        let three = limit(3);
         let guesses: Vec<_> = ["a", "b", "c", "d", "e", "f"]
-            .map(run)
+            .map(|p| run(p, &three))
             .into_iter()
             .collect();
         let mut wrong = 0;
@@ -317,8 +333,8 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        assert_eq!((wrong, blocked), (2, 4));
-        assert!(failures.blocked_local(CLIENT).is_some());
+        assert_eq!((wrong, blocked), (3, 3));
+        assert!(three.blocked_local(CLIENT).is_some());
         assert!(b.flights.lock().is_empty(), "no flight left behind");
     }
 

@@ -39,6 +39,8 @@ struct Window {
     failures: u32,
     /// Verifications running now (`reserve`); never forgotten while any are.
     in_flight: u32,
+    /// Logins waiting in `reserve` for a place.
+    waiting: u32,
 }
 
 impl Window {
@@ -47,6 +49,42 @@ impl Window {
             opened: Instant::now(),
             failures,
             in_flight: 0,
+            waiting: 0,
+        }
+    }
+
+    /// A new window of `failures`, keeping the logins in progress.
+    fn reopened(&self, failures: u32) -> Window {
+        Window {
+            in_flight: self.in_flight,
+            waiting: self.waiting,
+            ..Window::new(failures)
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.in_flight > 0 || self.waiting > 0
+    }
+}
+
+/// Logins of one client that may wait for a place; more are answered busy (503).
+const MAX_WAITING: u32 = 256;
+
+/// A login waiting in `reserve`, counted in its window while it waits.
+struct Waiting<'a> {
+    failures: &'a Failures,
+    client: IpAddr,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(w) = self
+            .failures
+            .shard(&self.client)
+            .lock()
+            .peek_mut(&self.client)
+        {
+            w.waiting = w.waiting.saturating_sub(1);
         }
     }
 }
@@ -123,6 +161,7 @@ impl Failures {
     ) -> Result<Reservation, Option<u64>> {
         let client = client_bucket(client, self.ipv6_prefix);
         let deadline = tokio::time::Instant::from_std(deadline);
+        let mut waiting = None;
         loop {
             // Registered before the counts are read, so an end in between wakes it.
             let ended = self.ended.notified();
@@ -133,14 +172,24 @@ impl Failures {
             }
             {
                 let mut shard = self.shard(&client).lock();
-                if shard.len() >= self.per_shard && !shard.contains(&client) {
-                    shard.pop_lru();
+                if !shard.contains(&client) {
+                    self.make_room(&mut shard);
                 }
                 let w = shard.get_or_insert_mut(client, || Window::new(0));
                 if w.failures.saturating_add(w.in_flight) < self.settings.limit {
                     w.in_flight += 1;
                     return Ok(Reservation {
                         failures: self.clone(),
+                        client,
+                    });
+                }
+                if waiting.is_none() {
+                    if w.waiting >= MAX_WAITING {
+                        return Err(None);
+                    }
+                    w.waiting += 1;
+                    waiting = Some(Waiting {
+                        failures: self,
                         client,
                     });
                 }
@@ -212,13 +261,10 @@ impl Failures {
         match left {
             Some(left) if window.failures >= self.settings.limit => Some(ceil_secs(left).max(1)),
             Some(_) => None,
-            None if window.in_flight > 0 => {
-                // The window is over; its verifications in flight are still counted.
+            None if window.busy() => {
+                // The window is over; its logins in progress are still counted.
                 if let Some(w) = shard.peek_mut(&client) {
-                    *w = Window {
-                        in_flight: w.in_flight,
-                        ..Window::new(0)
-                    };
+                    *w = w.reopened(0);
                 }
                 None
             }
@@ -233,21 +279,25 @@ impl Failures {
     pub fn failed_local(&self, client: IpAddr) {
         let mut shard = self.shard(&client).lock();
         match shard.get_mut(&client) {
-            Some(w) if w.opened.elapsed() < self.settings.per => {
+            // A window opens with the first failure, not with a login that came before.
+            Some(w) if w.failures > 0 && w.opened.elapsed() < self.settings.per => {
                 w.failures = w.failures.saturating_add(1);
             }
-            Some(w) => {
-                *w = Window {
-                    in_flight: w.in_flight,
-                    ..Window::new(1)
-                };
-            }
+            Some(w) => *w = w.reopened(1),
             None => {
-                if shard.len() >= self.per_shard {
-                    shard.pop_lru();
-                }
+                self.make_room(&mut shard);
                 shard.put(client, Window::new(1));
             }
+        }
+    }
+}
+
+impl Failures {
+    /// Forgets the client unseen longest when the shard is full, unless it has logins in
+    /// progress (then the shard grows by the few requests in flight).
+    fn make_room(&self, shard: &mut LruCache<IpAddr, Window>) {
+        if shard.len() >= self.per_shard && shard.peek_lru().is_some_and(|(_, w)| !w.busy()) {
+            shard.pop_lru();
         }
     }
 }

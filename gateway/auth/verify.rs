@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use log::warn;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::PasswordHash;
 
@@ -28,7 +28,10 @@ use crate::config::PasswordHash;
 /// or Caddy would serve it, rather than refused.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(30);
 /// Verifications one client may have queued or running at once.
-const PER_CLIENT: u32 = 2;
+const PER_CLIENT: usize = 2;
+/// Logins of one client that may wait for a turn; more are answered busy (503) at once.
+/// Enough for a class logging in together behind one NAT address.
+const MAX_WAITING: usize = 256;
 /// Logins that may wait for a verifier.
 const QUEUE: usize = 1024;
 /// The verifier threads' nice value: a tenth of a normal thread's share of a busy CPU.
@@ -45,29 +48,25 @@ struct Job {
 /// The shared, bounded pool of password verifications. One per process.
 pub struct Verifier {
     jobs: SyncSender<Job>,
-    /// Verifications queued or running, per client.
-    clients: parking_lot::Mutex<HashMap<IpAddr, u32>>,
-    /// A client's verification ended: its next may go.
-    freed: Notify,
+    /// Each client's turns: `PER_CLIENT` permits, handed out first come, first served.
+    clients: parking_lot::Mutex<HashMap<IpAddr, Arc<Semaphore>>>,
 }
 
 /// A client's turn at the verifier; given back when dropped.
 struct Turn<'a> {
     verifier: &'a Verifier,
     client: IpAddr,
+    permit: OwnedSemaphorePermit,
 }
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
         let mut clients = self.verifier.clients.lock();
-        if let Some(n) = clients.get_mut(&self.client) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                clients.remove(&self.client);
-            }
+        // Nobody else holds or waits for this client's turns (the map, this turn): the
+        // entry goes, so the map holds only clients with logins in progress.
+        if Arc::strong_count(self.permit.semaphore()) == 2 {
+            clients.remove(&self.client);
         }
-        drop(clients);
-        self.verifier.freed.notify_waiters();
     }
 }
 
@@ -88,21 +87,21 @@ impl Default for Verifier {
         Verifier {
             jobs,
             clients: parking_lot::Mutex::new(HashMap::new()),
-            freed: Notify::new(),
         }
     }
 }
 
 impl Verifier {
     /// Whether `password` matches `hash`, for `client` (as `limits::client_bucket` keys
-    /// it); `None` when the verifiers are too busy to answer within `QUEUE_WAIT`.
+    /// it); `None` when the verifiers are too busy to answer by `deadline` (a login's
+    /// `QUEUE_WAIT`), or `client` already has `MAX_WAITING` logins waiting.
     pub async fn verify(
         &self,
         client: IpAddr,
         hash: &PasswordHash,
         password: String,
+        deadline: Instant,
     ) -> Option<bool> {
-        let deadline = Instant::now() + QUEUE_WAIT;
         let _turn = self.turn(client, deadline).await?;
         let (answer, verified) = oneshot::channel();
         let job = Job {
@@ -119,29 +118,28 @@ impl Verifier {
         tokio::time::timeout_at(deadline, verified).await.ok()?.ok()
     }
 
-    /// Waits (until `deadline`) for `client` to have fewer than `PER_CLIENT`
-    /// verifications queued or running, and takes one.
+    /// Waits (until `deadline`) for one of `client`'s `PER_CLIENT` turns, in order of
+    /// arrival; `None` past the deadline or when `MAX_WAITING` of its logins wait already.
     async fn turn(&self, client: IpAddr, deadline: Instant) -> Option<Turn<'_>> {
-        let deadline = tokio::time::Instant::from_std(deadline);
-        loop {
-            // Registered before the count is read, so a turn given back in between wakes
-            // this waiter.
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            {
-                let mut clients = self.clients.lock();
-                let n = clients.entry(client).or_insert(0);
-                if *n < PER_CLIENT {
-                    *n += 1;
-                    return Some(Turn {
-                        verifier: self,
-                        client,
-                    });
-                }
+        let turns = {
+            let mut clients = self.clients.lock();
+            let turns = clients
+                .entry(client)
+                .or_insert_with(|| Arc::new(Semaphore::new(PER_CLIENT)))
+                .clone();
+            // The map's handle, this one, and one per holder (its permit) and waiter.
+            if Arc::strong_count(&turns) > PER_CLIENT + MAX_WAITING + 1 {
+                return None;
             }
-            tokio::time::timeout_at(deadline, freed).await.ok()?;
-        }
+            turns
+        };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let permit = tokio::time::timeout_at(deadline, turns.acquire_owned()).await;
+        permit.ok()?.ok().map(|permit| Turn {
+            verifier: self,
+            client,
+            permit,
+        })
     }
 }
 
@@ -210,8 +208,15 @@ mod tests {
         let v = Verifier::default();
         let hash = PasswordHash::Bcrypt(bcrypt::hash("pw", 4).expect("bcrypt"));
         let client = IpAddr::from([192, 0, 2, 1]);
-        assert_eq!(v.verify(client, &hash, "pw".into()).await, Some(true));
-        assert_eq!(v.verify(client, &hash, "no".into()).await, Some(false));
+        let deadline = Instant::now() + QUEUE_WAIT;
+        assert_eq!(
+            v.verify(client, &hash, "pw".into(), deadline).await,
+            Some(true)
+        );
+        assert_eq!(
+            v.verify(client, &hash, "no".into(), deadline).await,
+            Some(false)
+        );
         assert!(v.clients.lock().is_empty(), "every turn given back");
     }
 }

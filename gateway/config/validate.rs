@@ -243,6 +243,9 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
     let acme = acme::settings(&mut c, raw.acme.as_ref(), &listen, &mut routes);
     let limits_store = store::settings(&mut c, raw.limits_store.as_ref());
 
+    if !head_limits.underscores_in_headers {
+        underscored_keys(&mut c, &routes);
+    }
     let upgrade_sock = upgrade_sock.unwrap_or_else(|| default_upgrade_sock(&listen));
     if c.errors.is_empty() {
         Ok(Config {
@@ -267,6 +270,29 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
         })
     } else {
         Err(c.errors)
+    }
+}
+
+/// Warns for a rate limit keyed by a field whose name has `_`: such fields are removed
+/// as requests arrive (`limits.underscores_in_headers: false`), so the limit would key
+/// every request by its address instead.
+fn underscored_keys(c: &mut Checker, routes: &[Route]) {
+    for (i, route) in routes.iter().enumerate() {
+        if let Some(RateLimit {
+            key: RateKey::Header(name),
+            ..
+        }) = &route.rate_limit
+        {
+            if name.as_str().contains('_') {
+                c.warn(
+                    &format!("routes[{i}].rate_limit.key"),
+                    format!(
+                        "requests never carry {name}: fields with `_` are removed (set \
+                         limits.underscores_in_headers: true to keep them)"
+                    ),
+                );
+            }
+        }
     }
 }
 

@@ -13,9 +13,9 @@ use crate::admission::{Admission, Refusal};
 use crate::deadline;
 use crate::tls::{CertStore, Served};
 
-/// Most of a chunked body read before the app is connected: within Pingora's 64 KiB
-/// retry buffer.
-const EARLY_BODY: usize = 32 << 10;
+/// Pingora's retry buffer, which keeps what is read of a body before the app is
+/// connected: reads stop while one more could overflow it.
+const RETRY_BUFFER: usize = 64 << 10;
 
 /// A request head has been read: the head deadline stops for this request.
 pub fn head_read(session: &Session) {
@@ -62,8 +62,8 @@ pub fn check_sni(
 }
 
 /// For a chunked HTTP/1.1 body, reads the first chunk now, before any upstream
-/// connection, and every further chunk that has already arrived with it (up to
-/// `EARLY_BODY`): malformed framing there (a bad size, bare line feeds) then reaches no
+/// connection, and every further chunk that has already arrived with it (within
+/// `RETRY_BUFFER`): malformed framing there (a bad size, bare line feeds) then reaches no
 /// app at all. What is read is kept in Pingora's retry buffer, which the proxy sends
 /// upstream before the rest of the body. Later chunks are checked as they stream: a
 /// malformed one aborts the upstream request, which the app sees as a broken body,
@@ -82,22 +82,30 @@ pub async fn read_first_chunk(session: &mut Session) -> std::result::Result<(), 
         return Ok(());
     }
     session.as_downstream_mut().enable_retry_buffering();
-    let malformed = Refusal::Framing("The chunked request body is malformed.");
+    let refusal = |e: Box<pingora::Error>| match e.etype() {
+        pingora::ErrorType::ReadTimedout => Refusal::BodyTimeout,
+        _ => Refusal::Framing("The chunked request body is malformed."),
+    };
     let mut read = match session.read_request_body().await {
         Ok(Some(chunk)) => chunk.len(),
         Ok(None) => return Ok(()),
-        Err(_) => return Err(malformed),
+        Err(e) => return Err(refusal(e)),
     };
-    while read < EARLY_BODY {
+    // One read returns at most a TLS record; on plain TCP, up to Pingora's 64 KiB buffer.
+    let most_per_read = match session.digest().and_then(|d| d.ssl_digest.as_ref()) {
+        Some(_) => 16 << 10,
+        None => 64 << 10,
+    };
+    while read + most_per_read <= RETRY_BUFFER {
         match super::poll_once(session.read_request_body()) {
             Some(Ok(Some(chunk))) => read += chunk.len(),
             Some(Ok(None)) | None => break,
-            Some(Err(_)) => return Err(malformed),
+            Some(Err(e)) => return Err(refusal(e)),
         }
     }
     if session.as_downstream().retry_buffer_truncated() {
-        // Cannot happen: one read returns at most one TLS record (16 KiB) and the buffer
-        // holds 64 KiB. Refused rather than forwarded without its start.
+        // Cannot happen: reads stop while one more could overflow the buffer (above).
+        // Refused rather than forwarded without its start.
         error!("event=first_chunk_truncated");
         return Err(Refusal::Framing(
             "The chunked request body could not be read.",

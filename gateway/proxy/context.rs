@@ -31,6 +31,9 @@ pub struct RequestCtx {
     pub(super) rate: limits::RateState,
     /// Request body bytes seen so far.
     pub(super) body_seen: u64,
+    /// When the first byte of the body came (`limits.body_min_rate` is timed from it:
+    /// neither a queue nor an app slow to say `100 Continue` counts against the client).
+    pub(super) body_started: Option<std::time::Instant>,
     /// `limits.body_timeout` and `body_min_rate`, as the request's configuration says.
     pub(super) body_deadline: BodyDeadline,
     /// The series this request is counted in (its route's, or `_unmatched`).
@@ -69,6 +72,7 @@ impl RequestCtx {
             https,
             rate: None,
             body_seen: 0,
+            body_started: None,
             body_deadline: BodyDeadline::default(),
             metrics: None,
             reason: None,

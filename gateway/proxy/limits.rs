@@ -140,8 +140,8 @@ pub fn body_deadline(session: &mut Session, deadline: &BodyDeadline) {
         .set_read_timeout(Some(deadline.timeout));
 }
 
-/// The body's pace: once `timeout` has passed since the body started to flow (the app's
-/// connection was made), it must have come at `min_rate` bytes per second on average.
+/// The body's pace: once `timeout` has passed since its first byte came, it must have
+/// come at `min_rate` bytes per second on average.
 /// Slower, the request fails with 408, which aborts the upstream request; a body that
 /// trickles a byte every few seconds never holds the app's connection for long.
 pub fn check_pace(deadline: &BodyDeadline, since: Instant, seen: u64) -> Result<()> {

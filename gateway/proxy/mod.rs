@@ -241,7 +241,7 @@ impl ProxyHttp for Gateway {
             ctx.reason = Some(Reject::BodyTooLarge);
             return counted;
         }
-        let since = ctx.timing.upstream_connected.unwrap_or(ctx.timing.started);
+        let since = *ctx.body_started.get_or_insert_with(std::time::Instant::now);
         let paced = limits::check_pace(&ctx.body_deadline, since, ctx.body_seen);
         if paced.is_err() {
             ctx.reason = Some(Reject::BodyTimeout);

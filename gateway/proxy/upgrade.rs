@@ -149,6 +149,12 @@ pub async fn tunnel(gw: &Gateway, session: &mut Session, ctx: &mut RequestCtx) -
         Some(resp) => resp.clone(),
         None => return Error::e_explain(ErrorType::InvalidHTTPHeader, "no response header"),
     };
+    // A `101` to anything but the WebSocket asked for would open a raw pipe to the app.
+    let upgrade = resp.headers.get(header::UPGRADE).map(|v| v.as_bytes());
+    if resp.status == 101 && !upgrade.is_some_and(|v| v.eq_ignore_ascii_case(b"websocket")) {
+        return Error::e_explain(ErrorType::InvalidHTTPHeader, "a 101 to another protocol")
+            .map_err(|e| e.into_up());
+    }
     gw.upstream_response_filter(session, &mut resp, ctx).await?;
     gw.response_filter(session, &mut resp, ctx).await?;
     // The connection ends with the tunnel or with this answer.

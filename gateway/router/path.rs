@@ -129,10 +129,10 @@ pub fn origin_form(target: &[u8]) -> &[u8] {
     }
 }
 
-/// True when some app could read `path` as another path: it holds `%`, `\`, `//` or a
-/// dot segment.
+/// True when some app could read `path` as another path: it holds `%`, `\`, `;`, `//`
+/// or a dot segment.
 fn reads_differently(path: &[u8]) -> bool {
-    path.iter().any(|&b| matches!(b, b'%' | b'\\'))
+    path.iter().any(|&b| matches!(b, b'%' | b'\\' | b';'))
         || path.windows(2).any(|w| w == b"//")
         || path.split(|&b| b == b'/').any(|s| s == b"." || s == b"..")
 }
@@ -156,8 +156,20 @@ fn readings(path: &[u8]) -> Vec<Vec<u8>> {
         if has(path, b'\\') {
             stages.push(percent_encoding::percent_decode(&slashes(path)).collect());
         }
+        if has(&decoded, b'%') {
+            // Decoded twice (`%252F`), as an app behind another decoding layer reads it.
+            stages.push(percent_encoding::percent_decode(&decoded).collect());
+        }
         stages.push(decoded);
     }
+    // Java servers (Tomcat, Jetty, Spring) drop `;parameters` from each segment:
+    // `/admin;x/secret` is `/admin/secret` to them, and `/public/..;/admin/` climbs.
+    let with_params: Vec<Vec<u8>> = stages
+        .iter()
+        .filter(|stage| has(stage, b';'))
+        .map(|stage| without_params(stage))
+        .collect();
+    stages.extend(with_params);
     let mut out: Vec<Vec<u8>> = Vec::new();
     let mut keep = |reading: Vec<u8>| {
         if reading != path && !out.contains(&reading) {
@@ -176,6 +188,22 @@ fn readings(path: &[u8]) -> Vec<Vec<u8>> {
             }
             keep(reading);
         }
+    }
+    out
+}
+
+/// `path` without the `;parameters` of its segments.
+fn without_params(path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len());
+    for (i, segment) in path.split(|&b| b == b'/').enumerate() {
+        if i > 0 {
+            out.push(b'/');
+        }
+        let end = segment
+            .iter()
+            .position(|&b| b == b';')
+            .unwrap_or(segment.len());
+        out.extend_from_slice(&segment[..end]);
     }
     out
 }
@@ -355,6 +383,12 @@ mod tests {
         distinct.sort();
         distinct.dedup();
         assert_eq!(distinct.len(), all.len(), "each reading once: {all:?}");
+        // Java's path parameters, and a second decoding.
+        let t = routes(&["/", "/admin/"]);
+        assert_eq!(found(&t, "/admin;x/secret"), "400");
+        assert_eq!(found(&t, "/public/..;/admin/secret"), "400");
+        assert_eq!(found(&t, "/admin%252Fx"), "400");
+        assert_eq!(found(&t, "/files/a;b=c"), "/");
         // One `%20`: one decoding, nothing else.
         assert_eq!(readings(b"/x/%20y"), [b"/x/ y".to_vec()]);
         assert_eq!(readings(b"/x/./y"), [b"/x/y".to_vec()]);
