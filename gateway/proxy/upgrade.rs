@@ -25,6 +25,7 @@
 //! `Session` gives no mutable access to its stream.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -34,7 +35,7 @@ use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::Stream;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType, OrErr, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 
 use super::{upstream, Gateway, RequestCtx};
 use crate::admission::Refusal;
@@ -187,26 +188,71 @@ pub async fn tunnel(gw: &Gateway, session: &mut Session, ctx: &mut RequestCtx) -
     copy_both_ways(session, &mut app, timeouts).await
 }
 
+/// How often a tunnel whose write to the app is stalled looks whether its client is
+/// still there.
+const CLIENT_CHECK: Duration = Duration::from_millis(250);
+
+/// A write of the client's bytes to the app in progress: it owns the app's write half
+/// and gives it back when done, so the tunnel goes on reading the app meanwhile.
+type Writing<'a> =
+    Pin<Box<dyn Future<Output = (WriteHalf<&'a mut Stream>, Result<()>)> + Send + 'a>>;
+
 /// Copies the client's bytes to the app and the app's to the client until one side ends
-/// (a WebSocket close is a close of both directions).
+/// (a WebSocket close is a close of both directions). The two directions run
+/// independently: while the app does not read, its own messages still reach the client,
+/// and a client that leaves meanwhile (its TCP connection closed or reset, which no read
+/// shows while its bytes wait for the app) is noticed within `CLIENT_CHECK`.
 async fn copy_both_ways(
     session: &mut Session,
     app: &mut Stream,
     (read_timeout, write_timeout): (Option<Duration>, Option<Duration>),
 ) -> Result<()> {
+    let client = session.as_downstream().stream().map(|s| s.id());
+    let app_fd = app.id();
+    let (mut from_app, to_app) = tokio::io::split(app);
+    let mut idle = Some(to_app);
+    let mut writing: Option<Writing<'_>> = None;
+    let mut check = tokio::time::interval(CLIENT_CHECK);
     let mut buf = BytesMut::new();
     loop {
         buf.clear();
         buf.reserve(APP_READ);
+        let busy = writing.is_some();
+        let written = async {
+            match writing.as_mut() {
+                Some(w) => w.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            from_client = session.read_request_body() => match from_client? {
-                Some(data) => within(write_timeout, ErrorType::WriteTimedout, write_all(app, &data)).await?,
-                None => {
-                    let _ = app.shutdown().await;
-                    break;
+            from_client = session.read_request_body(), if !busy => {
+                let Some(mut half) = idle.take() else { break };
+                match from_client? {
+                    Some(data) => {
+                        writing = Some(Box::pin(async move {
+                            let done = within(write_timeout, ErrorType::WriteTimedout, write_all(&mut half, &data)).await;
+                            (half, done)
+                        }));
+                    }
+                    None => {
+                        let _ = half.shutdown().await;
+                        break;
+                    }
                 }
             },
-            from_app = within(read_timeout, ErrorType::ReadTimedout, read_some(app, &mut buf)) => match from_app? {
+            (half, done) = written => {
+                writing = None;
+                done?;
+                idle = Some(half);
+            },
+            _ = check.tick(), if busy => {
+                if client_left(client) {
+                    reset_on_close(app_fd);
+                    return Error::e_explain(ErrorType::ConnectionClosed, "client left the tunnel")
+                        .map_err(|e| e.into_down());
+                }
+            },
+            read = within(read_timeout, ErrorType::ReadTimedout, read_some(&mut from_app, &mut buf)) => match read? {
                 0 => break,
                 _ => {
                     let data = Bytes::copy_from_slice(&buf);
@@ -218,7 +264,38 @@ async fn copy_both_ways(
     session.write_response_body(None, true).await
 }
 
-async fn read_some(app: &mut Stream, buf: &mut BytesMut) -> Result<usize> {
+/// Makes closing the socket `fd` reset the connection (SO_LINGER 0): the bytes queued
+/// for an app that stopped reading are dropped at once, instead of the kernel holding
+/// them (and the connection) until the app reads or the kernel gives up.
+fn reset_on_close(fd: i32) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a plain setsockopt on a socket this tunnel owns, with a value of the size
+    // passed.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Whether the client's TCP connection is no longer open both ways: closed (FIN) or
+/// reset by the client. `fd` is its socket (`UniqueID` is the raw fd on Unix).
+fn client_left(fd: Option<i32>) -> bool {
+    // Linux's TCP_ESTABLISHED (include/net/tcp_states.h).
+    const ESTABLISHED: u8 = 1;
+    fd.is_some_and(|fd| {
+        pingora::protocols::l4::ext::get_tcp_info(fd).is_ok_and(|i| i.tcpi_state != ESTABLISHED)
+    })
+}
+
+async fn read_some(app: &mut (impl AsyncRead + Unpin), buf: &mut BytesMut) -> Result<usize> {
     app.read_buf(buf)
         .await
         .or_err(
@@ -228,7 +305,7 @@ async fn read_some(app: &mut Stream, buf: &mut BytesMut) -> Result<usize> {
         .map_err(|e| e.into_up())
 }
 
-async fn write_all(app: &mut Stream, data: &[u8]) -> Result<()> {
+async fn write_all(app: &mut (impl AsyncWrite + Unpin), data: &[u8]) -> Result<()> {
     let written = match app.write_all(data).await {
         Ok(()) => app.flush().await,
         Err(e) => Err(e),
