@@ -10,8 +10,9 @@
 
 use log::{Level, Log, Metadata, Record};
 
-/// Pingora 0.9.1's error-level messages that are always about the client. Matched on the
-/// start of the message, for records whose target is a Pingora crate.
+/// Pingora 0.9.1's error-level messages that are always about the client, or about
+/// nothing an operator can act on. Matched on the start of the message, for records whose
+/// target is a Pingora crate.
 const CLIENT_ERRORS: &[&str] = &[
     // pingora-proxy, reading the request head: a malformed, incomplete or slow head.
     "Fail to proxy: ",
@@ -26,6 +27,9 @@ const CLIENT_ERRORS: &[&str] = &[
     "HTTP server fails to read from downstream",
     "HTTP server fails to write to downstream",
     "HTTP server fails to finish the request",
+    // pingora-core's connector: a pooled app connection was taken by its idle watcher in
+    // the same instant (a race under load, issue 33); a new connection is made instead.
+    "failed to acquire reusable stream",
 ];
 
 /// Installs the logger. Call once, first thing.
@@ -101,6 +105,11 @@ mod tests {
             "pingora_core::apps",
             Level::Error,
             "H2 handshake error x"
+        ));
+        assert!(record_is_client_error(
+            "pingora_core::connectors",
+            Level::Error,
+            "failed to acquire reusable stream"
         ));
         assert!(!record_is_client_error(t, Level::Error, "Accept() failed"));
         assert!(!record_is_client_error(t, Level::Warn, "Fail to proxy: x"));

@@ -213,6 +213,7 @@ async fn copy_both_ways(
     let mut idle = Some(to_app);
     let mut writing: Option<Writing<'_>> = None;
     let mut check = tokio::time::interval(CLIENT_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = BytesMut::new();
     loop {
         buf.clear();
