@@ -7,10 +7,11 @@
 //! a header that hits another's entry takes about 2^128 guesses. Failed verifications
 //! are never remembered.
 //!
-//! Requests that carry the same credentials while they are being verified wait for that
-//! one verification (single flight): an HTTP/2 page load sends its fifty asset requests
-//! at once, and a cold cache costs one verification, not fifty. The verification that
-//! runs is the one counted against the client's failed logins (`Failures::reserve`).
+//! Requests of one client that carry the same credentials while they are being verified
+//! wait for that one verification (single flight): an HTTP/2 page load sends its fifty
+//! asset requests at once, and a cold cache costs one verification, not fifty. The
+//! verification that runs is the one counted against the client's failed logins
+//! (`Failures::reserve`); another client's limits are never handed on.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
