@@ -16,6 +16,7 @@ mod span;
 mod store;
 mod units;
 mod validate;
+mod warnings;
 
 use std::path::Path;
 

@@ -255,21 +255,6 @@ fn route(c: &mut Checker, path: &str, mut raw: RawRoute, inherited: &Inherited) 
         Some(v) => access::failure_limit(c, &at("auth_failures"), v),
         None => Some(inherited.auth_failures),
     };
-    if let (Some(Some(limit)), Some(access)) = (&rate_limit, &access) {
-        if let (RateKey::Header(name), true) = (&limit.key, access.is_public()) {
-            let at_key = match &raw.rate_limit {
-                Some(_) => at("rate_limit.key"),
-                None => "defaults.rate_limit.key".to_string(),
-            };
-            c.warn(
-                &at_key,
-                format!(
-                    "the client writes {name} itself and escapes the limit by inventing values; \
-                     on a route without access control, key by client_ip (or verify the header)"
-                ),
-            );
-        }
-    }
     let (tls, acme) = match &raw.tls {
         None => (None, false),
         Some(v) => route_tls(c, &at("tls"), v, host.as_ref()),

@@ -16,6 +16,7 @@ use super::route;
 use super::span::Spans;
 use super::store;
 use super::units::{self, shown};
+use super::warnings;
 
 /// Collects diagnostics, positioned by YAML path.
 pub(super) struct Checker<'a> {
@@ -243,9 +244,7 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
     let acme = acme::settings(&mut c, raw.acme.as_ref(), &listen, &mut routes);
     let limits_store = store::settings(&mut c, raw.limits_store.as_ref());
 
-    if !head_limits.underscores_in_headers {
-        underscored_keys(&mut c, &routes);
-    }
+    warnings::rate_keys(&mut c, &routes, head_limits.underscores_in_headers);
     let upgrade_sock = upgrade_sock.unwrap_or_else(|| default_upgrade_sock(&listen));
     if c.errors.is_empty() {
         Ok(Config {
@@ -270,29 +269,6 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
         })
     } else {
         Err(c.errors)
-    }
-}
-
-/// Warns for a rate limit keyed by a field whose name has `_`: such fields are removed
-/// as requests arrive (`limits.underscores_in_headers: false`), so the limit would key
-/// every request by its address instead.
-fn underscored_keys(c: &mut Checker, routes: &[Route]) {
-    for (i, route) in routes.iter().enumerate() {
-        if let Some(RateLimit {
-            key: RateKey::Header(name),
-            ..
-        }) = &route.rate_limit
-        {
-            if name.as_str().contains('_') {
-                c.warn(
-                    &format!("routes[{i}].rate_limit.key"),
-                    format!(
-                        "requests never carry {name}: fields with `_` are removed (set \
-                         limits.underscores_in_headers: true to keep them)"
-                    ),
-                );
-            }
-        }
     }
 }
 
