@@ -11,6 +11,9 @@
 //! starts with the connection. Both listeners are covered (HTTPS, and the plain-HTTP
 //! redirect). HTTP/2 connections are not wrapped (their requests are framed and bounded
 //! by the h2 layer, and idle connections closed).
+//!
+//! The same wrapper holds `limits.send_timeout` for HTTP/1.x (`SendDeadline`): Pingora's
+//! own write timeout times each whole write, which would cut a slow reader.
 
 use std::fmt;
 use std::future::Future;
@@ -22,19 +25,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::SslDigest;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
-use pingora::server::ShutdownWatch;
 use pingora::tls::ssl::SslRef;
+use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
-
-use crate::state::Shared;
 
 /// Reading a request head: the deadline runs.
 const HEAD: u8 = 0;
@@ -43,35 +43,8 @@ const BODY: u8 = 1;
 /// Between requests: the keep-alive idle timeout applies; the next byte starts a head.
 const IDLE: u8 = 2;
 
-/// Wraps a listener's app (after TLS, on HTTPS): HTTP/1.x connections get a `Timed`
-/// stream.
-pub struct HeadDeadline<A> {
-    pub app: Arc<A>,
-    pub shared: Arc<Shared>,
-}
-
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadDeadline<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let stream = if stream.selected_alpn_proto() == Some(ALPN::H2) {
-            stream
-        } else {
-            let timeout = self.shared.snapshot.load().header_timeout;
-            Box::new(Timed::new(stream, timeout))
-        };
-        self.app.process_new(stream, shutdown).await
-    }
-
-    async fn cleanup(&self) {
-        self.app.cleanup().await;
-    }
-}
-
-/// A client stream whose reads fail once a request head is overdue.
+/// A client stream whose reads fail once a request head is overdue, and whose writes
+/// fail once the client has accepted nothing for `send_timeout`.
 pub struct Timed {
     inner: Stream,
     timeout: Duration,
@@ -79,16 +52,70 @@ pub struct Timed {
     state: AtomicU8,
     /// Fires at the current head's deadline (stale while not in `HEAD`).
     deadline: Pin<Box<Sleep>>,
+    send: SendDeadline,
 }
 
 impl Timed {
-    fn new(inner: Stream, timeout: Duration) -> Timed {
+    pub fn new(inner: Stream, timeout: Duration, send: SendDeadline) -> Timed {
         Timed {
             inner,
             timeout,
             state: AtomicU8::new(HEAD),
             deadline: Box::pin(tokio::time::sleep(timeout)),
+            send,
         }
+    }
+}
+
+/// nginx's `send_timeout`: the time between two writes the client accepts, not the
+/// time of a whole answer. A write that cannot go on (the client's window and the
+/// kernel's buffer are full) starts the clock; any byte accepted stops it. A slow but
+/// reading client is never cut.
+pub struct SendDeadline {
+    timeout: Duration,
+    /// Made on the first stall (most connections never stall).
+    clock: Option<Pin<Box<Sleep>>>,
+    stalled: bool,
+    /// Counts the connections cut (`gateway_aborted_total{reason="send_timeout"}`).
+    cut: IntCounter,
+}
+
+impl SendDeadline {
+    pub fn new(timeout: Duration, cut: IntCounter) -> SendDeadline {
+        SendDeadline {
+            timeout,
+            clock: None,
+            stalled: false,
+            cut,
+        }
+    }
+
+    /// Passes on a write's outcome; a write stalled for `timeout` becomes an error.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if write.is_ready() {
+            self.stalled = false;
+            return write;
+        }
+        let at = Instant::now() + self.timeout;
+        let clock = self
+            .clock
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if !self.stalled {
+            self.stalled = true;
+            clock.as_mut().reset(at);
+        }
+        if clock.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.cut.inc();
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client accepted nothing within limits.send_timeout",
+        )))
     }
 }
 
@@ -148,7 +175,9 @@ impl AsyncWrite for Timed {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let write = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.send.watch(cx, write)
     }
 
     fn poll_write_vectored(
@@ -156,7 +185,9 @@ impl AsyncWrite for Timed {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let write = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.send.watch(cx, write)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -164,7 +195,9 @@ impl AsyncWrite for Timed {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let flush = Pin::new(&mut this.inner).poll_flush(cx);
+        this.send.watch(cx, flush)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -21,9 +21,9 @@ use crate::access_log::{AccessLog, Target};
 use crate::acme::AcmeService;
 use crate::admin::Admin;
 use crate::config::{self, AccessLogTarget, Config, HttpMode};
-use crate::deadline::HeadDeadline;
 use crate::lifecycle::{self, InFlight};
-use crate::metrics::Metrics;
+use crate::listener::{Capped, PerProtocol};
+use crate::metrics::{Abuse, Metrics};
 use crate::proxy::{Gateway, DOWNSTREAM_KEEPALIVE_SECS};
 use crate::redirect::Redirect;
 use crate::reload::{ReloadService, Reloader};
@@ -99,8 +99,13 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
         ),
     }
     .transpose()?;
+    let nofile = crate::conn::caps::raise_nofile();
     let snapshot = Snapshot::build(&config, None, metrics.as_deref());
-    let shared = Shared::new(snapshot, certs);
+    crate::conn::caps::announce(&snapshot.conn_caps, nofile);
+    let abuse = metrics
+        .as_ref()
+        .map_or_else(Abuse::unregistered, |m| m.abuse());
+    let shared = Shared::new(snapshot, certs, abuse);
     let reloader = Reloader::new(
         path,
         config.clone(),
@@ -146,7 +151,8 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
             .map_err(|e| fail("metrics", &e))
     };
     // The HTTPS listener is plain TCP: `Tls` does the handshakes (see tls/accept.rs), then
-    // `HeadDeadline` times HTTP/1.1 request heads (see deadline.rs).
+    // `PerProtocol` times HTTP/1.1 request heads and writes, and gives each HTTP/2
+    // connection its GOAWAY switch; `Capped` counts connections from their accept.
     let server_conf = server.configuration.clone();
     let proxy_app = |tls: bool| {
         let mut proxy = pingora::proxy::http_proxy(&server_conf, gateway(tls));
@@ -158,7 +164,7 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
         let mut options = HttpServerOptions::default();
         options.h2_idle_timeout = Some(Duration::from_secs(DOWNSTREAM_KEEPALIVE_SECS));
         proxy.server_options = Some(options);
-        Arc::new(HeadDeadline {
+        Arc::new(PerProtocol {
             app: Arc::new(proxy),
             shared: shared.clone(),
         })
@@ -174,11 +180,14 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
     );
     let mut https = Service::new(
         "https".to_string(),
-        Counted {
-            app: Arc::new(tls),
-            open: open("https")?,
-            in_flight: Some(in_flight.clone()),
-        },
+        Capped::new(
+            &shared,
+            Counted {
+                app: Arc::new(tls),
+                open: open("https")?,
+                in_flight: Some(in_flight.clone()),
+            },
+        ),
     );
     https.add_listener(listener(&config.listen.https.to_string()));
     server.add_service(https);
@@ -187,16 +196,19 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
         (Some(addr), HttpMode::Redirect) => {
             let mut http = Service::new(
                 "http".to_string(),
-                Counted {
-                    app: Arc::new(HeadDeadline {
-                        app: Arc::new(Redirect {
+                Capped::new(
+                    &shared,
+                    Counted {
+                        app: Arc::new(PerProtocol {
+                            app: Arc::new(Redirect {
+                                shared: Arc::clone(&shared),
+                            }),
                             shared: Arc::clone(&shared),
                         }),
-                        shared: Arc::clone(&shared),
-                    }),
-                    open: open("http")?,
-                    in_flight: None,
-                },
+                        open: open("http")?,
+                        in_flight: None,
+                    },
+                ),
             );
             http.add_listener(listener(&addr.to_string()));
             server.add_service(http);
@@ -205,11 +217,14 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
         (Some(addr), HttpMode::Proxy) => {
             let mut http = Service::new(
                 "http".to_string(),
-                Counted {
-                    app: proxy_app(false),
-                    open: open("http")?,
-                    in_flight: Some(in_flight.clone()),
-                },
+                Capped::new(
+                    &shared,
+                    Counted {
+                        app: proxy_app(false),
+                        open: open("http")?,
+                        in_flight: Some(in_flight.clone()),
+                    },
+                ),
             );
             http.add_listener(listener(&addr.to_string()));
             server.add_service(http);

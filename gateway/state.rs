@@ -19,9 +19,11 @@ use crate::acme::Challenges;
 use crate::admission::Admission;
 use crate::auth::{Failures, RouteAccess, Verifier};
 use crate::config::{BodyDeadline, Config, HttpMode, Route};
+use crate::conn::caps::Caps;
+use crate::conn::Connections;
 use crate::limits::RateLimiter;
 use crate::limits_store::LimitsStore;
-use crate::metrics::{Metrics, RouteMetrics, UNMATCHED};
+use crate::metrics::{Abuse, Metrics, RouteMetrics, UNMATCHED};
 use crate::pool::{Kept, Pool};
 use crate::prefix::Prefix;
 use crate::router::RouteTable;
@@ -122,6 +124,11 @@ pub struct Snapshot {
     pub header_timeout: Duration,
     /// `limits.body_timeout` and `limits.body_min_rate`.
     pub body_deadline: BodyDeadline,
+    /// `limits.send_timeout`.
+    pub send_timeout: Duration,
+    /// `limits.max_connections` (resolved) and `max_connections_per_client`, for
+    /// connections accepted while this configuration is live.
+    pub conn_caps: Caps,
     /// The names the metrics listener answers besides IP literals and `localhost`.
     pub metrics_hosts: Vec<String>,
     /// Every route's name and upstream, for the exposed-upstream check.
@@ -210,6 +217,8 @@ impl Snapshot {
             admission: Admission::build(&config.head_limits),
             header_timeout: config.head_limits.header_timeout,
             body_deadline: config.body_deadline,
+            send_timeout: config.conn_limits.send_timeout,
+            conn_caps: Caps::resolve(&config.conn_limits, config.ipv6_prefix),
             metrics_hosts: config.listen.metrics_hosts.clone(),
             upstreams: config.upstreams(),
             pools,
@@ -291,6 +300,8 @@ pub struct Shared {
     pub challenges: Arc<Challenges>,
     /// The bounded pool that verifies password hashes, off the worker threads.
     pub verifier: Verifier,
+    /// Open client connections by address, HTTP/2 connections' reset counts.
+    pub conns: Connections,
     /// Connections the gateway makes itself (forward-auth checks, upgraded connections,
     /// see `proxy::upgrade`); made on first use (building one loads the system's trusted
     /// certificates).
@@ -303,13 +314,14 @@ impl Shared {
         self.connector.get_or_init(|| Connector::new(None))
     }
 
-    pub fn new(snapshot: Snapshot, certs: CertStore) -> Arc<Shared> {
+    pub fn new(snapshot: Snapshot, certs: CertStore, abuse: Abuse) -> Arc<Shared> {
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             certs: Arc::new(ArcSwap::from_pointee(certs)),
             reloaded: Notify::new(),
             challenges: Arc::default(),
             verifier: Verifier::default(),
+            conns: Connections::new(abuse),
             connector: OnceLock::new(),
         })
     }

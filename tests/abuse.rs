@@ -1,87 +1,19 @@
-//! Issue 33 against the real binary: resources a client holds stay bounded when it
-//! stops playing along. So far: a WebSocket client that leaves while the app is not
-//! reading frees both sockets.
+//! Issue 33, item 2, against the real binary: a WebSocket client that leaves while the
+//! app is not reading frees both sockets. (Items 1, 3, 4 and 5: `abuse_*.rs`.)
 
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::raw_app::{reset_on_close, tcp_state, Behaviour, RawApp};
 use common::{sample, Env};
-
-/// Linux's TCP_INFO state of `fd` (1: established).
-fn tcp_state(fd: i32) -> u8 {
-    let mut info = [0u8; 256];
-    let mut len = info.len() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `info`.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            info.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0, "TCP_INFO");
-    info[0]
-}
-
-/// Closes `tcp` with a reset (SO_LINGER 0), as a client that goes away does.
-fn reset(tcp: &TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a plain setsockopt on a socket this test owns.
-    let rc = unsafe {
-        libc::setsockopt(
-            tcp.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER");
-}
-
-/// An app that answers every WebSocket request with its `101` and then never reads;
-/// its connections are kept for the test to look at.
-fn deaf_app() -> (u16, Arc<Mutex<Vec<TcpStream>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let held = Arc::new(Mutex::new(Vec::new()));
-    let kept = held.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().take(64).flatten() {
-            let mut conn = conn;
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && head.len() < 16 << 10 {
-                match conn.read(&mut byte) {
-                    Ok(1) => head.push(byte[0]),
-                    _ => break,
-                }
-            }
-            let _ = conn.write_all(
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                  Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
-            );
-            if let Ok(mut held) = kept.lock() {
-                held.push(conn);
-            }
-        }
-    });
-    (port, held)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_client_that_leaves_while_the_app_is_not_reading_frees_both_sockets() {
-    let (port, held) = deaf_app();
+    let app = RawApp::start(Behaviour::Upgrade);
+    let (port, held) = (app.port, app.held.clone());
     let env = Env::new();
     let config = format!(
         "{}routes:\n  - host: a.test\n    upstream: 127.0.0.1:{port}\n",
@@ -115,7 +47,7 @@ async fn a_websocket_client_that_leaves_while_the_app_is_not_reading_frees_both_
             }
         }
         assert!(sent < 64 << 20, "the app's side never filled up");
-        reset(s.get_ref());
+        reset_on_close(s.get_ref().as_raw_fd());
         drop(s);
     });
     let left = Instant::now();

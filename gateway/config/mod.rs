@@ -5,6 +5,7 @@
 
 mod access;
 mod acme;
+mod connections;
 mod error;
 mod limits;
 mod model;
@@ -21,6 +22,7 @@ mod warnings;
 use std::path::Path;
 
 pub use acme::{LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
+pub use connections::DEFAULT_SEND_TIMEOUT;
 pub use error::{render, Diagnostic, Pos};
 pub use model::*;
 pub use password::{password_hash, valid_user};

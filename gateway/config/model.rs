@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 pub use ipnet::IpNet;
 
+pub use super::connections::ConnLimits;
 use super::error::Pos;
 pub use super::limits::{BodyDeadline, HeadLimits, RateKey, RateLimit};
 
@@ -59,6 +60,8 @@ pub struct Config {
     pub body_deadline: BodyDeadline,
     /// The prefix length that keys an IPv6 client in rate limits and failed-login counts.
     pub ipv6_prefix: u8,
+    /// How long a client may accept nothing, and how many connections it may hold.
+    pub conn_limits: ConnLimits,
     /// Findings that do not stop the gateway (`gateway check` prints them).
     pub warnings: Vec<super::Diagnostic>,
     /// Where `tls: acme` certificates are ordered and kept; `None` when no route uses it.

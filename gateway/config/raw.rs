@@ -214,6 +214,9 @@ pub struct RawLimits {
     pub body_timeout: Option<Value>,
     pub body_min_rate: Option<Value>,
     pub ipv6_prefix: Option<Value>,
+    pub send_timeout: Option<Value>,
+    pub max_connections: Option<Value>,
+    pub max_connections_per_client: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,6 +8,7 @@ use http::{HeaderName, HeaderValue};
 use serde_yaml::{Mapping, Value};
 
 use super::acme;
+use super::connections;
 use super::error::{Diagnostic, Pos};
 use super::limits;
 use super::model::*;
@@ -236,8 +237,9 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
             .file_path("access_log", v)
             .map_or(AccessLogTarget::Stdout, AccessLogTarget::File),
     };
-    let (head_limits, body_deadline, ipv6_prefix) =
-        limits::limits(&mut c, raw.limits.unwrap_or_default());
+    let raw_limits = raw.limits.unwrap_or_default();
+    let conn_limits = connections::conn_limits(&mut c, &raw_limits);
+    let (head_limits, body_deadline, ipv6_prefix) = limits::limits(&mut c, raw_limits);
     let inherited = route::defaults(&mut c, raw.defaults.unwrap_or_default());
 
     let mut routes = route::routes(&mut c, raw.routes.unwrap_or_default(), &inherited, spans);
@@ -262,6 +264,7 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
             head_limits,
             body_deadline,
             ipv6_prefix,
+            conn_limits,
             warnings: c.warnings,
             acme,
             limits_store,

@@ -6,6 +6,7 @@
 //! few atomic adds. Labels come from the config only (`route` = a route's name or
 //! `_unmatched`), never from traffic, so the series count is bounded by the config.
 
+mod abuse;
 mod acme;
 mod labels;
 mod pool;
@@ -21,6 +22,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+pub use abuse::Abuse;
 pub use labels::{HandshakeFailure, HandshakeFailures, Reject, UpstreamError};
 pub use pool::{QueueSeries, ReplicaSeries};
 pub use route::RouteMetrics;
@@ -57,6 +59,7 @@ pub struct Metrics {
     pool: pool::PoolFamilies,
     acme: acme::AcmeFamilies,
     store_errors: IntCounterVec,
+    abuse: Abuse,
     /// Each route's resolved series by route name, reused across reloads.
     routes: Mutex<HashMap<String, Arc<RouteMetrics>>>,
 }
@@ -184,6 +187,7 @@ impl Metrics {
         let pool = pool::PoolFamilies::new(&registry)?;
         let acme = acme::AcmeFamilies::new(&registry)?;
         let store_errors = store::family(&registry)?;
+        let abuse = Abuse::new(&registry)?;
         let build_info = gauge(
             "gateway_build_info",
             "Always 1; labelled with the version.",
@@ -215,6 +219,7 @@ impl Metrics {
             pool,
             acme,
             store_errors,
+            abuse,
             routes: Mutex::new(HashMap::new()),
         }))
     }
@@ -244,6 +249,11 @@ impl Metrics {
     /// The open-connections gauge of a listener (`http` or `https`).
     pub fn connections(&self, listener: &str) -> IntGauge {
         self.connections.with_label_values(&[listener])
+    }
+
+    /// The counters of the defences against clients that hold resources.
+    pub fn abuse(&self) -> Abuse {
+        self.abuse.clone()
     }
 
     /// The counter of access log lines dropped under back-pressure.

@@ -13,6 +13,7 @@ use http::{HeaderName, HeaderValue};
 use super::limits;
 use super::observe::{GaugeGuard, Timing};
 use crate::config::BodyDeadline;
+use crate::conn::upload::UploadWatch;
 use crate::lifecycle::Ticket;
 use crate::metrics::{Reject, RouteMetrics};
 use crate::pool::Lease;
@@ -36,6 +37,12 @@ pub struct RequestCtx {
     pub(super) body_started: Option<std::time::Instant>,
     /// `limits.body_timeout` and `body_min_rate`, as the request's configuration says.
     pub(super) body_deadline: BodyDeadline,
+    /// `limits.send_timeout`, as the request's configuration says (HTTP/2 answers).
+    pub(super) send_timeout: std::time::Duration,
+    /// The watch on the request body while it goes to the app (`conn::upload`).
+    pub(super) upload: Option<UploadWatch>,
+    /// The client reset this HTTP/2 stream before the request went to the app.
+    pub(super) reset_early: bool,
     /// The series this request is counted in (its route's, or `_unmatched`).
     pub(super) metrics: Option<Arc<RouteMetrics>>,
     /// Why the gateway answered itself, if it did.
@@ -74,6 +81,9 @@ impl RequestCtx {
             body_seen: 0,
             body_started: None,
             body_deadline: BodyDeadline::default(),
+            send_timeout: crate::config::DEFAULT_SEND_TIMEOUT,
+            upload: None,
+            reset_early: false,
             metrics: None,
             reason: None,
             user: None,

@@ -6,6 +6,7 @@ use pingora::proxy::{FailToProxy, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
 use super::{limits, page, upstream, Gateway, RequestCtx};
+use crate::conn::upload::UploadWatch;
 use crate::pool::Refused;
 
 /// Answers a request that failed before its response started.
@@ -16,6 +17,9 @@ pub async fn answer(
     ctx: &mut RequestCtx,
 ) -> FailToProxy {
     let mut code = status_for(e);
+    if let Some(cut) = ctx.upload.as_ref().and_then(UploadWatch::cut) {
+        code = cut.status();
+    }
     if code == 408 {
         ctx.reason = Some(crate::metrics::Reject::BodyTimeout);
     }

@@ -50,6 +50,8 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::AccessLog;
+use crate::conn::upload::UploadWatch;
+use crate::conn::{self, h2};
 use crate::lifecycle::InFlight;
 use crate::metrics::Reject;
 use crate::state::Shared;
@@ -100,6 +102,7 @@ impl ProxyHttp for Gateway {
         ctx.client = Some(client);
         ctx.request_id = Some(request_id.clone());
         ctx.body_deadline = snapshot.body_deadline;
+        ctx.send_timeout = snapshot.send_timeout;
         ctx.https = forwarded::client_https(self.tls, peer, req, &snapshot.trusted_proxies);
         let routed = routing::find(snapshot.routes_for(ctx.https), req);
         let route = routed.route().cloned();
@@ -113,6 +116,7 @@ impl ProxyHttp for Gateway {
         let headers = route
             .as_ref()
             .map_or(snapshot.default_headers(ctx.https), |r| &r.headers);
+        conn::pace_h2(session, ctx.send_timeout, 0);
         if let Err(refusal) = admission::check_head(session, &snapshot.admission) {
             ctx.reason = Some(refusal.reason());
             admission::refuse(session, refusal, headers, &request_id).await?;
@@ -192,7 +196,9 @@ impl ProxyHttp for Gateway {
             upgrade::tunnel(self, session, ctx).await?;
             return Ok(true);
         }
-        Ok(false)
+        // An HTTP/2 stream the client already reset is not sent to the app.
+        ctx.reset_early = h2::reset_already(session);
+        Ok(ctx.reset_early)
     }
 
     async fn upstream_peer(
@@ -230,13 +236,16 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let Some(route) = &ctx.route else {
             return Ok(());
         };
         let counted = limits::count_body(session, route, &mut ctx.body_seen, body.as_ref());
+        if let Some(upload) = &ctx.upload {
+            upload.progress(ctx.body_seen, end_of_stream);
+        }
         if counted.is_err() {
             ctx.reason = Some(Reject::BodyTooLarge);
             return counted;
@@ -286,16 +295,18 @@ impl ProxyHttp for Gateway {
 
     async fn connected_to_upstream(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _reused: bool,
         _peer: &HttpPeer,
-        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(unix)] fd: std::os::unix::io::RawFd,
         #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.timing.upstream_connected = Some(std::time::Instant::now());
         upstream::connected(ctx);
+        let stall = ctx.body_deadline.timeout;
+        ctx.upload = UploadWatch::watch(session, fd, stall, &self.shared.conns.abuse);
         Ok(())
     }
 
@@ -313,7 +324,23 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         admission::request_over(session);
-        observe::finish(self.access_log.as_deref(), session, e, ctx);
+        let asked = ctx.timing.upstream_connected.is_some();
+        let logged = self.shared.conns.ended(session, e, ctx.reset_early, asked);
+        let access_log = self.access_log.as_deref().filter(|_| logged);
+        observe::finish(access_log, session, e, ctx);
+    }
+
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(body) = body {
+            conn::pace_h2(session, ctx.send_timeout, body.len());
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(

@@ -39,6 +39,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 
 use super::{upstream, Gateway, RequestCtx};
 use crate::admission::Refusal;
+use crate::conn::socket::{client_left, reset_on_close};
 
 /// The most the tunnel reads from the app at once: one TLS record's worth. Only what a
 /// read fills is touched, so an idle tunnel holds next to nothing of it.
@@ -263,37 +264,6 @@ async fn copy_both_ways(
         }
     }
     session.write_response_body(None, true).await
-}
-
-/// Makes closing the socket `fd` reset the connection (SO_LINGER 0): the bytes queued
-/// for an app that stopped reading are dropped at once, instead of the kernel holding
-/// them (and the connection) until the app reads or the kernel gives up.
-fn reset_on_close(fd: i32) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a plain setsockopt on a socket this tunnel owns, with a value of the size
-    // passed.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-}
-
-/// Whether the client's TCP connection is no longer open both ways: closed (FIN) or
-/// reset by the client. `fd` is its socket (`UniqueID` is the raw fd on Unix).
-fn client_left(fd: Option<i32>) -> bool {
-    // Linux's TCP_ESTABLISHED (include/net/tcp_states.h).
-    const ESTABLISHED: u8 = 1;
-    fd.is_some_and(|fd| {
-        pingora::protocols::l4::ext::get_tcp_info(fd).is_ok_and(|i| i.tcpi_state != ESTABLISHED)
-    })
 }
 
 async fn read_some(app: &mut (impl AsyncRead + Unpin), buf: &mut BytesMut) -> Result<usize> {

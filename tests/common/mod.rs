@@ -5,6 +5,7 @@
 pub mod apps;
 pub mod pebble;
 pub mod pki;
+pub mod raw_app;
 pub mod redis;
 pub mod replica;
 pub mod sign_on;
@@ -172,8 +173,16 @@ impl Env {
         (String::from_utf8_lossy(&out).into_owned(), closed)
     }
 
-    /// An HTTP/2 connection to the gateway made for `sni`, ready to send requests.
-    pub async fn h2_connect(&self, sni: &str) -> h2::client::SendRequest<bytes::Bytes> {
+    /// A TLS connection to the HTTPS listener for `sni` that offers only h2, and its
+    /// socket's descriptor.
+    pub async fn h2_tls(
+        &self,
+        sni: &str,
+    ) -> (
+        tokio_native_tls::TlsStream<tokio::net::TcpStream>,
+        std::os::fd::RawFd,
+    ) {
+        use std::os::fd::AsRawFd;
         let mut tls = native_tls::TlsConnector::builder();
         tls.add_root_certificate(
             native_tls::Certificate::from_pem(&self.cert_pem("default")).expect("cert"),
@@ -183,7 +192,13 @@ impl Env {
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.https))
             .await
             .expect("connect");
-        let stream = connector.connect(sni, tcp).await.expect("handshake");
+        let fd = tcp.as_raw_fd();
+        (connector.connect(sni, tcp).await.expect("handshake"), fd)
+    }
+
+    /// An HTTP/2 connection to the gateway made for `sni`, ready to send requests.
+    pub async fn h2_connect(&self, sni: &str) -> h2::client::SendRequest<bytes::Bytes> {
+        let (stream, _) = self.h2_tls(sni).await;
         let (send, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
         tokio::spawn(async move {
             let _ = connection.await;

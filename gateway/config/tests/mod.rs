@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::*;
 
 mod acme;
+mod connections;
 mod paths;
 mod pools;
 mod store;
