@@ -9,6 +9,7 @@
 # MODE keepalive (default): 32 keep-alive connections, HTTP/1.1 over TLS.
 # MODE handshake: every request on a new connection (`Connection: close`): a full TLS
 #   handshake per request, what a crowd of new visitors costs.
+# MODE h2: HTTP/2 with h2load, 32 connections of 10 streams each (nghttp2-client).
 # EXTRA_ROUTE_YAML is appended to the route (e.g. '    rate_limit: { rate: 1000000/s }').
 #
 # Build A from an older commit with a worktree sharing the target directory, e.g.:
@@ -49,10 +50,17 @@ for r in $(seq "$rounds"); do
   order="A B"; [ $((r % 2)) = 0 ] && order="B A"
   for side in $order; do
     before=$(cpu_ticks "${gwpid[$side]}")
-    out=$(wrk -t2 -c"$conns" -d"${secs}s" -s "$work/req.lua" "https://127.0.0.1:${https[$side]}/")
-    after=$(cpu_ticks "${gwpid[$side]}")
-    r_s=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    n=$(awk '/requests in/ {print $1}' <<<"$out")
+    if [ "$mode" = h2 ]; then
+      out=$(h2load -c32 -m10 -t2 -D "$secs" -H ':authority: bench.test' "https://127.0.0.1:${https[$side]}/" 2>&1)
+      after=$(cpu_ticks "${gwpid[$side]}")
+      r_s=$(awk '/^finished in/ {print $4}' <<<"$out")
+      n=$(awk '/^requests:/ {print $8}' <<<"$out")
+    else
+      out=$(wrk -t2 -c"$conns" -d"${secs}s" -s "$work/req.lua" "https://127.0.0.1:${https[$side]}/")
+      after=$(cpu_ticks "${gwpid[$side]}")
+      r_s=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+      n=$(awk '/requests in/ {print $1}' <<<"$out")
+    fi
     us=$(python3 -c "print(f'{($after - $before) / $tick / max($n, 1) * 1e6:.2f}')")
     echo "round $r $side: $r_s req/s, gateway CPU $us us/request"
     rps[$side]+="$r_s "

@@ -14,7 +14,8 @@
 # and `UP2` name the two ports the nginx upstream listens on, e.g. `[127.0.0.1:UP,
 # 127.0.0.1:UP2]` for a pool of two) measure a feature's cost. IR_ACCESS_LOG (default
 # `off`; a file path turns the JSON access log on) and IR_METRICS (default `on`; `off`
-# leaves the metrics listener out) switch the always-on features. IR_KEEP=DIR keeps each
+# leaves the metrics listener out) switch the always-on features. IR_H2=1 sends the
+# requests over one HTTP/2 connection, one at a time, with h2load (nghttp2-client). IR_KEEP=DIR keeps each
 # callgrind profile there (callgrind.BIN.N) for `callgrind_annotate --inclusive=yes`.
 set -euo pipefail
 n=2000
@@ -49,6 +50,12 @@ YAML
     "$1" run -c "$work/ir.yaml" >/dev/null 2>>"$work/valgrind.log" &
   local pid=$!
   for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$https") 2>/dev/null && break; sleep 0.1; done
+  if [ "${IR_H2:-0}" = 1 ]; then
+    if [ "$2" -gt 0 ]; then
+      h2load -n "$2" -c1 -m1 -H ':authority: bench.test' "https://127.0.0.1:$https${IR_PATH:-/}" >"$work/h2load.log" 2>&1
+      grep -q " $2 succeeded" "$work/h2load.log" || { cat "$work/h2load.log" >&2; exit 1; }
+    fi
+  else
   python3 - "$https" "$2" "${IR_HEADER:-}" "${IR_PATH:-/}" <<'PY'
 import http.client, ssl, sys
 port, n, extra, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -64,6 +71,7 @@ for _ in range(n):
     assert r.status == 200, r.status
 c.close()
 PY
+  fi
   kill -INT "$pid"
   wait "$pid" || true
   [ -z "${IR_KEEP:-}" ] || cp "$out" "$IR_KEEP/callgrind.$(basename "$1").$2"

@@ -76,6 +76,8 @@ pub struct SendDeadline {
     /// Made on the first stall (most connections never stall).
     clock: Option<Pin<Box<Sleep>>>,
     stalled: bool,
+    /// The deadline passed: the connection is being given up.
+    fired: bool,
     /// Counts the connections cut (`gateway_aborted_total{reason="send_timeout"}`).
     cut: IntCounter,
 }
@@ -86,37 +88,51 @@ impl SendDeadline {
             timeout,
             clock: None,
             stalled: false,
+            fired: false,
             cut,
         }
     }
 
-    /// Passes on a write's outcome; a write stalled for `timeout` becomes an error.
+    /// Passes on a write's outcome; a write stalled for `timeout` becomes an error (and
+    /// every write after it: the connection is over).
     fn watch<T>(
         &mut self,
         cx: &mut Context<'_>,
         write: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
+        if self.fired {
+            return Poll::Ready(Err(timed_out()));
+        }
         if write.is_ready() {
             self.stalled = false;
             return write;
         }
-        let at = Instant::now() + self.timeout;
-        let clock = self
-            .clock
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
         if !self.stalled {
             self.stalled = true;
-            clock.as_mut().reset(at);
+            let at = Instant::now() + self.timeout;
+            match &mut self.clock {
+                Some(clock) => clock.as_mut().reset(at),
+                None => self.clock = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
         }
-        if clock.as_mut().poll(cx).is_pending() {
+        let due = self
+            .clock
+            .as_mut()
+            .is_some_and(|clock| clock.as_mut().poll(cx).is_ready());
+        if !due {
             return Poll::Pending;
         }
+        self.fired = true;
         self.cut.inc();
-        Poll::Ready(Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the client accepted nothing within limits.send_timeout",
-        )))
+        Poll::Ready(Err(timed_out()))
     }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the client accepted nothing within limits.send_timeout",
+    )
 }
 
 /// The proxy read a whole request head on `stream`: its clock stops.
@@ -201,7 +217,9 @@ impl AsyncWrite for Timed {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        let shutdown = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.send.watch(cx, shutdown)
     }
 }
 

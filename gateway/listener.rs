@@ -101,13 +101,18 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for PerProtocol<A> {
         };
         let mut listener = shutdown.clone();
         let serve = self.app.process_new(stream, &signal);
-        tokio::pin!(serve);
+        let closing = registration.closing();
+        tokio::pin!(serve, closing);
+        let mut following = true;
         loop {
             tokio::select! {
                 out = &mut serve => return out,
-                changed = listener.changed() => match changed {
+                // Flagged, and its client did not close after the GOAWAY: dropping the
+                // connection closes it.
+                () = &mut closing => return None,
+                changed = listener.changed(), if following => match changed {
                     Ok(()) => registration.follow(*listener.borrow()),
-                    Err(_) => return serve.await,
+                    Err(_) => following = false,
                 },
             }
         }

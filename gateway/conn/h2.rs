@@ -25,7 +25,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::SocketDigest;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::limits::client_bucket;
 use crate::metrics::Abuse;
@@ -35,6 +35,9 @@ use crate::metrics::Abuse;
 /// and h2o trip their own guards at a comparable count.
 pub const FLOOD: u32 = 100;
 const WINDOW: Duration = Duration::from_secs(1);
+/// How long a flagged connection's streams may finish after its GOAWAY before the
+/// connection is closed.
+const GOAWAY_GRACE: Duration = Duration::from_secs(5);
 
 /// Ended connections' entries are swept when the table reaches this size, and each
 /// doubling after.
@@ -49,7 +52,14 @@ const CLIENTS_KEPT: usize = 4096;
 #[derive(Default)]
 pub struct H2Conns {
     by_digest: Mutex<HashMap<usize, Entry>>,
-    by_client: Mutex<HashMap<IpAddr, Window>>,
+    by_client: Mutex<Clients>,
+}
+
+/// The addresses' windows, and when they were last swept (at most once a window).
+#[derive(Default)]
+struct Clients {
+    windows: HashMap<IpAddr, Window>,
+    swept: Option<Instant>,
 }
 
 /// An entry of `by_digest`: the connection's state and its digest, which its streams'
@@ -94,6 +104,8 @@ pub struct H2Conn {
     client: Option<IpAddr>,
     window: Mutex<Window>,
     flagged: AtomicBool,
+    /// Woken when the connection is flagged (`Registration::closing`).
+    flag: Notify,
     resets: AtomicU64,
     unlogged: AtomicU64,
 }
@@ -119,7 +131,12 @@ impl H2Conns {
         shutdown: bool,
         ipv6_prefix: u8,
     ) -> (Option<Registration>, watch::Receiver<bool>) {
-        let (goaway, signal) = watch::channel(shutdown);
+        // Made `false` and then set, so that Pingora sees a change even for a connection
+        // that arrives while the listener is already shutting down.
+        let (goaway, signal) = watch::channel(false);
+        if shutdown {
+            goaway.send_replace(true);
+        }
         let Some(digest) = digest else {
             return (None, signal);
         };
@@ -130,6 +147,7 @@ impl H2Conns {
             client: peer.map(|p| client_bucket(p.ip(), ipv6_prefix)),
             window: Mutex::new(Window::new(Instant::now())),
             flagged: AtomicBool::new(false),
+            flag: Notify::new(),
             resets: AtomicU64::new(0),
             unlogged: AtomicU64::new(0),
         });
@@ -184,6 +202,7 @@ impl H2Conns {
         if !conn.flagged.swap(true, Ordering::Relaxed) {
             abuse.reset_flood.inc();
             conn.goaway.send_replace(true);
+            conn.flag.notify_one();
             log::warn!(
                 "event=h2_reset_flood client={} resets_per_second>{FLOOD} action=goaway",
                 shown(conn.peer),
@@ -197,16 +216,25 @@ impl H2Conns {
     /// Counts a reset for `client` across its connections; whether it is over `FLOOD`.
     fn client_over(&self, client: Option<IpAddr>, now: Instant) -> bool {
         let Some(client) = client else { return false };
-        let mut by_client = self.by_client.lock();
-        if by_client.len() >= CLIENTS_KEPT && !by_client.contains_key(&client) {
-            by_client.retain(|_, w| now.duration_since(w.start) < WINDOW);
-            if by_client.len() >= CLIENTS_KEPT {
+        let mut clients = self.by_client.lock();
+        if clients.windows.len() >= CLIENTS_KEPT && !clients.windows.contains_key(&client) {
+            if clients
+                .swept
+                .is_none_or(|at| now.duration_since(at) >= WINDOW)
+            {
+                clients.swept = Some(now);
+                clients
+                    .windows
+                    .retain(|_, w| now.duration_since(w.start) < WINDOW);
+            }
+            if clients.windows.len() >= CLIENTS_KEPT {
                 // Thousands of addresses resetting at once: the per-connection count
                 // still holds.
                 return false;
             }
         }
-        by_client
+        clients
+            .windows
             .entry(client)
             .or_insert_with(|| Window::new(now))
             .count(now)
@@ -214,6 +242,14 @@ impl H2Conns {
 }
 
 impl Registration {
+    /// Ends once the connection has been flagged and given `GOAWAY_GRACE` to close: a
+    /// client that ignores the GOAWAY (never acknowledges its PING, so the final GOAWAY
+    /// never goes) loses the connection then.
+    pub async fn closing(&self) {
+        self.conn.flag.notified().await;
+        tokio::time::sleep(GOAWAY_GRACE).await;
+    }
+
     /// Passes the listener's shutdown on to this connection's signal.
     pub fn follow(&self, shutdown: bool) {
         if shutdown {
@@ -249,8 +285,8 @@ fn shown(peer: Option<SocketAddr>) -> String {
     peer.map_or_else(|| "-".to_string(), |p| p.ip().to_string())
 }
 
-/// Whether `session` is an HTTP/2 stream the client has already reset (looked at
-/// without waiting).
+/// Whether `session` is an HTTP/2 stream the client has already reset, or whose
+/// connection is gone (looked at without waiting).
 pub fn reset_already(session: &mut Session) -> bool {
     match session.as_downstream_mut() {
         ServerSession::H2(h2) => {
@@ -262,17 +298,39 @@ pub fn reset_already(session: &mut Session) -> bool {
     }
 }
 
-/// Whether `error` ended an HTTP/2 stream because the client reset it (or its
-/// connection) before the answer was complete. Timeouts are not resets.
+/// Whether `error` ended an HTTP/2 stream because the client reset it (RST_STREAM)
+/// before the answer was complete: Pingora's "client closed" while it waited for the
+/// app, or the h2 layer's remote reset on a read or a write. A whole connection lost,
+/// and timeouts, are not resets.
 pub fn reset_error(session: &Session, error: Option<&Error>) -> bool {
-    use ErrorType::*;
     let Some(e) = error else { return false };
-    matches!(session.as_downstream(), ServerSession::H2(_))
-        && e.esource() == &ErrorSource::Downstream
-        && matches!(
-            e.etype(),
-            H2Error | ReadError | WriteError | ConnectionClosed
-        )
+    if !matches!(session.as_downstream(), ServerSession::H2(_))
+        || e.esource() != &ErrorSource::Downstream
+    {
+        return false;
+    }
+    // `HttpSession::read_body_or_idle` (pingora-core, v2/server.rs) saw the stream's
+    // reset; the proxy wraps that error in one naming the app.
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        let idle_reset = err.etype() == &ErrorType::H2Error
+            && err
+                .context
+                .as_ref()
+                .is_some_and(|c| c.as_str().starts_with("Client closed H2"));
+        if idle_reset {
+            return true;
+        }
+        cause = err
+            .cause
+            .as_deref()
+            .and_then(|c| c.downcast_ref::<Box<Error>>())
+            .map(|b| &**b);
+    }
+    // A read or write of the stream that met the client's RST_STREAM.
+    e.root_cause()
+        .downcast_ref::<h2::Error>()
+        .is_some_and(|h| h.is_reset() && h.is_remote())
 }
 
 /// Whether `error` ended an HTTP/2 stream whose client accepted nothing for the time

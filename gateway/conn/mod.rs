@@ -53,17 +53,22 @@ impl Connections {
 }
 
 /// HTTP/2 has no per-write progress to time (Pingora times each piece of an answer as a
-/// whole, waiting for the stream's window included): a piece gets `send_timeout` plus
-/// the time it takes at `SLOW_READER` bytes a second, so a client reading that fast is
-/// never cut and a stream whose window stays shut is cut after `send_timeout` plus at
-/// most 64 s (Pingora's pieces are at most 64 KiB).
+/// whole, waiting for the stream's window included): the pieces of an answer get
+/// `send_timeout` plus the time its largest piece so far takes at `SLOW_READER` bytes a
+/// second, so a client reading that fast is never cut and a stream whose window stays
+/// shut is cut after `send_timeout` plus at most 66 s (Pingora's pieces are at most
+/// 64 KiB).
 pub const SLOW_READER: u64 = 1000;
 
-/// Sets the time the next piece of `len` bytes of an HTTP/2 answer may take (no-op on
-/// HTTP/1.x, whose stream holds the deadline itself).
+/// Makes the time an HTTP/2 answer's pieces may take at least enough for one of `len`
+/// bytes (no-op on HTTP/1.x, whose stream holds the deadline itself). It only grows
+/// within a stream: Pingora may run the filter on several queued pieces before writing
+/// them, each with the timeout set last.
 pub fn pace_h2(session: &mut Session, send_timeout: Duration, len: usize) {
     if let ServerSession::H2(h2) = session.as_downstream_mut() {
-        let allowance = Duration::from_millis(len as u64 * 1000 / SLOW_READER);
-        h2.set_write_timeout(Some(send_timeout + allowance));
+        let allowed = send_timeout + Duration::from_millis(len as u64 * 1000 / SLOW_READER);
+        if h2.write_timeout.is_none_or(|now| now < allowed) {
+            h2.set_write_timeout(Some(allowed));
+        }
     }
 }

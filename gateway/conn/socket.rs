@@ -1,9 +1,9 @@
 //! What the gateway asks the kernel about a connection's socket: whether the client
 //! left, which socket a descriptor is now, and how to drop what is queued on it.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use pingora::protocols::l4::ext::{get_socket_cookie, get_tcp_info};
+use pingora::protocols::l4::ext::get_tcp_info;
 
 /// Makes closing the socket `fd` reset the connection (SO_LINGER 0): the bytes queued
 /// for an app that stopped reading are dropped at once, instead of the kernel holding
@@ -57,25 +57,22 @@ pub fn client_left(fd: Option<RawFd>) -> bool {
     fd.is_some_and(|fd| get_tcp_info(fd).is_ok_and(|i| i.tcpi_state != ESTABLISHED))
 }
 
-/// A socket known by its descriptor and its kernel cookie (`SO_COOKIE`, unique for the
-/// kernel's uptime): a watcher that outlives the connection it watches cannot act on
-/// another socket that was given the same descriptor number.
-#[derive(Debug, Clone, Copy)]
-pub struct Socket {
-    fd: RawFd,
-    cookie: u64,
-}
+/// A duplicate descriptor of a socket, held by a watcher: the socket stays this one (its
+/// number cannot be given to another) for as long as the watcher holds it, however its
+/// owner closes its own descriptor meanwhile.
+#[derive(Debug)]
+pub struct Held(OwnedFd);
 
-impl Socket {
-    pub fn of(fd: RawFd) -> Option<Socket> {
-        let cookie = get_socket_cookie(fd).ok()?;
-        Some(Socket { fd, cookie })
+impl Held {
+    pub fn dup(fd: RawFd) -> Option<Held> {
+        // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor for the same open socket (or
+        // fails on a closed one); the new descriptor is owned by `Held` alone.
+        let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        // SAFETY: `copy` is a descriptor just made for this owner, closed on drop.
+        (copy >= 0).then(|| Held(unsafe { OwnedFd::from_raw_fd(copy) }))
     }
 
-    /// The descriptor, if it is still this socket.
-    pub fn fd(&self) -> Option<RawFd> {
-        get_socket_cookie(self.fd)
-            .is_ok_and(|c| c == self.cookie)
-            .then_some(self.fd)
+    pub fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
     }
 }

@@ -10,9 +10,10 @@
 //!   sending: 408, as from `client_body_timeout` (HTTP/1.x is cut by its read timeout
 //!   first; HTTP/2 bodies have none in Pingora 0.9, so this is their bound).
 //!
-//! The watch ends with the body, or with the request (its handle is dropped). It acts
-//! on sockets by descriptor, so it checks each one is still the socket it was given
-//! (`socket::Socket`) before it touches it.
+//! The watch ends with the body, or with the request (its handle is dropped). It holds a
+//! duplicate of the app's socket (`socket::Held`), so what it cuts is that socket even
+//! if the proxy has closed its own descriptor meanwhile; the client's socket is known
+//! by its cookie.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use pingora::protocols::SocketDigest;
 use pingora::proxy::Session;
 use tokio::time::Instant;
 
-use super::socket::{self, Socket};
+use super::socket::{self, Held};
 use crate::metrics::Abuse;
 
 /// How often a watch looks at the client and the body.
@@ -80,16 +81,21 @@ struct Client {
 }
 
 impl Client {
-    fn left(&self) -> bool {
+    /// Whether the client reset or closed its connection. A client that only sent FIN
+    /// (half-close, CLOSE_WAIT) may still have bytes on the way to the app: the proxy
+    /// reads them, and ends the request itself at the end of what was sent if the body
+    /// is short; while the app is not reading, the stall rule applies.
+    fn gone(&self) -> bool {
+        // Linux's TCP states (include/net/tcp_states.h).
+        const ESTABLISHED: u8 = 1;
+        const CLOSE_WAIT: u8 = 8;
         // A closed connection's descriptor may be another socket by now: only the same
-        // socket counts, and a socket that is no more has left.
+        // socket counts, and a socket that is no more is gone.
         match self.digest.socket_cookie() {
-            Ok(cookie) if cookie == self.cookie => {
-                const ESTABLISHED: u8 = 1;
-                self.digest
-                    .tcp_info()
-                    .is_some_and(|i| i.tcpi_state != ESTABLISHED)
-            }
+            Ok(cookie) if cookie == self.cookie => self
+                .digest
+                .tcp_info()
+                .is_some_and(|i| i.tcpi_state != ESTABLISHED && i.tcpi_state != CLOSE_WAIT),
             _ => true,
         }
     }
@@ -126,7 +132,7 @@ impl UploadWatch {
                 cookie,
             })
         });
-        let app = Socket::of(app_fd)?;
+        let app = Held::dup(app_fd)?;
         let state = Arc::new(State {
             seen: AtomicU64::new(0),
             done: AtomicBool::new(false),
@@ -158,7 +164,7 @@ impl UploadWatch {
 async fn watch(
     state: Arc<State>,
     client: Option<Client>,
-    app: Socket,
+    app: Held,
     stall: Duration,
     abuse: Abuse,
 ) {
@@ -172,31 +178,28 @@ async fn watch(
         if Arc::strong_count(&state) == 1 || state.done.load(Ordering::Relaxed) {
             return;
         }
-        let why = if client.as_ref().is_some_and(Client::left) {
-            abuse.client_gone.inc();
-            CLIENT_GONE
-        } else {
-            let now_seen = state.seen.load(Ordering::Relaxed);
-            if now_seen != seen {
-                seen = now_seen;
-                moved = Instant::now();
-                continue;
-            }
-            if moved.elapsed() < stall {
-                continue;
-            }
-            let Some(fd) = app.fd() else { return };
-            if socket::unsent(fd) > 0 {
-                abuse.body_stalled.inc();
-                APP_STALLED
-            } else {
-                CLIENT_STALLED
-            }
-        };
-        state.cut.store(why, Ordering::Relaxed);
-        if let Some(fd) = app.fd() {
-            socket::cut(fd);
+        let now_seen = state.seen.load(Ordering::Relaxed);
+        let progressed = now_seen != seen;
+        if progressed {
+            seen = now_seen;
+            moved = Instant::now();
         }
+        let why = if client.as_ref().is_some_and(Client::gone) {
+            CLIENT_GONE
+        } else if progressed || moved.elapsed() < stall {
+            continue;
+        } else if socket::unsent(app.fd()) > 0 {
+            APP_STALLED
+        } else {
+            CLIENT_STALLED
+        };
+        match why {
+            CLIENT_GONE => abuse.client_gone.inc(),
+            APP_STALLED => abuse.body_stalled.inc(),
+            _ => {}
+        }
+        state.cut.store(why, Ordering::Relaxed);
+        socket::cut(app.fd());
         return;
     }
 }

@@ -313,7 +313,11 @@ impl Env {
             .args(args)
             .arg("-c")
             .arg(path)
-            .env("RUST_LOG", "info")
+            // GW_TEST_LOG=debug shows, e.g., each request's error in a failing test's log.
+            .env(
+                "RUST_LOG",
+                std::env::var("GW_TEST_LOG").unwrap_or("info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
