@@ -15,8 +15,6 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use prometheus::IntGauge;
-
 use crate::access_log::{AccessLog, Target};
 use crate::acme::AcmeService;
 use crate::admin::Admin;
@@ -142,13 +140,10 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
         access_log: access_log.clone(),
     };
     let open = |listener: &str| {
-        metrics
-            .as_ref()
-            .map_or_else(
-                || IntGauge::new("unused", "unused"),
-                |m| Ok(m.connections(listener)),
-            )
-            .map_err(|e| fail("metrics", &e))
+        metrics.as_ref().map_or_else(
+            || crate::metrics::unregistered_gauge("unused"),
+            |m| m.connections(listener),
+        )
     };
     // The HTTPS listener is plain TCP: `Tls` does the handshakes (see tls/accept.rs), then
     // `PerProtocol` times HTTP/1.1 request heads and writes, and gives each HTTP/2
@@ -184,7 +179,7 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
             &shared,
             Counted {
                 app: Arc::new(tls),
-                open: open("https")?,
+                open: open("https"),
                 in_flight: Some(in_flight.clone()),
             },
         ),
@@ -205,7 +200,7 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
                             }),
                             shared: Arc::clone(&shared),
                         }),
-                        open: open("http")?,
+                        open: open("http"),
                         in_flight: None,
                     },
                 ),
@@ -221,7 +216,7 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
                     &shared,
                     Counted {
                         app: proxy_app(false),
-                        open: open("http")?,
+                        open: open("http"),
                         in_flight: Some(in_flight.clone()),
                     },
                 ),
@@ -269,7 +264,10 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
     server.add_service(background_service(
         "health checks",
         crate::pool::HealthChecks {
-            shared: shared.clone(),
+            pools: {
+                let shared = shared.clone();
+                Box::new(move || shared.snapshot.load().pools.clone())
+            },
         },
     ));
     server.add_service(background_service(

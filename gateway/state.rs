@@ -18,7 +18,9 @@ use ipnet::IpNet;
 use crate::acme::Challenges;
 use crate::admission::Admission;
 use crate::auth::{Failures, RouteAccess, Verifier};
-use crate::config::{BodyDeadline, Config, HttpMode, Route};
+/// How slowly a request body may come: a plain value the snapshot holds for the proxy.
+pub use crate::config::BodyDeadline;
+use crate::config::{Config, HttpMode, Route};
 use crate::conn::caps::Caps;
 use crate::conn::Connections;
 use crate::limits::RateLimiter;

@@ -8,12 +8,12 @@ use std::time::Duration;
 use http::HeaderName;
 use serde_yaml::Value;
 
+use super::checker::Checker;
 use super::limits::cidr;
 use super::model::*;
 use super::password::{self, password_hash, valid_user};
 use super::raw::{RawBasicAuth, RawForwardAuth, RawRoute};
 use super::units::{self, is_off, shown};
-use super::validate::Checker;
 
 /// Longest realm accepted: it is shown in the browser's login prompt.
 const MAX_REALM: usize = 128;

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde_yaml::{Mapping, Value};
 
+use super::checker::Checker;
 use super::model::{AcmeSettings, HostPattern, Listen, Route};
 use super::units::{self, shown};
-use super::validate::Checker;
 
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
+use super::checker::Checker;
 use super::raw::RawLimits;
 use super::units::{self, is_off, shown};
-use super::validate::Checker;
 
 /// Longest a client may accept no byte of its answer (nginx's `send_timeout`).
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);

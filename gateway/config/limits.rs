@@ -8,10 +8,10 @@ use std::time::Duration;
 use http::HeaderName;
 use serde_yaml::Value;
 
+use super::checker::Checker;
 use super::model::IpNet;
 use super::raw::RawLimits;
 use super::units::{self, is_off, shown};
-use super::validate::Checker;
 
 /// Request line plus headers of one HTTP/1.1 request, or the HTTP/2 header list.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 << 10;

@@ -5,6 +5,7 @@
 
 mod access;
 mod acme;
+mod checker;
 mod connections;
 mod error;
 mod limits;
@@ -22,11 +23,10 @@ mod warnings;
 use std::path::Path;
 
 pub use acme::{LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
-pub use connections::DEFAULT_SEND_TIMEOUT;
 pub use error::{render, Diagnostic, Pos};
 pub use model::*;
 pub use password::{password_hash, valid_user};
-pub use store::{redacted, LimitsStoreSettings, OnStoreError, PASSWORD_ENV};
+pub use store::{redacted, PASSWORD_ENV};
 
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {

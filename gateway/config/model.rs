@@ -11,6 +11,7 @@ pub use ipnet::IpNet;
 pub use super::connections::ConnLimits;
 use super::error::Pos;
 pub use super::limits::{BodyDeadline, HeadLimits, RateKey, RateLimit};
+pub use super::store::{LimitsStoreSettings, OnStoreError};
 
 /// Built-in `max_body` when neither the route nor `defaults` sets one: large enough for
 /// audio and video uploads to AI apps (nginx's 1 MiB default is the classic trap).
@@ -68,7 +69,7 @@ pub struct Config {
     pub acme: Option<AcmeSettings>,
     /// The Redis server rate limits and failed-login counts are shared through; `None`:
     /// each replica keeps its own.
-    pub limits_store: Option<super::store::LimitsStoreSettings>,
+    pub limits_store: Option<LimitsStoreSettings>,
     pub routes: Vec<Route>,
 }
 

@@ -8,9 +8,9 @@
 
 use std::path::Path;
 
+use super::checker::Checker;
 use super::error::Pos;
 use super::model::{PasswordHash, User};
-use super::validate::Checker;
 
 /// The users of the htpasswd `file`, named at YAML path `at`; `None` after an error (recorded).
 pub(super) fn read_htpasswd(c: &mut Checker, at: &str, file: &Path) -> Option<Vec<User>> {

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
+use super::checker::Checker;
 use super::model::{Balance, HealthCheck, PoolSettings, QueueSettings, DEFAULT_QUEUE};
 use super::raw::RawRoute;
 use super::units::{self, is_off, shown};
-use super::validate::Checker;
 
 /// Replicas per route: far more than GPUs in one machine.
 const MAX_REPLICAS: usize = 64;

@@ -10,6 +10,7 @@ use serde_yaml::Value;
 
 use super::access;
 use super::acme;
+use super::checker::Checker;
 use super::error::Pos;
 use super::limits;
 use super::model::*;
@@ -17,7 +18,6 @@ use super::pool;
 use super::raw::{RawDefaults, RawRoute};
 use super::span::Spans;
 use super::units::{self, shown};
-use super::validate::Checker;
 
 /// The inherited settings every route starts from.
 pub(super) struct Inherited {

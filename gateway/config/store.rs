@@ -7,8 +7,8 @@ use std::time::Duration;
 use redis::IntoConnectionInfo;
 use serde_yaml::Value;
 
+use super::checker::Checker;
 use super::units::{self, shown};
-use super::validate::Checker;
 
 /// The environment variable giving the password when the URL has none.
 pub const PASSWORD_ENV: &str = "GATEWAY_REDIS_PASSWORD";

@@ -2,8 +2,8 @@
 //! not do what it seems to. `gateway check` prints them as `FILE:LINE:COL: warning: …`
 //! (exit 0), and `run` and every reload log them.
 
+use super::checker::Checker;
 use super::model::{RateKey, RateLimit, Route};
-use super::validate::Checker;
 
 /// Rate limits keyed by a request field that cannot work as written: on a route without
 /// access control the client writes the field itself, so it escapes the limit by

@@ -64,6 +64,15 @@ pub struct Metrics {
     routes: Mutex<HashMap<String, Arc<RouteMetrics>>>,
 }
 
+/// A gauge that counts but is not exported (no metrics listener).
+pub fn unregistered_gauge(name: &str) -> IntGauge {
+    match IntGauge::new(name, name) {
+        Ok(gauge) => gauge,
+        // Callers pass constant names: never an invalid one.
+        Err(e) => unreachable!("metric name {name:?}: {e}"),
+    }
+}
+
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help)
 }

@@ -21,14 +21,15 @@ use pingora_load_balancing::Backend;
 use super::replica::Observed;
 use super::Pool;
 use crate::config::HealthCheck;
-use crate::state::Shared;
 
 /// Longest the loop sleeps, so that a reload's new pools are checked soon.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 
 /// The background service that runs the checks of the live configuration's pools.
 pub struct HealthChecks {
-    pub shared: Arc<Shared>,
+    /// The pools of the configuration live now (asked again on every round, so a
+    /// reload's pools are checked within `MAX_SLEEP`).
+    pub pools: Box<dyn Fn() -> Vec<Arc<Pool>> + Send + Sync>,
 }
 
 /// A route's prober, rebuilt when its settings change.
@@ -104,11 +105,11 @@ impl BackgroundService for HealthChecks {
         let mut probers: HashMap<Arc<str>, Prober> = HashMap::new();
         let mut next: HashMap<(Arc<str>, SocketAddr), Instant> = HashMap::new();
         loop {
-            let snapshot = self.shared.snapshot.load_full();
+            let pools = (self.pools)();
             let now = Instant::now();
             let mut wake = now + MAX_SLEEP;
             let mut seen = Vec::new();
-            for pool in &snapshot.pools {
+            for pool in &pools {
                 let Some(settings) = &pool.health else {
                     continue;
                 };
@@ -147,8 +148,8 @@ impl BackgroundService for HealthChecks {
                 }
             }
             next.retain(|k, _| seen.contains(k));
-            probers.retain(|route, _| snapshot.pools.iter().any(|p| &p.route == route));
-            drop(snapshot);
+            probers.retain(|route, _| pools.iter().any(|p| &p.route == route));
+            drop(pools);
             tokio::select! {
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = shutdown.changed() => return,

@@ -76,7 +76,7 @@ impl Queue {
         let QueueSeries { depth, wait } = match metrics {
             Some(m) => m.queue(route),
             None => QueueSeries {
-                depth: IntGauge::new("depth", "depth").expect("a constant, valid metric name"),
+                depth: crate::metrics::unregistered_gauge("depth"),
                 wait: Histogram::with_opts(prometheus::HistogramOpts::new("wait", "wait"))
                     .expect("a constant, valid metric name"),
             },

@@ -11,7 +11,7 @@ use log::{info, warn};
 use parking_lot::Mutex;
 use prometheus::IntGauge;
 
-use crate::metrics::{Metrics, ReplicaSeries};
+use crate::metrics::{unregistered_gauge as unregistered, Metrics, ReplicaSeries};
 
 /// A replica of an app and its state.
 pub struct Replica {
@@ -232,9 +232,4 @@ impl Drop for Replica {
             series.remove();
         }
     }
-}
-
-/// A gauge counted but not exported (no metrics listener).
-fn unregistered(name: &str) -> IntGauge {
-    IntGauge::new(name, name).expect("a constant, valid metric name")
 }

@@ -12,12 +12,12 @@ use http::{HeaderName, HeaderValue};
 
 use super::limits;
 use super::observe::{GaugeGuard, Timing};
-use crate::config::BodyDeadline;
 use crate::conn::upload::UploadWatch;
 use crate::lifecycle::Ticket;
 use crate::metrics::{Reject, RouteMetrics};
 use crate::pool::Lease;
 use crate::state::ActiveRoute;
+use crate::state::BodyDeadline;
 
 /// Per-request state.
 pub struct RequestCtx {
@@ -37,8 +37,9 @@ pub struct RequestCtx {
     pub(super) body_started: Option<std::time::Instant>,
     /// `limits.body_timeout` and `body_min_rate`, as the request's configuration says.
     pub(super) body_deadline: BodyDeadline,
-    /// `limits.send_timeout`, as the request's configuration says (HTTP/2 answers).
-    pub(super) send_timeout: std::time::Duration,
+    /// `limits.send_timeout`, as the request's configuration says (HTTP/2 answers);
+    /// `None` until `request_filter` has read it.
+    pub(super) send_timeout: Option<std::time::Duration>,
     /// The watch on the request body while it goes to the app (`conn::upload`).
     pub(super) upload: Option<UploadWatch>,
     /// The client reset this HTTP/2 stream before the request went to the app.
@@ -81,7 +82,7 @@ impl RequestCtx {
             body_seen: 0,
             body_started: None,
             body_deadline: BodyDeadline::default(),
-            send_timeout: crate::config::DEFAULT_SEND_TIMEOUT,
+            send_timeout: None,
             upload: None,
             reset_early: false,
             metrics: None,

@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use http::HeaderValue;
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
+use pingora::proxy::Session;
 use pingora::{ErrorType, OrErr, Result};
 
 /// Longest client-sent `X-Request-Id` kept as is; longer or odd ones are replaced.
@@ -90,6 +91,14 @@ pub fn strip_claims(req: &mut RequestHeader, underscores: bool) {
 /// `real_ip_recursive on`). Entries left of it are the client's own words and are never
 /// believed, so a client cannot pick its own rate-limit bucket. When every entry is
 /// trusted, or one cannot be parsed, the last trusted address stands.
+/// The address of the TCP peer of `session` (the client, or a proxy in front of it).
+pub fn peer_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
 pub fn client_ip(peer: IpAddr, req: &RequestHeader, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {

@@ -12,9 +12,9 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
 use super::page;
-use crate::config::BodyDeadline;
 use crate::limits::Verdict;
 use crate::state::ActiveRoute;
+use crate::state::BodyDeadline;
 
 /// Longest the gateway keeps reading a rejected body so the client sees the answer.
 const LINGER: Duration = Duration::from_secs(5);

@@ -92,17 +92,14 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         let request_id = forwarded::request_id(req);
         let snapshot = self.shared.snapshot.load();
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let peer = forwarded::peer_ip(session);
         let client = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| {
             forwarded::client_ip(peer, req, &snapshot.trusted_proxies)
         });
         ctx.client = Some(client);
         ctx.request_id = Some(request_id.clone());
         ctx.body_deadline = snapshot.body_deadline;
-        ctx.send_timeout = snapshot.send_timeout;
+        ctx.send_timeout = Some(snapshot.send_timeout);
         ctx.https = forwarded::client_https(self.tls, peer, req, &snapshot.trusted_proxies);
         let routed = routing::find(snapshot.routes_for(ctx.https), req);
         let route = routed.route().cloned();
@@ -116,7 +113,7 @@ impl ProxyHttp for Gateway {
         let headers = route
             .as_ref()
             .map_or(snapshot.default_headers(ctx.https), |r| &r.headers);
-        conn::pace_h2(session, ctx.send_timeout, 0);
+        conn::pace_h2(session, snapshot.send_timeout, 0);
         if let Err(refusal) = admission::check_head(session, &snapshot.admission) {
             ctx.reason = Some(refusal.reason());
             admission::refuse(session, refusal, headers, &request_id).await?;
@@ -215,10 +212,7 @@ impl ProxyHttp for Gateway {
         up: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let peer = forwarded::peer_ip(session);
         let host = forwarded::client_host_value(session.req_header());
         if let Some(id) = &ctx.request_id {
             forwarded::apply(up, peer, ctx.client, ctx.https, host, id)?;
@@ -337,8 +331,8 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
-        if let Some(body) = body {
-            conn::pace_h2(session, ctx.send_timeout, body.len());
+        if let (Some(body), Some(timeout)) = (body, ctx.send_timeout) {
+            conn::pace_h2(session, timeout, body.len());
         }
         Ok(None)
     }
