@@ -19,6 +19,9 @@ set -euo pipefail
 a_bin=$(realpath "$1"); b_bin=$(realpath "$2")
 source "$(dirname "$0")/lib.sh"
 rounds=${3:-6}; secs=${4:-5}; mode=${5:-keepalive}; extra=${6:-}
+if [ "$mode" = h2 ] && ! command -v h2load >/dev/null; then
+  echo "MODE h2 needs h2load: apt-get install -y nghttp2-client"; exit 1
+fi
 up=$(port)
 start_upstream "$up"
 mkdir -p "$work/certs"

@@ -25,6 +25,9 @@ bins=("$@")
 for i in "${!bins[@]}"; do bins[$i]=$(realpath "${bins[$i]}"); done
 source "$(dirname "$0")/lib.sh"
 command -v valgrind >/dev/null || { echo "needs valgrind: apt-get install -y valgrind"; exit 1; }
+if [ "${IR_H2:-0}" = 1 ] && ! command -v h2load >/dev/null; then
+  echo "IR_H2=1 needs h2load: apt-get install -y nghttp2-client"; exit 1
+fi
 up=$(port)
 up2=$(port)
 start_upstream "$up" "$up2"
