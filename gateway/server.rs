@@ -1,5 +1,8 @@
-//! Assembles the Pingora server from a validated `Config`: the HTTPS proxy, the HTTP
-//! redirect listener, the drain watcher. Holds no request logic.
+//! Assembles the Pingora server from a validated `Config`: the sinks (metrics, access
+//! log), the client listeners (HTTPS; plain HTTP as redirect or proxy), the metrics
+//! listener, the background services (ACME, reload, rate-limit sweeping, the
+//! exposed-upstream check, health checks, session-ticket rotation, access-log reopening)
+//! and the drain watcher. Holds no request logic.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +13,7 @@ use pingora::apps::HttpServerOptions;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::Opt;
 use pingora::protocols::http::v2::server::default_h2_options;
+use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -63,6 +67,24 @@ pub fn no_huge_pages() {
     }
 }
 
+/// What every part of the server shares, made once from the configuration.
+struct Parts {
+    shared: Arc<Shared>,
+    metrics: Option<Arc<Metrics>>,
+    access_log: Option<Arc<AccessLog>>,
+    reloader: Arc<Reloader>,
+    in_flight: InFlight,
+}
+
+/// A runtime failure at start, reported against the configuration file.
+fn failure(config: &Config, what: &str, e: &dyn std::fmt::Display) -> Vec<config::Diagnostic> {
+    vec![config::Diagnostic::new(
+        &config.file,
+        None,
+        format!("{what}: {e}"),
+    )]
+}
+
 /// Validates certificates, binds the listeners (or, with `upgrade`, takes them over from
 /// the running process) and serves until a signal stops it.
 pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config::Diagnostic>> {
@@ -71,32 +93,10 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
     }
     let default = tls::default_cert(&config, true)?;
     let certs = CertStore::build(&config, Some(&default))?;
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
-        vec![config::Diagnostic::new(
-            &config.file,
-            None,
-            format!("{what}: {e}"),
-        )]
-    };
-    let metrics = match config.listen.metrics {
-        Some(_) => Some(Metrics::new(env!("CARGO_PKG_VERSION")).map_err(|e| fail("metrics", &e))?),
-        None => None,
-    };
+    let (metrics, access_log) = sinks(&config)?;
     if let Some(m) = &metrics {
         m.set_cert_expiry(certs.expiry());
     }
-    let dropped = metrics.as_ref().map(|m| m.access_log_dropped());
-    let access_log = match &config.access_log {
-        AccessLogTarget::Off => None,
-        AccessLogTarget::Stdout => {
-            Some(AccessLog::start(Target::Stdout, dropped).map_err(|e| fail("access_log", &e)))
-        }
-        AccessLogTarget::File(path) => Some(
-            AccessLog::start(Target::File(path.clone()), dropped)
-                .map_err(|e| fail(&format!("access_log: cannot open {}", path.display()), &e)),
-        ),
-    }
-    .transpose()?;
     let nofile = crate::conn::caps::raise_nofile();
     let snapshot = Snapshot::build(&config, None, metrics.as_deref());
     crate::conn::caps::announce(&snapshot.conn_caps, nofile);
@@ -111,12 +111,73 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
         shared.clone(),
         metrics.clone(),
     );
-    let in_flight = InFlight::default();
-
+    let parts = Parts {
+        shared,
+        metrics,
+        access_log,
+        reloader,
+        in_flight: InFlight::default(),
+    };
     let threads = match config.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    let mut server = pingora_server(&config, threads, upgrade);
+    let acceptor = Acceptor::build(config.tls.min_version)
+        .map_err(|e| failure(&config, "TLS setup failed", &e))?;
+    add_listeners(&mut server, &config, &parts, &acceptor);
+    add_background(&mut server, &parts, acceptor);
+    lifecycle::watch(
+        server.watch_execution_phase(),
+        parts.in_flight,
+        config.shutdown_timeout,
+        config.upgrade_grace,
+    );
+    info!(
+        "event=starting routes={} https={} http={} threads={threads}",
+        config.routes.len(),
+        config.listen.https,
+        config
+            .listen
+            .http
+            .map_or("off".to_string(), |a| a.to_string()),
+    );
+    server.run_forever();
+}
+
+/// The metrics registry (with a metrics listener) and the access log (unless `off`).
+type Sinks = (Option<Arc<Metrics>>, Option<Arc<AccessLog>>);
+
+fn sinks(config: &Config) -> Result<Sinks, Vec<config::Diagnostic>> {
+    let metrics = match config.listen.metrics {
+        Some(_) => Some(
+            Metrics::new(env!("CARGO_PKG_VERSION")).map_err(|e| failure(config, "metrics", &e))?,
+        ),
+        None => None,
+    };
+    let dropped = metrics.as_ref().map(|m| m.access_log_dropped());
+    let access_log = match &config.access_log {
+        AccessLogTarget::Off => None,
+        AccessLogTarget::Stdout => Some(
+            AccessLog::start(Target::Stdout, dropped)
+                .map_err(|e| failure(config, "access_log", &e)),
+        ),
+        AccessLogTarget::File(path) => Some(
+            AccessLog::start(Target::File(path.clone()), dropped).map_err(|e| {
+                failure(
+                    config,
+                    &format!("access_log: cannot open {}", path.display()),
+                    &e,
+                )
+            }),
+        ),
+    }
+    .transpose()?;
+    Ok((metrics, access_log))
+}
+
+/// Pingora's server: its worker threads, the stop deadlines, the upgrade socket.
+fn pingora_server(config: &Config, threads: usize, upgrade: bool) -> Server {
     let conf = ServerConf {
         threads,
         // The drain watcher exits earlier (as soon as nothing is in flight, or at the
@@ -132,122 +193,149 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    server
+}
 
-    let gateway = |tls: bool| Gateway {
-        shared: shared.clone(),
-        tls,
-        in_flight: in_flight.clone(),
-        access_log: access_log.clone(),
-    };
+/// The client listeners: HTTPS, and plain HTTP (redirect or proxy) when configured.
+///
+/// The HTTPS listener is plain TCP: `Tls` does the handshakes (see tls/accept.rs), then
+/// `PerProtocol` times HTTP/1.1 request heads and writes, and gives each HTTP/2
+/// connection its GOAWAY switch; `Capped` counts connections from their accept.
+fn add_listeners(server: &mut Server, config: &Config, parts: &Parts, acceptor: &Arc<Acceptor>) {
+    let shared = &parts.shared;
     let open = |listener: &str| {
-        metrics.as_ref().map_or_else(
+        parts.metrics.as_ref().map_or_else(
             || crate::metrics::unregistered_gauge("unused"),
             |m| m.connections(listener),
         )
     };
-    // The HTTPS listener is plain TCP: `Tls` does the handshakes (see tls/accept.rs), then
-    // `PerProtocol` times HTTP/1.1 request heads and writes, and gives each HTTP/2
-    // connection its GOAWAY switch; `Capped` counts connections from their accept.
     let server_conf = server.configuration.clone();
-    let proxy_app = |tls: bool| {
-        let mut proxy = pingora::proxy::http_proxy(&server_conf, gateway(tls));
-        let mut h2 = default_h2_options();
-        h2.max_header_list_size(
-            u32::try_from(config.head_limits.max_header_bytes).unwrap_or(u32::MAX),
-        );
-        proxy.h2_options = Some(h2);
-        let mut options = HttpServerOptions::default();
-        options.h2_idle_timeout = Some(Duration::from_secs(DOWNSTREAM_KEEPALIVE_SECS));
-        proxy.server_options = Some(options);
-        Arc::new(PerProtocol {
-            app: Arc::new(proxy),
-            shared: shared.clone(),
-        })
-    };
-    let proxy = proxy_app(true);
-    let acceptor =
-        Acceptor::build(config.tls.min_version).map_err(|e| fail("TLS setup failed", &e))?;
+    let proxy_app = |tls: bool| proxy_app(&server_conf, config, parts, tls);
     let tls = Tls::new(
-        proxy,
+        proxy_app(true),
         acceptor.clone(),
         shared.certs.clone(),
-        metrics.as_ref().map(|m| m.handshake_failures()),
+        parts.metrics.as_ref().map(|m| m.handshake_failures()),
     );
-    let mut https = Service::new(
-        "https".to_string(),
-        Capped::new(
-            &shared,
-            Counted {
-                app: Arc::new(tls),
-                open: open("https"),
-                in_flight: Some(in_flight.clone()),
-            },
-        ),
+    let in_flight = Some(parts.in_flight.clone());
+    let https = config.listen.https.to_string();
+    add_client_listener(
+        server,
+        "https",
+        &https,
+        shared,
+        Arc::new(tls),
+        open("https"),
+        in_flight,
     );
-    https.add_listener(listener(&config.listen.https.to_string()));
-    server.add_service(https);
-
-    match (config.listen.http, config.listen.http_mode) {
-        (Some(addr), HttpMode::Redirect) => {
-            let mut http = Service::new(
-                "http".to_string(),
-                Capped::new(
-                    &shared,
-                    Counted {
-                        app: Arc::new(PerProtocol {
-                            app: Arc::new(Redirect {
-                                shared: Arc::clone(&shared),
-                            }),
-                            shared: Arc::clone(&shared),
-                        }),
-                        open: open("http"),
-                        in_flight: None,
-                    },
-                ),
-            );
-            http.add_listener(listener(&addr.to_string()));
-            server.add_service(http);
+    if let Some(addr) = config.listen.http {
+        let addr = addr.to_string();
+        match config.listen.http_mode {
+            HttpMode::Redirect => {
+                let redirect = Arc::new(PerProtocol {
+                    app: Arc::new(Redirect {
+                        shared: shared.clone(),
+                    }),
+                    shared: shared.clone(),
+                });
+                add_client_listener(server, "http", &addr, shared, redirect, open("http"), None);
+            }
+            // Behind a balancer that terminates TLS: the same proxy, on plain TCP.
+            HttpMode::Proxy => {
+                let in_flight = Some(parts.in_flight.clone());
+                let proxy = proxy_app(false);
+                add_client_listener(
+                    server,
+                    "http",
+                    &addr,
+                    shared,
+                    proxy,
+                    open("http"),
+                    in_flight,
+                );
+            }
         }
-        // Behind a balancer that terminates TLS: the same proxy, on plain TCP.
-        (Some(addr), HttpMode::Proxy) => {
-            let mut http = Service::new(
-                "http".to_string(),
-                Capped::new(
-                    &shared,
-                    Counted {
-                        app: proxy_app(false),
-                        open: open("http"),
-                        in_flight: Some(in_flight.clone()),
-                    },
-                ),
-            );
-            http.add_listener(listener(&addr.to_string()));
-            server.add_service(http);
-        }
-        (None, _) => {}
     }
-
-    if let (Some(addr), Some(m)) = (config.listen.metrics, &metrics) {
+    if let (Some(addr), Some(m)) = (config.listen.metrics, &parts.metrics) {
         let admin = Admin {
             metrics: m.clone(),
-            reloader: reloader.clone(),
+            reloader: parts.reloader.clone(),
             shared: shared.clone(),
         };
         let mut admin = Service::new("metrics".to_string(), admin);
         admin.add_tcp(&addr.to_string());
         server.add_service(admin);
     }
-    let certificates = reloader.clone();
+}
+
+/// The proxy of the HTTPS listener (`tls`), or of the plain-HTTP one in `http_mode:
+/// proxy`, with its HTTP/2 settings and its per-connection wrapper.
+fn proxy_app(
+    server_conf: &Arc<ServerConf>,
+    config: &Config,
+    parts: &Parts,
+    tls: bool,
+) -> Arc<PerProtocol<HttpProxy<Gateway>>> {
+    let gateway = Gateway {
+        shared: parts.shared.clone(),
+        tls,
+        in_flight: parts.in_flight.clone(),
+        access_log: parts.access_log.clone(),
+    };
+    let mut proxy = pingora::proxy::http_proxy(server_conf, gateway);
+    let mut h2 = default_h2_options();
+    h2.max_header_list_size(u32::try_from(config.head_limits.max_header_bytes).unwrap_or(u32::MAX));
+    proxy.h2_options = Some(h2);
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(Duration::from_secs(DOWNSTREAM_KEEPALIVE_SECS));
+    proxy.server_options = Some(options);
+    Arc::new(PerProtocol {
+        app: Arc::new(proxy),
+        shared: parts.shared.clone(),
+    })
+}
+
+/// Adds a client listener on `addr` serving `app`, its connections capped (`Capped`)
+/// and counted in `open` (and in flight for the drain, with `in_flight`).
+fn add_client_listener<A: pingora::apps::ServerApp + Send + Sync + 'static>(
+    server: &mut Server,
+    name: &str,
+    addr: &str,
+    shared: &Arc<Shared>,
+    app: Arc<A>,
+    open: prometheus::IntGauge,
+    in_flight: Option<InFlight>,
+) {
+    let counted = Counted {
+        app,
+        open,
+        in_flight,
+    };
+    let mut service = Service::new(name.to_string(), Capped::new(shared, counted));
+    service.add_listener(listener(addr));
+    server.add_service(service);
+}
+
+/// The background services: ACME orders, reload, rate-limit sweeping, the
+/// exposed-upstream check, health checks, session-ticket rotation, access-log reopening.
+fn add_background(server: &mut Server, parts: &Parts, acceptor: Arc<Acceptor>) {
+    let shared = &parts.shared;
+    let certificates = parts.reloader.clone();
     server.add_service(background_service(
         "acme",
         AcmeService {
-            plan: reloader.acme_plan(),
+            plan: parts.reloader.acme_plan(),
             challenges: shared.challenges.clone(),
-            metrics: metrics.clone(),
+            metrics: parts.metrics.clone(),
             installed: Arc::new(move || certificates.reload_certificates()),
         },
     ));
-    server.add_service(background_service("reload", ReloadService { reloader }));
+    server.add_service(background_service(
+        "reload",
+        ReloadService {
+            reloader: parts.reloader.clone(),
+        },
+    ));
     server.add_service(background_service(
         "rate limit sweeper",
         LimitSweeper {
@@ -258,7 +346,7 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
         "exposed-upstream check",
         ExposureWatch {
             shared: shared.clone(),
-            metrics: metrics.clone(),
+            metrics: parts.metrics.clone(),
         },
     ));
     server.add_service(background_service(
@@ -274,24 +362,10 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
         "session ticket rotation",
         TicketRotation { acceptor },
     ));
-    if let Some(log) = access_log {
-        server.add_service(background_service("access log reopen", LogReopener { log }));
+    if let Some(log) = &parts.access_log {
+        server.add_service(background_service(
+            "access log reopen",
+            LogReopener { log: log.clone() },
+        ));
     }
-
-    lifecycle::watch(
-        server.watch_execution_phase(),
-        in_flight,
-        config.shutdown_timeout,
-        config.upgrade_grace,
-    );
-    info!(
-        "event=starting routes={} https={} http={} threads={threads}",
-        config.routes.len(),
-        config.listen.https,
-        config
-            .listen
-            .http
-            .map_or("off".to_string(), |a| a.to_string()),
-    );
-    server.run_forever();
 }
