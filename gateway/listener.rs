@@ -12,7 +12,7 @@ use pingora::apps::ServerApp;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 
-use crate::conn::caps::Refused;
+use crate::conn::caps::Full;
 use crate::deadline::{SendDeadline, Timed};
 use crate::state::Shared;
 
@@ -47,8 +47,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
             Ok(ticket) => ticket,
             Err(refused) => {
                 let (counter, cap) = match refused {
-                    Refused::PerClient => (&conns.abuse.refused_per_client, "per_client"),
-                    Refused::Total => (&conns.abuse.refused_total, "total"),
+                    Full::PerClient => (&conns.abuse.refused_per_client, "per_client"),
+                    Full::Total => (&conns.abuse.refused_total, "total"),
                 };
                 counter.inc();
                 debug!(

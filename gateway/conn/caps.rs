@@ -42,9 +42,9 @@ impl Caps {
     }
 }
 
-/// Why a connection was refused.
+/// The cap a refused connection met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub enum Full {
     PerClient,
     Total,
 }
@@ -64,10 +64,10 @@ pub struct Ticket {
 
 impl Open {
     /// Counts in a connection from `client`, or refuses it over a cap.
-    pub fn enter(self: &Arc<Self>, client: Option<IpAddr>, caps: &Caps) -> Result<Ticket, Refused> {
+    pub fn enter(self: &Arc<Self>, client: Option<IpAddr>, caps: &Caps) -> Result<Ticket, Full> {
         if self.total.fetch_add(1, Ordering::Relaxed) >= caps.total {
             self.total.fetch_sub(1, Ordering::Relaxed);
-            return Err(Refused::Total);
+            return Err(Full::Total);
         }
         let mut ticket = Ticket {
             open: self.clone(),
@@ -78,7 +78,7 @@ impl Open {
             let mut by_client = self.by_client.lock();
             let n = by_client.entry(key).or_insert(0);
             if *n >= cap {
-                return Err(Refused::PerClient);
+                return Err(Full::PerClient);
             }
             *n += 1;
             ticket.client = Some(key);
@@ -188,7 +188,7 @@ mod tests {
         let c = caps(10, 2);
         let first = open.enter(Some(a), &c).unwrap();
         let _second = open.enter(Some(a), &c).unwrap();
-        assert_eq!(open.enter(Some(a), &c).err(), Some(Refused::PerClient));
+        assert_eq!(open.enter(Some(a), &c).err(), Some(Full::PerClient));
         assert!(open.enter(Some(b), &c).is_ok());
         drop(first);
         assert!(open.enter(Some(a), &c).is_ok());
@@ -202,7 +202,7 @@ mod tests {
             .enter(Some("2001:db8::1".parse().unwrap()), &c)
             .unwrap();
         let other = open.enter(Some("2001:db8::2".parse().unwrap()), &c);
-        assert_eq!(other.err(), Some(Refused::PerClient));
+        assert_eq!(other.err(), Some(Full::PerClient));
         assert!(open
             .enter(Some("2001:db8:0:1::1".parse().unwrap()), &c)
             .is_ok());
@@ -217,7 +217,7 @@ mod tests {
             .collect();
         assert_eq!(
             open.enter(Some("192.0.2.9".parse().unwrap()), &c).err(),
-            Some(Refused::Total)
+            Some(Full::Total)
         );
         assert_eq!(open.total(), 2);
         drop(tickets);

@@ -5,6 +5,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use pingora::protocols::l4::ext::get_tcp_info;
 
+/// Linux's TCP states (include/net/tcp_states.h), as `TCP_INFO` reports them.
+pub const TCP_ESTABLISHED: u8 = 1;
+/// The peer sent FIN; what it sent before may still be read.
+pub const TCP_CLOSE_WAIT: u8 = 8;
+
 /// Makes closing the socket `fd` reset the connection (SO_LINGER 0): the bytes queued
 /// for an app that stopped reading are dropped at once, instead of the kernel holding
 /// them (and the connection) until the app reads or the kernel gives up.
@@ -52,9 +57,7 @@ pub fn unsent(fd: RawFd) -> u64 {
 /// Whether the client's TCP connection is no longer open both ways: closed (FIN) or
 /// reset by the client. `fd` is its socket (`UniqueID` is the raw fd on Unix).
 pub fn client_left(fd: Option<RawFd>) -> bool {
-    // Linux's TCP_ESTABLISHED (include/net/tcp_states.h).
-    const ESTABLISHED: u8 = 1;
-    fd.is_some_and(|fd| get_tcp_info(fd).is_ok_and(|i| i.tcpi_state != ESTABLISHED))
+    fd.is_some_and(|fd| get_tcp_info(fd).is_ok_and(|i| i.tcpi_state != TCP_ESTABLISHED))
 }
 
 /// A duplicate descriptor of a socket, held by a watcher: the socket stays this one (its

@@ -23,7 +23,7 @@ use pingora::protocols::SocketDigest;
 use pingora::proxy::Session;
 use tokio::time::Instant;
 
-use super::socket::{self, Held};
+use super::socket::{self, Held, TCP_CLOSE_WAIT, TCP_ESTABLISHED};
 use crate::metrics::Abuse;
 
 /// How often a watch looks at the client and the body.
@@ -86,16 +86,13 @@ impl Client {
     /// reads them, and ends the request itself at the end of what was sent if the body
     /// is short; while the app is not reading, the stall rule applies.
     fn gone(&self) -> bool {
-        // Linux's TCP states (include/net/tcp_states.h).
-        const ESTABLISHED: u8 = 1;
-        const CLOSE_WAIT: u8 = 8;
         // A closed connection's descriptor may be another socket by now: only the same
         // socket counts, and a socket that is no more is gone.
         match self.digest.socket_cookie() {
             Ok(cookie) if cookie == self.cookie => self
                 .digest
                 .tcp_info()
-                .is_some_and(|i| i.tcpi_state != ESTABLISHED && i.tcpi_state != CLOSE_WAIT),
+                .is_some_and(|i| !matches!(i.tcpi_state, TCP_ESTABLISHED | TCP_CLOSE_WAIT)),
             _ => true,
         }
     }
@@ -119,7 +116,7 @@ impl UploadWatch {
 
     /// Starts watching an upload to the app on `app_fd`; `None` when a socket cannot be
     /// identified (then Pingora's timeouts are the bound).
-    pub fn start(
+    fn start(
         client: Option<&Arc<SocketDigest>>,
         app_fd: i32,
         stall: Duration,
