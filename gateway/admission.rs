@@ -1,7 +1,7 @@
 //! What a request head must be before anything routes on it or forwards it: framing that
 //! one reading can give (no request smuggling), an origin-form target, and headers within
 //! `limits`. Pure checks on the parsed head (and, for HTTP/1.1, its raw bytes); the proxy
-//! phases answer the refusals (`proxy/admission.rs`).
+//! phases answer the faults found (`proxy/admission.rs`).
 //!
 //! What Pingora 0.9 already refuses with 400 before the gateway sees a request is not
 //! checked again: conflicting `Content-Length` values, a final coding other than chunked,
@@ -18,7 +18,7 @@ use crate::metrics::Reject;
 
 /// Why a request is refused at the door.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum Fault {
     /// The body's length could be read two ways (400; the connection is closed).
     Framing(&'static str),
     /// The request target is not one the gateway forwards (400).
@@ -31,32 +31,32 @@ pub enum Refusal {
     Misdirected,
 }
 
-impl Refusal {
+impl Fault {
     pub fn status(self) -> u16 {
         match self {
-            Refusal::Framing(_) | Refusal::Target(_) => 400,
-            Refusal::HeadTooLarge(_) => 431,
-            Refusal::BodyTimeout => 408,
-            Refusal::Misdirected => 421,
+            Fault::Framing(_) | Fault::Target(_) => 400,
+            Fault::HeadTooLarge(_) => 431,
+            Fault::BodyTimeout => 408,
+            Fault::Misdirected => 421,
         }
     }
 
     /// The `reason` label of `gateway_rejected_total` and the access log.
     pub fn reason(self) -> Reject {
         match self {
-            Refusal::Framing(_) | Refusal::Target(_) => Reject::BadRequest,
-            Refusal::HeadTooLarge(_) => Reject::HeadTooLarge,
-            Refusal::BodyTimeout => Reject::BodyTimeout,
-            Refusal::Misdirected => Reject::Misdirected,
+            Fault::Framing(_) | Fault::Target(_) => Reject::BadRequest,
+            Fault::HeadTooLarge(_) => Reject::HeadTooLarge,
+            Fault::BodyTimeout => Reject::BodyTimeout,
+            Fault::Misdirected => Reject::Misdirected,
         }
     }
 
     /// One sentence for the error page.
     pub fn detail(self) -> &'static str {
         match self {
-            Refusal::Framing(why) | Refusal::Target(why) | Refusal::HeadTooLarge(why) => why,
-            Refusal::BodyTimeout => "The request body did not come in time.",
-            Refusal::Misdirected => {
+            Fault::Framing(why) | Fault::Target(why) | Fault::HeadTooLarge(why) => why,
+            Fault::BodyTimeout => "The request body did not come in time.",
+            Fault::Misdirected => {
                 "This connection was made for another site. Connect again to this one."
             }
         }
@@ -93,9 +93,9 @@ impl Admission {
     /// the length and goes on), `Content-Length` repeated or not a plain number (Pingora
     /// forwards identical duplicates and `5, 5`), `Transfer-Encoding` other than exactly
     /// `chunked`, `*` as the target of anything but OPTIONS, and heads over the limits.
-    pub fn check(&self, req: &RequestHeader, raw_head: Option<&[u8]>) -> Result<(), Refusal> {
+    pub fn check(&self, req: &RequestHeader, raw_head: Option<&[u8]>) -> Result<(), Fault> {
         if req.headers.len() > self.max_headers {
-            return Err(Refusal::HeadTooLarge(
+            return Err(Fault::HeadTooLarge(
                 "The request has too many header fields.",
             ));
         }
@@ -104,7 +104,7 @@ impl Admission {
             return Ok(());
         };
         if raw.len() > self.max_header_bytes {
-            return Err(Refusal::HeadTooLarge(
+            return Err(Fault::HeadTooLarge(
                 "The request's header fields are too large.",
             ));
         }
@@ -117,7 +117,7 @@ impl Admission {
 /// OPTIONS. Authority-form (`host:port`) is CONNECT's alone, which Pingora refuses with
 /// 405 itself; a path without its leading `/` (`admin/x`) is no target at all. Either
 /// would reach an app that reads it as it likes, and the router read it as `/`.
-fn target(req: &RequestHeader) -> Result<(), Refusal> {
+fn target(req: &RequestHeader) -> Result<(), Fault> {
     let raw = req.raw_path();
     if raw.first() == Some(&b'/') {
         return Ok(());
@@ -125,9 +125,7 @@ fn target(req: &RequestHeader) -> Result<(), Refusal> {
     if raw == b"*" {
         return match req.method {
             Method::OPTIONS => Ok(()),
-            _ => Err(Refusal::Target(
-                "The request target `*` is only for OPTIONS.",
-            )),
+            _ => Err(Fault::Target("The request target `*` is only for OPTIONS.")),
         };
     }
     let absolute = |scheme: &[u8]| {
@@ -136,13 +134,13 @@ fn target(req: &RequestHeader) -> Result<(), Refusal> {
     if absolute(b"http://") || absolute(b"https://") {
         return Ok(());
     }
-    Err(Refusal::Target(
+    Err(Fault::Target(
         "The request target must be a path starting with `/`.",
     ))
 }
 
 /// HTTP/1.x message framing: exactly one way to find the body's end.
-fn framing(req: &RequestHeader, raw: &[u8]) -> Result<(), Refusal> {
+fn framing(req: &RequestHeader, raw: &[u8]) -> Result<(), Fault> {
     let mut te = req.headers.get_all(header::TRANSFER_ENCODING).iter();
     if let Some(first) = te.next() {
         if te.next().is_some()
@@ -151,13 +149,13 @@ fn framing(req: &RequestHeader, raw: &[u8]) -> Result<(), Refusal> {
                 .trim_ascii()
                 .eq_ignore_ascii_case(b"chunked")
         {
-            return Err(Refusal::Framing(
+            return Err(Fault::Framing(
                 "Transfer-Encoding must be exactly \"chunked\".",
             ));
         }
         // Pingora removes the length when both came; the raw head still shows it.
         if has_field(raw, b"content-length") {
-            return Err(Refusal::Framing(
+            return Err(Fault::Framing(
                 "The request has both Transfer-Encoding and Content-Length.",
             ));
         }
@@ -167,7 +165,7 @@ fn framing(req: &RequestHeader, raw: &[u8]) -> Result<(), Refusal> {
     if let Some(first) = cl.next() {
         let digits = first.as_bytes();
         if cl.next().is_some() || digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-            return Err(Refusal::Framing(
+            return Err(Fault::Framing(
                 "Content-Length must be given once, as a number.",
             ));
         }
@@ -199,7 +197,7 @@ mod tests {
         (req, raw)
     }
 
-    fn check(method: &str, target: &str, fields: &[(&str, &str)]) -> Result<(), Refusal> {
+    fn check(method: &str, target: &str, fields: &[(&str, &str)]) -> Result<(), Fault> {
         let (req, raw) = head(method, target, fields);
         Admission::build(&HeadLimits::default()).check(&req, Some(&raw))
     }
@@ -211,7 +209,7 @@ mod tests {
             check("POST", "/", &[("Transfer-Encoding", "Chunked")]),
             Ok(())
         );
-        let refused = |fields: &[(&str, &str)]| check("POST", "/", fields).map_err(Refusal::status);
+        let refused = |fields: &[(&str, &str)]| check("POST", "/", fields).map_err(Fault::status);
         // Pingora strips the length itself; the raw head keeps it.
         let (mut req, raw) = head(
             "POST",
@@ -222,7 +220,7 @@ mod tests {
         assert_eq!(
             Admission::build(&HeadLimits::default())
                 .check(&req, Some(&raw))
-                .map_err(Refusal::status),
+                .map_err(Fault::status),
             Err(400)
         );
         assert_eq!(
@@ -256,7 +254,7 @@ mod tests {
     #[test]
     fn asterisk_only_for_options() {
         assert_eq!(check("OPTIONS", "*", &[]), Ok(()));
-        assert_eq!(check("GET", "*", &[]).map_err(Refusal::status), Err(400));
+        assert_eq!(check("GET", "*", &[]).map_err(Fault::status), Err(400));
     }
 
     #[test]
@@ -271,7 +269,7 @@ mod tests {
             "http:/x",
             "ftp://a/x",
         ] {
-            let refused = check("GET", target, &[]).map_err(Refusal::status);
+            let refused = check("GET", target, &[]).map_err(Fault::status);
             assert_eq!(refused, Err(400), "{target}");
         }
     }
@@ -291,10 +289,10 @@ mod tests {
             "/",
             &[("a", "1"), ("a", "2"), ("b", "3"), ("c", "4")],
         );
-        assert_eq!(a.check(&req, Some(&raw)).map_err(Refusal::status), Err(431));
+        assert_eq!(a.check(&req, Some(&raw)).map_err(Fault::status), Err(431));
         let big = "x".repeat(1024);
         let (req, raw) = head("GET", "/", &[("a", &big)]);
-        assert_eq!(a.check(&req, Some(&raw)).map_err(Refusal::status), Err(431));
+        assert_eq!(a.check(&req, Some(&raw)).map_err(Fault::status), Err(431));
         assert_eq!(
             a.check(&req, None),
             Ok(()),

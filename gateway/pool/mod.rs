@@ -73,7 +73,7 @@ struct Member {
 
 /// Why a request got no replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub enum Unavailable {
     /// Every replica is down.
     Down,
     /// Every replica is at `max_concurrent` and the queue is full.
@@ -84,7 +84,7 @@ pub enum Refused {
 
 /// A request that got no replica at once.
 pub enum Pending {
-    Refused(Refused),
+    Unavailable(Unavailable),
     /// In the queue: `Pool::wait` for the slot.
     Wait(Waiting),
 }
@@ -191,11 +191,11 @@ impl Pool {
         }
     }
 
-    /// Seconds a client is told to wait (`Retry-After`) after `refused`.
-    pub fn retry_after(&self, refused: Refused) -> u64 {
-        let wait = match refused {
-            Refused::Down => self.health.as_ref().map_or(PASSIVE_RETRY, |h| h.interval),
-            Refused::Full | Refused::Timeout => self.queue_settings.timeout,
+    /// Seconds a client is told to wait (`Retry-After`) when a request got no replica (`why`).
+    pub fn retry_after(&self, why: Unavailable) -> u64 {
+        let wait = match why {
+            Unavailable::Down => self.health.as_ref().map_or(PASSIVE_RETRY, |h| h.interval),
+            Unavailable::Full | Unavailable::Timeout => self.queue_settings.timeout,
         };
         wait.as_secs().clamp(1, 60)
     }
@@ -217,15 +217,15 @@ impl Pool {
                     let lease = Lease::request(self.members[i].replica.clone(), None);
                     Ok(self.placed(lease, &placement))
                 }
-                Choice::Wait(None) | Choice::Down => Err(Pending::Refused(Refused::Down)),
+                Choice::Wait(None) | Choice::Down => Err(Pending::Unavailable(Unavailable::Down)),
             },
         }
     }
 
     /// Waits in the queue for a slot, until `queue.timeout` after the request came.
-    pub async fn wait(&self, mut waiting: Waiting) -> Result<Placed, Refused> {
+    pub async fn wait(&self, mut waiting: Waiting) -> Result<Placed, Unavailable> {
         let Some(cap) = self.cap else {
-            return Err(Refused::Down);
+            return Err(Unavailable::Down);
         };
         let deadline = waiting.since + self.queue_settings.timeout;
         // A waiter whose pinned replica goes down chooses again; each round has one
@@ -240,7 +240,7 @@ impl Pool {
                 Some(Handed::Replace) => {
                     match self.try_capped(Placement::Balance, cap, waiting.since) {
                         Ok(placed) => return Ok(placed),
-                        Err(Pending::Refused(refused)) => return Err(refused),
+                        Err(Pending::Unavailable(why)) => return Err(why),
                         Err(Pending::Wait(again)) => waiting = again,
                     }
                 }
@@ -248,7 +248,7 @@ impl Pool {
             }
         }
         self.queue.waited(waiting.since);
-        Err(Refused::Timeout)
+        Err(Unavailable::Timeout)
     }
 
     /// A slot under `cap` now, or a place in the queue, under the queue's lock.
@@ -268,7 +268,7 @@ impl Pool {
                 self.queue.waited(since);
                 return Ok(self.placed(lease, &placement));
             }
-            Choice::Down => return Err(Pending::Refused(Refused::Down)),
+            Choice::Down => return Err(Pending::Unavailable(Unavailable::Down)),
             Choice::Wait(pin) => pin.map(|i| self.members[i].replica.clone()),
         };
         match self.queue.join(&mut waiters, pin, self.queue_settings.size) {
@@ -277,7 +277,7 @@ impl Pool {
                 placement,
                 since,
             })),
-            None => Err(Pending::Refused(Refused::Full)),
+            None => Err(Pending::Unavailable(Unavailable::Full)),
         }
     }
 

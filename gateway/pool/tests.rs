@@ -115,7 +115,7 @@ async fn over_the_cap_requests_wait_in_order_then_the_queue_refuses() {
         .collect();
     assert!(matches!(
         pool.place(&get(), CLIENT),
-        Err(Pending::Refused(Refused::Full))
+        Err(Pending::Unavailable(Unavailable::Full))
     ));
     let mut waiting = waiting.into_iter();
     let (second, third) = (waiting.next().expect("2nd"), waiting.next().expect("3rd"));
@@ -128,7 +128,7 @@ async fn over_the_cap_requests_wait_in_order_then_the_queue_refuses() {
     );
     // The third is not served before its timeout: the second holds the slot.
     let started = Instant::now();
-    assert_eq!(pool.wait(third).await.err(), Some(Refused::Timeout));
+    assert_eq!(pool.wait(third).await.err(), Some(Unavailable::Timeout));
     assert!(started.elapsed() >= Duration::from_millis(150));
     drop(second);
     assert_eq!(

@@ -4,7 +4,7 @@
 //! upstream: the client's `Authorization` and any field it sent under a name the
 //! sign-on service vouches for are removed, the service's fields added.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use http::{header, HeaderName, HeaderValue};
@@ -13,7 +13,11 @@ use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 
-use super::{forwarded, page};
+use super::context::RequestCtx;
+use super::forwarded;
+use super::limits;
+use super::page::Reply;
+use super::step::Step;
 use crate::auth::{Outcome, RouteAccess, Verdict};
 use crate::limits::client_bucket;
 use crate::metrics::Reject;
@@ -36,8 +40,40 @@ fn not_for_the_check(name: &HeaderName) -> bool {
     )
 }
 
+/// Runs the route's checks, answering the client when one fails (and reading what it
+/// still sends of its body, see `limits::discard_body`). On a pass, the request carries
+/// who a login named and the fields the sign-on service vouched with.
+pub async fn check(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    route: &ActiveRoute,
+    shared: &Shared,
+    reply: Reply<'_>,
+) -> Result<Step> {
+    let Some(access) = &route.access else {
+        return Ok(Step::Next);
+    };
+    let client = ctx.client.unwrap_or(Ipv4Addr::UNSPECIFIED.into());
+    // Boxed: the checks' state (a sign-on request in flight) stays out of every public
+    // route's request future.
+    let checked = Box::pin(checks(
+        session, route, access, client, ctx.https, shared, reply,
+    ));
+    match checked.await? {
+        Checked::Pass { user, fields } => {
+            ctx.user = user;
+            ctx.auth_fields = fields;
+            Ok(Step::Next)
+        }
+        Checked::Answered(reason) => {
+            limits::discard_body(session).await;
+            Ok(Step::Answered(Some(reason)))
+        }
+    }
+}
+
 /// The outcome of the access checks.
-pub enum Access {
+enum Checked {
     /// Go on, as `user` (if a login named one), adding `fields` upstream.
     Pass {
         user: Option<Arc<str>>,
@@ -47,34 +83,28 @@ pub enum Access {
     Answered(Reject),
 }
 
-/// Runs the route's checks, answering the client when one fails. `https`: the client's
-/// scheme (see `forwarded::client_https`).
-pub async fn check(
+/// The allowlist, the failed-login counter, Basic credentials and the sign-on service,
+/// in this order. `https`: the client's scheme (see `forwarded::client_https`).
+async fn checks(
     session: &mut Session,
     route: &ActiveRoute,
+    access: &RouteAccess,
     client: IpAddr,
     https: bool,
     shared: &Shared,
-    request_id: &HeaderValue,
-) -> Result<Access> {
-    let Some(access) = &route.access else {
-        return Ok(Access::Pass {
-            user: None,
-            fields: Vec::new(),
-        });
-    };
+    reply: Reply<'_>,
+) -> Result<Checked> {
     if !access.allows(client) {
         let detail = format!("Your address may not use {}.", route.name);
-        page::send(session, 403, &detail, &route.headers, &[], Some(request_id)).await?;
-        return Ok(Access::Answered(Reject::Forbidden));
+        reply.page(session, 403, &detail, &[]).await?;
+        return Ok(Checked::Answered(Reject::Forbidden));
     }
     let blocked = match &access.failures {
         Some(failures) => failures.blocked(client).await,
         None => None,
     };
     if let Some(retry) = blocked {
-        too_many_failures(session, route, retry, request_id).await?;
-        return Ok(Access::Answered(Reject::AuthRateLimit));
+        return too_many_failures(session, retry, reply).await;
     }
     let mut user = None;
     if let Some(basic) = &access.basic {
@@ -88,72 +118,25 @@ pub async fn check(
             Outcome::Allowed(name) => user = Some(name),
             Outcome::Busy => {
                 let detail = "The login service is busy. Try again in a moment.";
-                page::send(session, 503, detail, &route.headers, &[], Some(request_id)).await?;
-                return Ok(Access::Answered(Reject::AuthUnavailable));
+                reply.page(session, 503, detail, &[]).await?;
+                return Ok(Checked::Answered(Reject::AuthUnavailable));
             }
-            Outcome::Blocked(retry) => {
-                too_many_failures(session, route, retry, request_id).await?;
-                return Ok(Access::Answered(Reject::AuthRateLimit));
-            }
+            Outcome::Blocked(retry) => return too_many_failures(session, retry, reply).await,
             Outcome::Missing | Outcome::Wrong => {
                 let extra = [(header::WWW_AUTHENTICATE, basic.challenge.clone())];
-                let detail = "This app needs a login.";
-                page::send(
-                    session,
-                    401,
-                    detail,
-                    &route.headers,
-                    &extra,
-                    Some(request_id),
-                )
-                .await?;
-                return Ok(Access::Answered(Reject::Auth));
+                reply
+                    .page(session, 401, "This app needs a login.", &extra)
+                    .await?;
+                return Ok(Checked::Answered(Reject::Auth));
             }
         }
     }
     let mut fields = Vec::new();
-    if let Some(forward) = &access.forward {
-        match sign_on(session, access, client, https, shared, request_id).await? {
-            Verdict::Allow(vouched) => fields = vouched,
-            Verdict::SignIn(location) => {
-                let extra = [(header::LOCATION, location)];
-                let detail = "Sign in to use this app.";
-                page::send(
-                    session,
-                    302,
-                    detail,
-                    &route.headers,
-                    &extra,
-                    Some(request_id),
-                )
-                .await?;
-                return Ok(Access::Answered(Reject::Auth));
-            }
-            Verdict::Answer(answer) => {
-                let reason = match answer.status {
-                    403 => Reject::Forbidden,
-                    _ => Reject::Auth,
-                };
-                page::send_as_is(
-                    session,
-                    answer.status,
-                    &answer.headers,
-                    answer.body,
-                    &route.headers,
-                    Some(request_id),
-                )
-                .await?;
-                return Ok(Access::Answered(reason));
-            }
-            Verdict::Unavailable(why) => {
-                warn!(
-                    "event=forward_auth_unavailable route={} url={} error=\"{why}\"",
-                    route.name, forward.url
-                );
-                let detail = "The sign-in service is not answering. Try again shortly.";
-                page::send(session, 503, detail, &route.headers, &[], Some(request_id)).await?;
-                return Ok(Access::Answered(Reject::AuthUnavailable));
-            }
+    if access.forward.is_some() {
+        let verdict = sign_on(session, access, client, https, shared, reply).await?;
+        match answer_sign_on(session, route, verdict, reply).await? {
+            Ok(vouched) => fields = vouched,
+            Err(reason) => return Ok(Checked::Answered(reason)),
         }
         // The user the service vouches for: its first copied field named `…-user`
         // (oauth2-proxy's `X-Auth-Request-User`, Authelia's `Remote-User`).
@@ -165,27 +148,56 @@ pub async fn check(
             user = Some(name.into());
         }
     }
-    Ok(Access::Pass { user, fields })
+    Ok(Checked::Pass { user, fields })
+}
+
+/// The sign-on service's verdict: its fields when it allows the request, else the
+/// answer sent (its own, a sign-in redirect, or 503) and why.
+async fn answer_sign_on(
+    session: &mut Session,
+    route: &ActiveRoute,
+    verdict: Verdict,
+    reply: Reply<'_>,
+) -> Result<std::result::Result<Vec<(HeaderName, HeaderValue)>, Reject>> {
+    let reason = match verdict {
+        Verdict::Allow(vouched) => return Ok(Ok(vouched)),
+        Verdict::SignIn(location) => {
+            let extra = [(header::LOCATION, location)];
+            reply
+                .page(session, 302, "Sign in to use this app.", &extra)
+                .await?;
+            Reject::Auth
+        }
+        Verdict::Answer(answer) => {
+            reply
+                .as_is(session, answer.status, &answer.headers, answer.body)
+                .await?;
+            match answer.status {
+                403 => Reject::Forbidden,
+                _ => Reject::Auth,
+            }
+        }
+        Verdict::Unavailable(why) => {
+            let url = route.access.as_ref().and_then(|a| a.forward.as_ref());
+            warn!(
+                "event=forward_auth_unavailable route={} url={} error=\"{why}\"",
+                route.name,
+                url.map_or("", |f| f.url.as_str())
+            );
+            let detail = "The sign-in service is not answering. Try again shortly.";
+            reply.page(session, 503, detail, &[]).await?;
+            Reject::AuthUnavailable
+        }
+    };
+    Ok(Err(reason))
 }
 
 /// 429: the client has used up its failed logins.
-async fn too_many_failures(
-    session: &mut Session,
-    route: &ActiveRoute,
-    retry: u64,
-    request_id: &HeaderValue,
-) -> Result<()> {
+async fn too_many_failures(session: &mut Session, retry: u64, reply: Reply<'_>) -> Result<Checked> {
     let detail = format!("Too many failed logins. Try again in {retry} s.");
     let extra = [(header::RETRY_AFTER, HeaderValue::from(retry))];
-    page::send(
-        session,
-        429,
-        &detail,
-        &route.headers,
-        &extra,
-        Some(request_id),
-    )
-    .await
+    reply.page(session, 429, &detail, &extra).await?;
+    Ok(Checked::Answered(Reject::AuthRateLimit))
 }
 
 /// Asks the route's sign-on service about this request.
@@ -195,7 +207,7 @@ async fn sign_on(
     client: IpAddr,
     https: bool,
     shared: &Shared,
-    request_id: &HeaderValue,
+    reply: Reply<'_>,
 ) -> Result<Verdict> {
     let Some(forward) = &access.forward else {
         return Ok(Verdict::Unavailable("no service".into()));
@@ -220,7 +232,14 @@ async fn sign_on(
     // (`trusted_proxies`): a rule on the left-most `X-Forwarded-For` entry (Authelia's)
     // then reads the real client, never a value the client wrote.
     let client_ip = Some(client);
-    forwarded::apply(&mut check, client_ip, client_ip, https, host, request_id)?;
+    forwarded::apply(
+        &mut check,
+        client_ip,
+        client_ip,
+        https,
+        host,
+        reply.request_id(),
+    )?;
     check.insert_header("x-forwarded-method", req.method.as_str())?;
     check.insert_header("x-forwarded-uri", uri)?;
     // nginx `auth_request` recipes (Authelia's legacy endpoint prefers these).

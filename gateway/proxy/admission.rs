@@ -3,13 +3,15 @@
 //! chunked body read before any upstream connection, and the head deadline's clock.
 //! A refused request is answered with a short page and its connection closed.
 
-use http::{header, HeaderName, HeaderValue};
+use http::header;
 use log::error;
 use pingora::proxy::Session;
 use pingora::Result;
 
-use super::page;
-use crate::admission::{Admission, Refusal};
+use super::forwarded::client_host;
+use super::page::Reply;
+use super::step::Step;
+use crate::admission::{Admission, Fault};
 use crate::deadline;
 use crate::tls::{CertStore, Served};
 
@@ -29,35 +31,49 @@ pub fn serve_pipelined(session: &mut Session) {
     session.as_downstream_mut().set_pipelining_enabled(true);
 }
 
+/// A keep-alive connection may then idle `DOWNSTREAM_KEEPALIVE_SECS` before its next
+/// request (Pingora's default keeps it forever).
+pub fn keep_alive(session: &mut Session) {
+    if session.get_keepalive().is_some() {
+        session.set_keepalive(Some(super::DOWNSTREAM_KEEPALIVE_SECS));
+    }
+}
+
 /// The request is over: the connection's next bytes start a new head deadline.
 pub fn request_over(session: &Session) {
     deadline::request_done(session.as_downstream().stream());
 }
 
 /// Framing, target and head size (see `Admission::check`).
-pub fn check_head(session: &Session, admission: &Admission) -> std::result::Result<(), Refusal> {
+pub async fn check_head(
+    session: &mut Session,
+    admission: &Admission,
+    reply: Reply<'_>,
+) -> Result<Step> {
     let raw = session
         .as_downstream()
         .as_http1()
         .map(|h1| h1.get_headers_raw_bytes());
-    admission.check(session.req_header(), raw.as_deref())
+    match admission.check(session.req_header(), raw.as_deref()) {
+        Ok(()) => Ok(Step::Next),
+        Err(fault) => reject(session, fault, reply).await,
+    }
 }
 
 /// 421 when the request's host is not one the connection's certificate was chosen for:
 /// another SNI name, served by another certificate (domain fronting from one app to
 /// another). Hosts sharing the certificate pass, as browsers coalesce their connections.
-pub fn check_sni(
-    session: &Session,
-    host: &[u8],
-    certs: &CertStore,
-) -> std::result::Result<(), Refusal> {
+pub async fn check_sni(session: &mut Session, certs: &CertStore, reply: Reply<'_>) -> Result<Step> {
+    let host = client_host(session.req_header()).unwrap_or_default();
     let served = session
         .digest()
         .and_then(|d| d.ssl_digest.as_ref())
         .and_then(|ssl| ssl.extension.get::<Served>());
     match served {
-        Some(served) if !served.covers(host, certs) => Err(Refusal::Misdirected),
-        _ => Ok(()),
+        Some(served) if !served.covers(host, certs) => {
+            reject(session, Fault::Misdirected, reply).await
+        }
+        _ => Ok(Step::Next),
     }
 }
 
@@ -71,7 +87,14 @@ pub fn check_sni(
 ///
 /// Skipped for `Expect: 100-continue`: such a client waits for the app's 100 before it
 /// sends any chunk.
-pub async fn read_first_chunk(session: &mut Session) -> std::result::Result<(), Refusal> {
+pub async fn read_first_chunk(session: &mut Session, reply: Reply<'_>) -> Result<Step> {
+    match first_chunk(session).await {
+        Ok(()) => Ok(Step::Next),
+        Err(fault) => reject(session, fault, reply).await,
+    }
+}
+
+async fn first_chunk(session: &mut Session) -> std::result::Result<(), Fault> {
     let req = session.req_header();
     let chunked = req.headers.contains_key(header::TRANSFER_ENCODING);
     let expects_continue = req
@@ -82,14 +105,14 @@ pub async fn read_first_chunk(session: &mut Session) -> std::result::Result<(), 
         return Ok(());
     }
     session.as_downstream_mut().enable_retry_buffering();
-    let refusal = |e: Box<pingora::Error>| match e.etype() {
-        pingora::ErrorType::ReadTimedout => Refusal::BodyTimeout,
-        _ => Refusal::Framing("The chunked request body is malformed."),
+    let fault = |e: Box<pingora::Error>| match e.etype() {
+        pingora::ErrorType::ReadTimedout => Fault::BodyTimeout,
+        _ => Fault::Framing("The chunked request body is malformed."),
     };
     let mut read = match session.read_request_body().await {
         Ok(Some(chunk)) => chunk.len(),
         Ok(None) => return Ok(()),
-        Err(e) => return Err(refusal(e)),
+        Err(e) => return Err(fault(e)),
     };
     // One read returns at most a TLS record; on plain TCP, up to Pingora's 64 KiB buffer.
     let most_per_read = match session.digest().and_then(|d| d.ssl_digest.as_ref()) {
@@ -97,39 +120,29 @@ pub async fn read_first_chunk(session: &mut Session) -> std::result::Result<(), 
         None => 64 << 10,
     };
     while read + most_per_read <= RETRY_BUFFER {
-        match super::poll_once(session.read_request_body()) {
+        match super::context::poll_once(session.read_request_body()) {
             Some(Ok(Some(chunk))) => read += chunk.len(),
             Some(Ok(None)) | None => break,
-            Some(Err(e)) => return Err(refusal(e)),
+            Some(Err(e)) => return Err(fault(e)),
         }
     }
     if session.as_downstream().retry_buffer_truncated() {
         // Cannot happen: reads stop while one more could overflow the buffer (above).
         // Refused rather than forwarded without its start.
         error!("event=first_chunk_truncated");
-        return Err(Refusal::Framing(
+        return Err(Fault::Framing(
             "The chunked request body could not be read.",
         ));
     }
     Ok(())
 }
 
-/// Answers a refused request and closes its connection: after bad framing nothing else
-/// on it can be trusted.
-pub async fn refuse(
-    session: &mut Session,
-    refusal: Refusal,
-    headers: &[(HeaderName, HeaderValue)],
-    request_id: &HeaderValue,
-) -> Result<()> {
+/// Answers a request rejected at the door and closes its connection: after bad framing
+/// nothing else on it can be trusted.
+pub async fn reject(session: &mut Session, fault: Fault, reply: Reply<'_>) -> Result<Step> {
     session.set_keepalive(None);
-    page::send(
-        session,
-        refusal.status(),
-        refusal.detail(),
-        headers,
-        &[],
-        Some(request_id),
-    )
-    .await
+    reply
+        .page(session, fault.status(), fault.detail(), &[])
+        .await?;
+    Ok(Step::Answered(Some(fault.reason())))
 }

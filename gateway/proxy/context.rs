@@ -1,35 +1,39 @@
 //! `RequestCtx`: what one request carries through the proxy phases, from its route to
-//! the guards that count it; and `poll_once`, for the phases that take what is already
-//! read without waiting.
+//! the guards that count it and its timings; and `poll_once`, for the phases that take
+//! what is already read without waiting.
 
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use http::{HeaderName, HeaderValue};
+use prometheus::IntGauge;
 
-use super::limits;
-use super::observe::{GaugeGuard, Timing};
+use super::page::Reply;
 use crate::conn::upload::UploadWatch;
 use crate::lifecycle::Ticket;
+use crate::limits::Verdict;
 use crate::metrics::{Reject, RouteMetrics};
 use crate::pool::Lease;
-use crate::state::ActiveRoute;
-use crate::state::BodyDeadline;
+use crate::state::{ActiveRoute, BodyDeadline, Snapshot};
 
 /// Per-request state.
 pub struct RequestCtx {
     /// The route this request matched, held for its whole life (reload-safe).
     pub(super) route: Option<Arc<ActiveRoute>>,
+    /// The configuration a request without a route was answered under: its pages carry
+    /// the listener's security headers (`reply`).
+    pub(super) unrouted: Option<Arc<Snapshot>>,
     pub(super) request_id: Option<HeaderValue>,
     /// The client's address (see `forwarded::client_ip`).
     pub(super) client: Option<IpAddr>,
     /// Whether the client is on HTTPS (see `forwarded::client_https`).
     pub(super) https: bool,
     /// The rate limiter's answer, for the response's `RateLimit` field.
-    pub(super) rate: limits::RateState,
+    pub(super) rate: Option<Verdict>,
     /// Request body bytes seen so far.
     pub(super) body_seen: u64,
     /// When the first byte of the body came (`limits.body_min_rate` is timed from it:
@@ -75,6 +79,7 @@ impl RequestCtx {
     pub(super) fn new(https: bool, ticket: Ticket) -> RequestCtx {
         RequestCtx {
             route: None,
+            unrouted: None,
             request_id: None,
             client: None,
             https,
@@ -102,6 +107,17 @@ impl RequestCtx {
         }
     }
 
+    /// How the gateway answers this request itself: with its route's security headers,
+    /// or the listener's when it has no route.
+    pub(super) fn reply(&self) -> Reply<'_> {
+        let headers = match (&self.route, &self.unrouted) {
+            (Some(route), _) => &route.headers[..],
+            (None, Some(snapshot)) => snapshot.default_headers(self.https),
+            (None, None) => &[],
+        };
+        Reply::new(headers, self.request_id.as_ref())
+    }
+
     /// The replica the request went to, or last tried.
     pub(super) fn replica(&self) -> Option<&Arc<crate::pool::Replica>> {
         self.lease
@@ -109,6 +125,53 @@ impl RequestCtx {
             .map(Lease::replica)
             .or(self.failed.as_ref())
     }
+}
+
+/// Holds a gauge up for as long as it lives.
+pub struct GaugeGuard(IntGauge);
+
+impl GaugeGuard {
+    pub fn new(gauge: &IntGauge) -> GaugeGuard {
+        gauge.inc();
+        GaugeGuard(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Timings of one request.
+pub struct Timing {
+    pub started: Instant,
+    pub upstream_connected: Option<Instant>,
+    pub upstream_header: Option<Instant>,
+}
+
+impl Timing {
+    pub fn new() -> Timing {
+        Timing {
+            started: Instant::now(),
+            upstream_connected: None,
+            upstream_header: None,
+        }
+    }
+
+    /// The app's answer head has come (its first one, when it sent a `100` first).
+    pub fn header_received(&mut self) {
+        self.upstream_header.get_or_insert_with(Instant::now);
+    }
+
+    pub(super) fn ms(&self, at: Option<Instant>) -> Option<f64> {
+        at.map(|t| round_ms(t.duration_since(self.started).as_secs_f64()))
+    }
+}
+
+/// Seconds as milliseconds, to the microsecond.
+pub(super) fn round_ms(seconds: f64) -> f64 {
+    (seconds * 1_000_000.0).round() / 1000.0
 }
 
 /// Polls `fut` once: its output if it is ready now, `None` (and `fut` dropped) if not.

@@ -5,17 +5,13 @@ use log::debug;
 use pingora::proxy::{FailToProxy, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
-use super::{limits, page, upstream, Gateway, RequestCtx};
+use super::context::RequestCtx;
+use super::{limits, upstream};
 use crate::conn::upload::UploadWatch;
-use crate::pool::Refused;
+use crate::pool::Unavailable;
 
 /// Answers a request that failed before its response started.
-pub async fn answer(
-    gw: &Gateway,
-    session: &mut Session,
-    e: &Error,
-    ctx: &mut RequestCtx,
-) -> FailToProxy {
+pub async fn answer(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
     let mut code = status_for(e);
     if let Some(cut) = ctx.upload.as_ref().and_then(UploadWatch::cut) {
         code = cut.status();
@@ -34,7 +30,8 @@ pub async fn answer(
         if let Some(route) = upstream::all_down(ctx).filter(|_| code == 502 || code == 504) {
             // The connect failed and no replica is left: the app is starting or down.
             code = 503;
-            if let Err(e) = upstream::unavailable(session, ctx, &route, Refused::Down).await {
+            let down = upstream::unavailable(session, &route, Unavailable::Down, ctx.reply());
+            if let Err(e) = down.await {
                 debug!("event=error_page_failed error={e}");
             }
             return FailToProxy {
@@ -51,24 +48,7 @@ pub async fn answer(
             (504, _) => format!("The app for route {name} took too long to answer."),
             _ => String::new(),
         };
-        let snapshot;
-        let headers = match &ctx.route {
-            Some(route) => &route.headers,
-            None => {
-                snapshot = gw.shared.snapshot.load();
-                snapshot.default_headers(ctx.https)
-            }
-        };
-        if let Err(e) = page::send(
-            session,
-            code,
-            &detail,
-            headers,
-            &[],
-            ctx.request_id.as_ref(),
-        )
-        .await
-        {
+        if let Err(e) = ctx.reply().page(session, code, &detail, &[]).await {
             debug!("event=error_page_failed error={e}");
         } else if code == 413 {
             limits::discard_body(session).await;

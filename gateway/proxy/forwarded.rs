@@ -180,7 +180,7 @@ pub fn apply(
     client: Option<IpAddr>,
     https: bool,
     host: Option<HeaderValue>,
-    request_id: &HeaderValue,
+    request_id: Option<&HeaderValue>,
 ) -> Result<()> {
     let port = client_port(host.as_ref(), https);
     let peer_value = peer.map(ip_value);
@@ -216,7 +216,9 @@ pub fn apply(
         port => HeaderValue::from(port),
     };
     up.insert_header("x-forwarded-port", port)?;
-    up.insert_header("x-request-id", request_id.clone())?;
+    if let Some(id) = request_id {
+        up.insert_header("x-request-id", id.clone())?;
+    }
     up.remove_header("x-forwarded-prefix");
     Ok(())
 }
@@ -303,7 +305,7 @@ mod tests {
         let id = HeaderValue::from_static("id");
         let peer = "10.0.0.1".parse().ok();
         let host = HeaderValue::from_static("a.example:8443");
-        apply(&mut up, peer, peer, true, Some(host), &id).unwrap();
+        apply(&mut up, peer, peer, true, Some(host), Some(&id)).unwrap();
         assert_eq!(up.headers["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
         assert_eq!(up.headers["x-real-ip"], "10.0.0.1");
         assert_eq!(up.headers["x-forwarded-proto"], "https");
@@ -316,7 +318,7 @@ mod tests {
         let mut up = req(&[("x-forwarded-host", "evil.example")]);
         let v4_tail = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
         let client = v4_tail.parse().ok();
-        apply(&mut up, peer, client, false, None, &id).unwrap();
+        apply(&mut up, peer, client, false, None, Some(&id)).unwrap();
         assert_eq!(up.headers["x-forwarded-for"], "10.0.0.1");
         assert_eq!(
             up.headers["x-real-ip"],

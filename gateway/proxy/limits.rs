@@ -4,31 +4,23 @@
 //! `limits.body_timeout`, `limits.body_min_rate`). Every answer here is made before the
 //! app does any work, or stops the work it was doing for nobody.
 
-use std::net::IpAddr;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use http::{header, HeaderName, HeaderValue};
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
-use super::page;
+use super::context::RequestCtx;
+use super::page::Reply;
+use super::step::Step;
 use crate::limits::Verdict;
+use crate::metrics::Reject;
 use crate::state::ActiveRoute;
 use crate::state::BodyDeadline;
 
 /// Longest the gateway keeps reading a rejected body so the client sees the answer.
 const LINGER: Duration = Duration::from_secs(5);
-
-/// What the request path decided, for `response_filter`'s headers.
-pub type RateState = Option<Verdict>;
-
-/// The outcome of the rate check.
-pub enum Rate {
-    /// 429 has been sent.
-    Answered,
-    /// Go on; `RateState` for the response headers.
-    Pass(RateState),
-}
 
 /// The request's declared body length, when it has a valid one.
 fn content_length(session: &Session) -> Option<u64> {
@@ -75,37 +67,40 @@ pub async fn discard_body(session: &mut Session) {
 pub async fn declared_body(
     session: &mut Session,
     route: &ActiveRoute,
-    request_id: &HeaderValue,
-) -> Result<bool> {
+    reply: Reply<'_>,
+) -> Result<Step> {
     let (Some(max), Some(len)) = (route.max_body, content_length(session)) else {
-        return Ok(false);
+        return Ok(Step::Next);
     };
     if len <= max {
-        return Ok(false);
+        return Ok(Step::Next);
     }
     let detail = too_large(&route.name, max);
-    page::send(session, 413, &detail, &route.headers, &[], Some(request_id)).await?;
+    reply.page(session, 413, &detail, &[]).await?;
     discard_body(session).await;
-    Ok(true)
+    Ok(Step::Answered(Some(Reject::BodyTooLarge)))
 }
 
-/// Takes a token from the route's limiter, answering 429 when there is none.
+/// Takes a token from the route's limiter, answering 429 when there is none. A request
+/// that passes carries the limiter's word for the response's `RateLimit` field.
 pub async fn rate(
     session: &mut Session,
+    ctx: &mut RequestCtx,
     route: &ActiveRoute,
-    client: IpAddr,
-    request_id: &HeaderValue,
-) -> Result<Rate> {
+    reply: Reply<'_>,
+) -> Result<Step> {
     let Some(limiter) = &route.rate_limit else {
-        return Ok(Rate::Pass(None));
+        return Ok(Step::Next);
     };
     let header = limiter
         .key_header()
         .and_then(|name| session.req_header().headers.get(name))
         .map(HeaderValue::as_bytes);
+    let client = ctx.client.unwrap_or(Ipv4Addr::UNSPECIFIED.into());
     let verdict = limiter.check(client, header).await;
     let Some(verdict @ Verdict::Limited { retry_after }) = verdict else {
-        return Ok(Rate::Pass(verdict));
+        ctx.rate = verdict;
+        return Ok(Step::Next);
     };
     let extra = [
         (header::RETRY_AFTER, HeaderValue::from(retry_after)),
@@ -116,17 +111,9 @@ pub async fn rate(
         "Too many requests to route {}. Try again in {retry_after} s.",
         route.name
     );
-    page::send(
-        session,
-        429,
-        &detail,
-        &route.headers,
-        &extra,
-        Some(request_id),
-    )
-    .await?;
+    reply.page(session, 429, &detail, &extra).await?;
     discard_body(session).await;
-    Ok(Rate::Answered)
+    Ok(Step::Answered(Some(Reject::RateLimit)))
 }
 
 /// The HTTP/1.1 body's silence limit: a read of the body that waits `timeout` for a byte
@@ -196,7 +183,7 @@ pub fn too_large(route: &str, max: u64) -> String {
 pub fn response_headers(
     resp: &mut pingora::http::ResponseHeader,
     route: &ActiveRoute,
-    state: &RateState,
+    state: &Option<Verdict>,
 ) -> Result<()> {
     if let (Some(limiter), Some(verdict)) = (&route.rate_limit, state) {
         resp.insert_header(policy_name(), limiter.policy_header().clone())?;

@@ -33,10 +33,12 @@ mod admission;
 mod context;
 mod failure;
 mod forwarded;
+mod headers;
 mod limits;
 mod observe;
 mod page;
 mod routing;
+mod step;
 mod upgrade;
 mod upstream;
 
@@ -45,6 +47,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -54,11 +57,12 @@ use crate::conn::upload::UploadWatch;
 use crate::conn::{self, h2};
 use crate::lifecycle::InFlight;
 use crate::metrics::Reject;
-use crate::state::Shared;
-use context::poll_once;
+use crate::state::{Shared, Snapshot};
+use context::GaugeGuard;
 pub use context::RequestCtx;
-use observe::GaugeGuard;
+use page::Reply;
 use routing::Routed;
+use step::Step;
 
 /// Idle time allowed between requests on a client's keep-alive connection (nginx: 75 s),
 /// HTTP/1.1 and HTTP/2. Pingora's default keeps idle connections forever.
@@ -75,6 +79,90 @@ pub struct Gateway {
     pub access_log: Option<Arc<AccessLog>>,
 }
 
+/// Runs one check of the request phase (a `Result<Step>`): when it answered the client,
+/// the phase ends there.
+macro_rules! check {
+    ($step:expr) => {
+        if let answered @ Step::Answered(_) = $step? {
+            return Ok(answered);
+        }
+    };
+}
+
+impl Gateway {
+    /// The request phase's checks, in order (the diagram above).
+    async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Snapshot,
+    ) -> Result<Step> {
+        let request_id = forwarded::request_id(session.req_header());
+        let routed = self.identify(session, ctx, snapshot, &request_id);
+        let route = routed.route().cloned();
+        let headers = match &route {
+            Some(route) => &route.headers[..],
+            None => snapshot.default_headers(ctx.https),
+        };
+        let reply = Reply::new(headers, Some(&request_id));
+        conn::pace_h2(session, snapshot.send_timeout, 0);
+        check!(admission::check_head(session, &snapshot.admission, reply).await);
+        let underscores = snapshot.admission.underscores_in_headers();
+        forwarded::strip_claims(session.req_header_mut(), underscores);
+        if !self.tls {
+            check!(routing::challenge(session, &self.shared, snapshot, reply).await);
+        }
+        let Some(route) = &route else {
+            return routing::answer(session, &routed, reply).await;
+        };
+        ctx.route = Some(route.clone());
+        check!(admission::check_sni(session, &self.shared.certs.load(), reply).await);
+        check!(routing::answer(session, &routed, reply).await); // `/voice`: 301 to `/voice/`
+        check!(access::check(session, ctx, route, &self.shared, reply).await);
+        limits::body_deadline(session, &ctx.body_deadline);
+        check!(limits::declared_body(session, route, reply).await);
+        check!(limits::rate(session, ctx, route, reply).await);
+        let websocket = match upgrade::screen(session) {
+            Ok(websocket) => websocket,
+            Err(fault) => return admission::reject(session, fault, reply).await,
+        };
+        check!(admission::read_first_chunk(session, reply).await);
+        check!(upstream::place(session, ctx, route, reply).await);
+        if websocket {
+            upgrade::tunnel(self.shared.connector(), session, ctx).await?;
+            return Ok(Step::Answered(None));
+        }
+        Ok(Step::Next)
+    }
+
+    /// Who the request is from and where it goes: the client's address and scheme, the
+    /// request id, the configuration's deadlines, and the route it is counted under.
+    fn identify(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Snapshot,
+        request_id: &HeaderValue,
+    ) -> Routed {
+        let req = session.req_header();
+        let peer = forwarded::peer_ip(session);
+        ctx.client = Some(peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| {
+            forwarded::client_ip(peer, req, &snapshot.trusted_proxies)
+        }));
+        ctx.request_id = Some(request_id.clone());
+        ctx.body_deadline = snapshot.body_deadline;
+        ctx.send_timeout = Some(snapshot.send_timeout);
+        ctx.https = forwarded::client_https(self.tls, peer, req, &snapshot.trusted_proxies);
+        let routed = routing::find(snapshot.routes_for(ctx.https), req);
+        ctx.metrics = match routed.route() {
+            Some(route) => route.metrics.clone(),
+            None => snapshot.unmatched.clone(),
+        };
+        ctx._in_flight = ctx.metrics.as_ref().map(|m| GaugeGuard::new(&m.in_flight));
+        routed
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
@@ -86,116 +174,23 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         admission::head_read(session);
         admission::serve_pipelined(session);
-        if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(DOWNSTREAM_KEEPALIVE_SECS));
+        admission::keep_alive(session);
+        let snapshot = self.shared.snapshot.load_full();
+        let step = self.admit(session, ctx, &snapshot).await;
+        if ctx.route.is_none() {
+            ctx.unrouted = Some(snapshot);
         }
-        let req = session.req_header();
-        let request_id = forwarded::request_id(req);
-        let snapshot = self.shared.snapshot.load();
-        let peer = forwarded::peer_ip(session);
-        let client = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| {
-            forwarded::client_ip(peer, req, &snapshot.trusted_proxies)
-        });
-        ctx.client = Some(client);
-        ctx.request_id = Some(request_id.clone());
-        ctx.body_deadline = snapshot.body_deadline;
-        ctx.send_timeout = Some(snapshot.send_timeout);
-        ctx.https = forwarded::client_https(self.tls, peer, req, &snapshot.trusted_proxies);
-        let routed = routing::find(snapshot.routes_for(ctx.https), req);
-        let route = routed.route().cloned();
-        ctx.metrics = match &route {
-            Some(route) => route.metrics.clone(),
-            None => snapshot.unmatched.clone(),
-        };
-        ctx._in_flight = ctx.metrics.as_ref().map(|m| GaugeGuard::new(&m.in_flight));
-        // An owned handle (no copy of the headers) to hold across the writes below.
-        let snapshot = arc_swap::Guard::into_inner(snapshot);
-        let headers = route
-            .as_ref()
-            .map_or(snapshot.default_headers(ctx.https), |r| &r.headers);
-        conn::pace_h2(session, snapshot.send_timeout, 0);
-        if let Err(refusal) = admission::check_head(session, &snapshot.admission) {
-            ctx.reason = Some(refusal.reason());
-            admission::refuse(session, refusal, headers, &request_id).await?;
-            return Ok(true);
-        }
-        let underscores = snapshot.admission.underscores_in_headers();
-        forwarded::strip_claims(session.req_header_mut(), underscores);
-        if !self.tls && routing::challenge(session, &self.shared, &snapshot, &request_id).await? {
-            return Ok(true);
-        }
-        let Some(route) = route else {
-            ctx.reason = routing::answer(session, &routed, headers, &request_id).await?;
-            return Ok(true);
-        };
-        drop(snapshot);
-        ctx.route = Some(route.clone());
-        let host = forwarded::client_host(session.req_header()).unwrap_or_default();
-        let sni = admission::check_sni(session, host, &self.shared.certs.load());
-        if let Err(refusal) = sni {
-            ctx.reason = Some(refusal.reason());
-            admission::refuse(session, refusal, &route.headers, &request_id).await?;
-            return Ok(true);
-        }
-        if let Routed::AddSlash(_) = routed {
-            routing::answer(session, &routed, &route.headers, &request_id).await?;
-            return Ok(true);
-        }
-        if route.access.is_some() {
-            // Boxed: the checks' state (a sign-on request in flight) stays out of every
-            // public route's request future.
-            let checked = Box::pin(access::check(
-                session,
-                &route,
-                client,
-                ctx.https,
-                &self.shared,
-                &request_id,
-            ));
-            match checked.await? {
-                access::Access::Answered(reason) => {
-                    ctx.reason = Some(reason);
-                    limits::discard_body(session).await;
-                    return Ok(true);
-                }
-                access::Access::Pass { user, fields } => {
-                    ctx.user = user;
-                    ctx.auth_fields = fields;
-                }
+        match step? {
+            Step::Answered(reason) => {
+                ctx.reason = reason;
+                Ok(true)
+            }
+            Step::Next => {
+                // An HTTP/2 stream the client already reset is not sent to the app.
+                ctx.reset_early = h2::reset_already(session);
+                Ok(ctx.reset_early)
             }
         }
-        limits::body_deadline(session, &ctx.body_deadline);
-        if limits::declared_body(session, &route, &request_id).await? {
-            ctx.reason = Some(Reject::BodyTooLarge);
-            return Ok(true);
-        }
-        match limits::rate(session, &route, client, &request_id).await? {
-            limits::Rate::Answered => {
-                ctx.reason = Some(Reject::RateLimit);
-                return Ok(true);
-            }
-            limits::Rate::Pass(state) => ctx.rate = state,
-        }
-        let upgrading = upgrade::screen(session);
-        let first_chunk = match upgrading {
-            Ok(_) => admission::read_first_chunk(session).await,
-            Err(refusal) => Err(refusal),
-        };
-        if let Err(refusal) = first_chunk {
-            ctx.reason = Some(refusal.reason());
-            admission::refuse(session, refusal, &route.headers, &request_id).await?;
-            return Ok(true);
-        }
-        if upstream::place(session, ctx, &route).await? {
-            return Ok(true);
-        }
-        if upgrading == Ok(true) {
-            upgrade::tunnel(self, session, ctx).await?;
-            return Ok(true);
-        }
-        // An HTTP/2 stream the client already reset is not sent to the app.
-        ctx.reset_early = h2::reset_already(session);
-        Ok(ctx.reset_early)
     }
 
     async fn upstream_peer(
@@ -212,18 +207,7 @@ impl ProxyHttp for Gateway {
         up: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let peer = forwarded::peer_ip(session);
-        let host = forwarded::client_host_value(session.req_header());
-        if let Some(id) = &ctx.request_id {
-            forwarded::apply(up, peer, ctx.client, ctx.https, host, id)?;
-        }
-        if let Some(route) = &ctx.route {
-            access::upstream_fields(up, route, &ctx.auth_fields)?;
-            if let Some(prefix) = &route.prefix {
-                prefix.upstream_request(up)?;
-            }
-        }
-        Ok(())
+        headers::upstream_request(session, up, ctx)
     }
 
     async fn request_body_filter(
@@ -258,27 +242,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(m) = &ctx.metrics {
-                ctx._websocket = Some(GaugeGuard::new(&m.websockets));
-            }
-        }
-        if let Some(route) = &ctx.route {
-            for (name, value) in &route.headers {
-                if !resp.headers.contains_key(name) {
-                    resp.insert_header(name, value.clone())?;
-                }
-            }
-            limits::response_headers(resp, route, &ctx.rate)?;
-            if let Some(prefix) = &route.prefix {
-                prefix.response(resp, forwarded::client_host(session.req_header()))?;
-            }
-            upstream::response(resp, ctx)?;
-        }
-        if let Some(id) = &ctx.request_id {
-            resp.insert_header("x-request-id", id.clone())?;
-        }
-        Ok(())
+        headers::response(session, resp, ctx)
     }
 
     /// Pingora logs every failed request at error level; the gateway logs its own line in
@@ -310,9 +274,7 @@ impl ProxyHttp for Gateway {
         _resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.timing
-            .upstream_header
-            .get_or_insert_with(std::time::Instant::now);
+        ctx.timing.header_received();
         Ok(())
     }
 
@@ -343,7 +305,7 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        failure::answer(self, session, e, ctx).await
+        failure::answer(session, e, ctx).await
     }
 
     fn fail_to_connect(

@@ -1,60 +1,17 @@
 //! The `logging` phase: metrics, the JSON access log line and the warn line for upstream
 //! failures, from what the request's context collected on the way.
 
-use std::time::Instant;
 
 use log::{debug, warn};
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
-use prometheus::IntGauge;
 
-use super::RequestCtx;
+use super::context::{round_ms, RequestCtx};
 use crate::access_log::{clip, AccessLog, Entry};
 use crate::metrics::{Reject, UpstreamError};
 
 /// Status recorded when the client left before any response (nginx's convention).
 pub const CLIENT_CLOSED: u16 = 499;
-
-/// Holds a gauge up for as long as it lives.
-pub struct GaugeGuard(IntGauge);
-
-impl GaugeGuard {
-    pub fn new(gauge: &IntGauge) -> GaugeGuard {
-        gauge.inc();
-        GaugeGuard(gauge.clone())
-    }
-}
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// Timings of one request.
-pub struct Timing {
-    pub started: Instant,
-    pub upstream_connected: Option<Instant>,
-    pub upstream_header: Option<Instant>,
-}
-
-impl Timing {
-    pub fn new() -> Timing {
-        Timing {
-            started: Instant::now(),
-            upstream_connected: None,
-            upstream_header: None,
-        }
-    }
-
-    fn ms(&self, at: Option<Instant>) -> Option<f64> {
-        at.map(|t| round_ms(t.duration_since(self.started).as_secs_f64()))
-    }
-}
-
-fn round_ms(seconds: f64) -> f64 {
-    (seconds * 1_000_000.0).round() / 1000.0
-}
 
 /// The kind label of an upstream failure.
 pub fn upstream_kind(e: &Error) -> UpstreamError {

@@ -1,5 +1,6 @@
 //! The small pages the gateway answers itself (404, 413, 429, 502, 504…): HTML, no
-//! internal addresses, the request id for support, the route's security headers.
+//! internal addresses, the request id for support, the route's security headers. Every
+//! answer of one request goes out through its `Reply`, which holds those last two.
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -7,47 +8,71 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 
-/// Writes a complete response with a short explanation. `detail` is plain text and is
-/// HTML-escaped here. `headers` are the route's (security) headers, `extra` those of this
-/// answer (e.g. `Retry-After`).
-pub async fn send(
-    session: &mut Session,
-    status: u16,
-    detail: &str,
-    headers: &[(HeaderName, HeaderValue)],
-    extra: &[(HeaderName, HeaderValue)],
-    request_id: Option<&HeaderValue>,
-) -> Result<()> {
-    let body = Bytes::from(html(status, detail));
-    let mut resp = ResponseHeader::build(status, Some(6 + headers.len() + extra.len()))?;
-    resp.insert_header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")?;
-    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    for (name, value) in headers.iter().chain(extra) {
-        resp.insert_header(name, value.clone())?;
-    }
-    write(session, resp, body, request_id).await
+/// How the gateway answers one request itself: with the route's security headers (the
+/// listener's when no route matched) and the request id.
+#[derive(Clone, Copy)]
+pub struct Reply<'a> {
+    headers: &'a [(HeaderName, HeaderValue)],
+    request_id: Option<&'a HeaderValue>,
 }
 
-/// Writes an answer made elsewhere (a sign-on service's 401, 403 or redirect) as it is,
-/// the route's security headers added where it lacks them.
-pub async fn send_as_is(
-    session: &mut Session,
-    status: u16,
-    fields: &[(HeaderName, HeaderValue)],
-    body: Bytes,
-    headers: &[(HeaderName, HeaderValue)],
-    request_id: Option<&HeaderValue>,
-) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(fields.len() + headers.len() + 2))?;
-    for (name, value) in fields {
-        resp.append_header(name, value.clone())?;
-    }
-    for (name, value) in headers {
-        if !resp.headers.contains_key(name) {
-            resp.insert_header(name, value.clone())?;
+impl<'a> Reply<'a> {
+    pub fn new(
+        headers: &'a [(HeaderName, HeaderValue)],
+        request_id: Option<&'a HeaderValue>,
+    ) -> Reply<'a> {
+        Reply {
+            headers,
+            request_id,
         }
     }
-    write(session, resp, body, request_id).await
+
+    /// The request id the answers carry.
+    pub fn request_id(&self) -> Option<&'a HeaderValue> {
+        self.request_id
+    }
+
+    /// Writes a complete response with a short explanation. `detail` is plain text and
+    /// is HTML-escaped here; `extra` are the fields of this answer (e.g. `Retry-After`).
+    pub async fn page(
+        self,
+        session: &mut Session,
+        status: u16,
+        detail: &str,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Result<()> {
+        let body = Bytes::from(html(status, detail));
+        let capacity = 6 + self.headers.len() + extra.len();
+        let mut resp = ResponseHeader::build(status, Some(capacity))?;
+        resp.insert_header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")?;
+        resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        for (name, value) in self.headers.iter().chain(extra) {
+            resp.insert_header(name, value.clone())?;
+        }
+        write(session, resp, body, self.request_id).await
+    }
+
+    /// Writes an answer made elsewhere (a sign-on service's 401, 403 or redirect, an ACME
+    /// challenge's) as it is, the security headers added where it lacks them.
+    pub async fn as_is(
+        self,
+        session: &mut Session,
+        status: u16,
+        fields: &[(HeaderName, HeaderValue)],
+        body: Bytes,
+    ) -> Result<()> {
+        let capacity = fields.len() + self.headers.len() + 2;
+        let mut resp = ResponseHeader::build(status, Some(capacity))?;
+        for (name, value) in fields {
+            resp.append_header(name, value.clone())?;
+        }
+        for (name, value) in self.headers {
+            if !resp.headers.contains_key(name) {
+                resp.insert_header(name, value.clone())?;
+            }
+        }
+        write(session, resp, body, self.request_id).await
+    }
 }
 
 /// Sends `resp` (with its length and the request id) and `body`, unless the request was

@@ -5,13 +5,14 @@
 
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 
 use super::forwarded::client_host;
-use super::page;
+use super::page::Reply;
+use super::step::Step;
 use crate::metrics::Reject;
 use crate::router::{origin_form, request_path, PathMatch, RouteTable};
 use crate::state::{ActiveRoute, Shared, Snapshot};
@@ -51,16 +52,16 @@ pub fn find(routes: &RouteTable<ActiveRoute>, req: &RequestHeader) -> Routed {
 }
 
 /// On the plain-HTTP listener, answers an ACME HTTP-01 challenge as the redirect mode
-/// does (see `redirect::challenge`). `Ok(true)`: answered.
+/// does (see `redirect::challenge`): the answer as it is, without security headers.
 pub async fn challenge(
     session: &mut Session,
     shared: &Shared,
     snapshot: &Snapshot,
-    request_id: &HeaderValue,
-) -> Result<bool> {
+    reply: Reply<'_>,
+) -> Result<Step> {
     let path = session.req_header().uri.path();
     let Some(answer) = crate::redirect::challenge(shared, snapshot, path).await else {
-        return Ok(false);
+        return Ok(Step::Next);
     };
     let (parts, body) = answer.into_parts();
     let fields: Vec<_> = parts
@@ -69,27 +70,23 @@ pub async fn challenge(
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect();
     let (status, body) = (parts.status.as_u16(), bytes::Bytes::from(body));
-    page::send_as_is(session, status, &fields, body, &[], Some(request_id)).await?;
-    Ok(true)
+    let bare = Reply::new(&[], reply.request_id());
+    bare.as_is(session, status, &fields, body).await?;
+    Ok(Step::Answered(None))
 }
 
-/// Answers a request that has no route (anything but `Routed::Route`); returns why, for
-/// the metrics (`None` for the redirect, which refuses nothing).
-pub async fn answer(
-    session: &mut Session,
-    routed: &Routed,
-    headers: &[(HeaderName, HeaderValue)],
-    request_id: &HeaderValue,
-) -> Result<Option<Reject>> {
+/// Answers a request that has no route (anything but `Routed::Route`, which goes on):
+/// `301` to the prefix with its slash, `404` or `400`.
+pub async fn answer(session: &mut Session, routed: &Routed, reply: Reply<'_>) -> Result<Step> {
     let req = session.req_header();
     let shown = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     let (status, reason, detail) = match (routed, client_host(req)) {
-        (Routed::Route(_), _) => return Ok(None),
+        (Routed::Route(_), _) => return Ok(Step::Next),
         (Routed::AddSlash(_), _) => {
             let location = with_slash(req.raw_path());
             let moved = [(http::header::LOCATION, location)];
-            page::send(session, 301, "Moved.", headers, &moved, Some(request_id)).await?;
-            return Ok(None);
+            reply.page(session, 301, "Moved.", &moved).await?;
+            return Ok(Step::Answered(None));
         }
         (Routed::NoPath, Some(host)) => (
             404,
@@ -116,8 +113,8 @@ pub async fn answer(
             "The request names no host.".to_string(),
         ),
     };
-    page::send(session, status, &detail, headers, &[], Some(request_id)).await?;
-    Ok(Some(reason))
+    reply.page(session, status, &detail, &[]).await?;
+    Ok(Step::Answered(Some(reason)))
 }
 
 /// `/voice?q` → `/voice/?q`: the path with its slash, the query kept. The path matched a

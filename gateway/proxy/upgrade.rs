@@ -14,9 +14,9 @@
 //! of the tunnel, and the client gets the `101` and then EOF. On a loaded machine this
 //! happened to one WebSocket in three in the suite. Until a release has the fix, the
 //! gateway sends the upgrade request, relays the answer and then copies bytes both ways
-//! here, with the same phases as any request: `upstream_request_filter` (forwarded
-//! fields, logins, prefix) on the way in, `response_filter` (security headers, prefix,
-//! the WebSocket gauge) on the way out, and the route's timeouts.
+//! here, with the same fields as any request (`headers`: forwarded fields, logins,
+//! prefix on the way in; security headers, prefix, the WebSocket gauge on the way out)
+//! and the route's timeouts.
 //!
 //! After the `101` the app's side is read with a small buffer of our own instead of
 //! Pingora's body reader, which holds 64 KiB per connection for as long as the tunnel
@@ -30,15 +30,17 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderName, Method};
+use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::Stream;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::proxy::Session;
 use pingora::{Error, ErrorType, OrErr, Result};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 
-use super::{upstream, Gateway, RequestCtx};
-use crate::admission::Refusal;
+use super::context::RequestCtx;
+use super::{headers, upstream};
+use crate::admission::Fault;
 use crate::conn::socket::{client_left, reset_on_close};
 
 /// The most the tunnel reads from the app at once: one TLS record's worth. Only what a
@@ -66,7 +68,7 @@ const MAX_NOMINATED: usize = 16;
 /// `Ok(true)`: the request is a WebSocket upgrade, for `tunnel`. An HTTP/1.1 request
 /// asking for any other upgrade has its `Upgrade` (and `HTTP2-Settings`) removed and goes
 /// on as an ordinary request; an upgrade request with a body is refused (400).
-pub fn screen(session: &mut Session) -> std::result::Result<bool, Refusal> {
+pub fn screen(session: &mut Session) -> std::result::Result<bool, Fault> {
     if !session.as_downstream().is_upgrade_req() {
         return Ok(false);
     }
@@ -75,7 +77,7 @@ pub fn screen(session: &mut Session) -> std::result::Result<bool, Refusal> {
     if req.headers.contains_key(header::TRANSFER_ENCODING)
         || length.is_some_and(|v| v.as_bytes() != b"0")
     {
-        return Err(Refusal::Framing("An upgrade request cannot carry a body."));
+        return Err(Fault::Framing("An upgrade request cannot carry a body."));
     }
     let mut upgrades = req.headers.get_all(header::UPGRADE).iter();
     let websocket = upgrades
@@ -115,11 +117,15 @@ fn clean(req: &mut RequestHeader) -> Result<()> {
 /// Proxies an upgrade request to the route's app: its answer goes back as it is, and after
 /// a `101` the two connections are joined until either side closes. Errors before
 /// anything was sent to the client become the usual 502/504 page (`fail_to_proxy`).
-pub async fn tunnel(gw: &Gateway, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+pub async fn tunnel(
+    connector: &Connector,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
     // A failed connect is retried once on another replica, as for any request.
     let (app, peer) = loop {
         let peer = upstream::peer(ctx)?;
-        match gw.shared.connector().get_http_session(&*peer).await {
+        match connector.get_http_session(&*peer).await {
             Ok((app, _)) => break (app, peer),
             Err(e) => {
                 let e = upstream::connect_failed(ctx, e.into_up());
@@ -142,7 +148,7 @@ pub async fn tunnel(gw: &Gateway, session: &mut Session, ctx: &mut RequestCtx) -
 
     let mut req = session.req_header().clone();
     clean(&mut req)?;
-    gw.upstream_request_filter(session, &mut req, ctx).await?;
+    headers::upstream_request(session, &mut req, ctx)?;
     app.write_request_header(Box::new(req))
         .await
         .map_err(|e| e.into_up())?;
@@ -157,8 +163,8 @@ pub async fn tunnel(gw: &Gateway, session: &mut Session, ctx: &mut RequestCtx) -
         return Error::e_explain(ErrorType::InvalidHTTPHeader, "a 101 to another protocol")
             .map_err(|e| e.into_up());
     }
-    gw.upstream_response_filter(session, &mut resp, ctx).await?;
-    gw.response_filter(session, &mut resp, ctx).await?;
+    ctx.timing.header_received();
+    headers::response(session, &mut resp, ctx)?;
     // The connection ends with the tunnel or with this answer.
     session.set_keepalive(None);
     session.write_response_header(Box::new(resp), false).await?;
@@ -174,7 +180,7 @@ pub async fn tunnel(gw: &Gateway, session: &mut Session, ctx: &mut RequestCtx) -
     ctx.lease = ctx.lease.take().map(crate::pool::Lease::into_tunnel);
     // Bytes the app sent right behind its `101` are already in Pingora's reader: take
     // them without waiting for more, then keep only the bare connection.
-    let early = super::poll_once(app.read_body_bytes());
+    let early = super::context::poll_once(app.read_body_bytes());
     let timeouts = (app.read_timeout, app.write_timeout);
     let mut app = app.into_inner();
     if let Some(read) = early {

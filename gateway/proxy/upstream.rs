@@ -11,22 +11,25 @@ use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
-use super::{limits, observe, page, RequestCtx};
+use super::context::RequestCtx;
+use super::page::Reply;
+use super::step::Step;
+use super::{limits, observe};
 use crate::metrics::Reject;
-use crate::pool::{Pending, Placed, Pool, Refused};
+use crate::pool::{Pending, Placed, Pool, Unavailable};
 use crate::state::ActiveRoute;
 
-/// Places the request on a replica of its route. `Ok(true)`: none could be given, and
-/// the 503 page went out.
+/// Places the request on a replica of its route, or answers 503 when none can be given.
 pub async fn place(
     session: &mut Session,
     ctx: &mut RequestCtx,
     route: &ActiveRoute,
-) -> Result<bool> {
+    reply: Reply<'_>,
+) -> Result<Step> {
     let client = ctx.client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     let placed = match route.pool.place(session.req_header(), client) {
         Ok(placed) => Ok(placed),
-        Err(Pending::Refused(refused)) => Err(refused),
+        Err(Pending::Unavailable(why)) => Err(why),
         // Boxed: the queue's state stays out of every other request's future.
         Err(Pending::Wait(waiting)) => {
             Box::pin(wait_for_client(session, route.pool.wait(waiting))).await?
@@ -36,13 +39,12 @@ pub async fn place(
         Ok(placed) => {
             ctx.lease = Some(placed.lease);
             ctx.set_cookie = placed.set_cookie;
-            Ok(false)
+            Ok(Step::Next)
         }
-        Err(refused) => {
-            ctx.reason = Some(reason(refused));
-            unavailable(session, ctx, route, refused).await?;
+        Err(why) => {
+            unavailable(session, route, why, reply).await?;
             limits::discard_body(session).await;
-            Ok(true)
+            Ok(Step::Answered(Some(reason(why))))
         }
     }
 }
@@ -53,8 +55,8 @@ pub async fn place(
 /// without reading the body).
 async fn wait_for_client(
     session: &mut Session,
-    wait: impl std::future::Future<Output = std::result::Result<Placed, Refused>>,
-) -> Result<std::result::Result<Placed, Refused>> {
+    wait: impl std::future::Future<Output = std::result::Result<Placed, Unavailable>>,
+) -> Result<std::result::Result<Placed, Unavailable>> {
     let downstream = session.as_downstream_mut();
     if downstream.is_http2() {
         if let Some(closed) = downstream.watch_h2_stream_close() {
@@ -77,41 +79,33 @@ async fn wait_for_client(
     Ok(wait.await)
 }
 
-fn reason(refused: Refused) -> Reject {
-    match refused {
-        Refused::Down => Reject::UpstreamDown,
-        Refused::Full => Reject::QueueFull,
-        Refused::Timeout => Reject::QueueTimeout,
+fn reason(why: Unavailable) -> Reject {
+    match why {
+        Unavailable::Down => Reject::UpstreamDown,
+        Unavailable::Full => Reject::QueueFull,
+        Unavailable::Timeout => Reject::QueueTimeout,
     }
 }
 
 /// The 503 page: the app is busy (queue) or starting or down, with `Retry-After`.
 pub async fn unavailable(
     session: &mut Session,
-    ctx: &RequestCtx,
     route: &ActiveRoute,
-    refused: Refused,
+    why: Unavailable,
+    reply: Reply<'_>,
 ) -> Result<()> {
-    let retry = route.pool.retry_after(refused);
+    let retry = route.pool.retry_after(why);
     let name = &route.name;
-    let detail = match refused {
-        Refused::Down => {
+    let detail = match why {
+        Unavailable::Down => {
             format!("The app for route {name} is starting or down. Try again in {retry} s.")
         }
-        Refused::Full | Refused::Timeout => {
+        Unavailable::Full | Unavailable::Timeout => {
             format!("The app for route {name} is busy with other requests. Try again in {retry} s.")
         }
     };
     let extra = [(header::RETRY_AFTER, HeaderValue::from(retry))];
-    page::send(
-        session,
-        503,
-        &detail,
-        &route.headers,
-        &extra,
-        ctx.request_id.as_ref(),
-    )
-    .await
+    reply.page(session, 503, &detail, &extra).await
 }
 
 /// The placed replica's connection settings.
