@@ -2,29 +2,60 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::config;
+use crate::config::{self, Diagnostic};
 
 /// How long a reload may take to answer (it loads every certificate).
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Why a reload did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file cannot tell where the gateway listens (unreadable, not YAML, or a bad
+    /// `listen.metrics`).
+    #[error("{}", config::render(.0).trim_end())]
+    Config(Vec<Diagnostic>),
+    #[error(
+        "{}: listen.metrics is not set, so there is no reload endpoint; \
+         send SIGHUP to the gateway instead (e.g. systemctl reload gateway)",
+        .0.display()
+    )]
+    NoEndpoint(PathBuf),
+    #[error("cannot reach the gateway at {addr} (listen.metrics)")]
+    Unreachable {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gateway refused the new configuration: its answer (every problem).
+    #[error("{}", .0.trim_end())]
+    Refused(String),
+}
+
+impl ReloadError {
+    /// 78 when the configuration is wrong (as `gateway check` would say), else 1.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            ReloadError::Config(_) | ReloadError::Refused(_) => ExitCode::from(crate::exit::CONFIG),
+            _ => ExitCode::FAILURE,
+        }
+    }
+}
+
 /// Asks the gateway configured by `path` to reload: its answer, or why not.
-pub fn reload(path: &Path) -> Result<String, String> {
-    let addr = config::metrics_address(path)?.ok_or_else(|| {
-        format!(
-            "{}: listen.metrics is not set, so there is no reload endpoint; \
-             send SIGHUP to the gateway instead (e.g. systemctl reload gateway)\n",
-            path.display()
-        )
-    })?;
+pub fn reload(path: &Path) -> Result<String, ReloadError> {
+    let addr = config::metrics_address(path)
+        .map_err(ReloadError::Config)?
+        .ok_or_else(|| ReloadError::NoEndpoint(path.to_path_buf()))?;
     let addr = reachable(addr);
-    let (status, body) = post(addr, "/-/reload")
-        .map_err(|e| format!("cannot reach the gateway at {addr} (listen.metrics): {e}\n"))?;
+    let (status, body) =
+        post(addr, "/-/reload").map_err(|source| ReloadError::Unreachable { addr, source })?;
     match status {
         200 => Ok(body),
-        _ => Err(body),
+        _ => Err(ReloadError::Refused(body)),
     }
 }
 

@@ -7,7 +7,7 @@
 //! own addresses is sent, and the connection is closed at once.
 //!
 //! Run by `gateway check`, and by the running gateway at start, after every reload and
-//! every `EVERY` (see `services::ExposureWatch`). A firewall that drops outside traffic
+//! every `EVERY` (see `background::ExposureWatch`). A firewall that drops outside traffic
 //! to the port is not seen from inside: the warning says so.
 
 use std::collections::HashMap;

@@ -32,6 +32,19 @@ const CLIENT_ERRORS: &[&str] = &[
     "failed to acquire reusable stream",
 ];
 
+/// An error and its causes, joined by `: ` (each error's text names what failed; its
+/// cause is its `source`, never repeated in the text).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// Installs the logger. Call once, first thing.
 pub fn init() {
     let inner =

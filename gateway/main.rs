@@ -1,4 +1,6 @@
-//! The `gateway` command: `run` (default), `check`, `reload`, `--version`.
+//! The `gateway` command: `run` (default), `check`, `reload`, `hash-password`,
+//! `--version`. A configuration error exits with 78 (`gateway::exit`), any other
+//! failure with 1.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,6 +8,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use gateway::config;
+use gateway::exit::StartError;
+use gateway::logging::chain;
 
 /// glibc's allocator serialises Pingora's per-request buffers on its arena locks (seen as
 /// futex waits in perf); mimalloc's per-thread heaps do not. See docs/performance.md.
@@ -59,13 +63,13 @@ fn main() -> ExitCode {
 }
 
 fn hash_password() -> ExitCode {
-    match gateway::auth::password::read_and_hash() {
+    match gateway::auth::hash_password::read_and_hash() {
         Ok(hash) => {
             println!("{hash}");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("gateway hash-password: {e}");
+            eprintln!("gateway hash-password: {}", chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -79,12 +83,18 @@ fn run(path: &std::path::Path, upgrade: bool) -> ExitCode {
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
         libc::signal(libc::SIGUSR1, libc::SIG_IGN);
     }
-    let result = config::load(path).and_then(|config| gateway::server::run(path, config, upgrade));
+    let result = config::load(path)
+        .map_err(StartError::Config)
+        .and_then(|config| gateway::server::run(path, config, upgrade));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(errors) => {
+        Err(StartError::Config(errors)) => {
             eprint!("{}", config::render(&errors));
-            ExitCode::FAILURE
+            ExitCode::from(gateway::exit::CONFIG)
+        }
+        Err(e) => {
+            eprintln!("{}: {}", path.display(), chain(&e));
+            e.exit_code()
         }
     }
 }
@@ -95,79 +105,92 @@ fn reload(path: &std::path::Path) -> ExitCode {
             print!("{text}");
             ExitCode::SUCCESS
         }
-        Err(text) => {
-            eprint!("{text}");
-            ExitCode::FAILURE
+        Err(e) => {
+            eprintln!("{}", chain(&e));
+            e.exit_code()
         }
     }
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    let result = config::load(path).and_then(|config| {
-        let default = gateway::tls::default_cert(&config, false)?;
-        let self_signed = config.tls.default_cert.is_none();
-        // A self-signed default is generated on first start: nothing to load before that.
-        let default = (!self_signed || default.cert.exists()).then_some(&default);
-        let store = gateway::tls::CertStore::build(&config, default)?;
-        Ok((config, store.route_certs(), self_signed))
-    });
-    match result {
-        Ok((config, route_certs, self_signed)) => {
-            let listeners = [
-                Some(format!("https {}", config.listen.https)),
-                config.listen.http.map(|a| match config.listen.http_mode {
-                    config::HttpMode::Redirect => format!("http {a}"),
-                    config::HttpMode::Proxy => format!("http {a} (proxy)"),
-                }),
-                config.listen.metrics.map(|a| format!("metrics {a}")),
-            ];
-            let listeners: Vec<String> = listeners.into_iter().flatten().collect();
-            let acme = gateway::acme::Plan::of(&config)
-                .filter(|p| !p.hosts.is_empty())
-                .map(|p| {
-                    format!(
-                        ", ACME for {} ({})",
-                        p.hosts.join(" "),
-                        p.settings.directory
-                    )
-                })
-                .unwrap_or_default();
-            let store = config
-                .limits_store
-                .as_ref()
-                .map(|s| {
-                    format!(
-                        ", limits shared through {} (timeout {}, on_error: {})",
-                        s.shown,
-                        humantime::format_duration(s.timeout),
-                        s.on_error.as_str()
-                    )
-                })
-                .unwrap_or_default();
-            println!(
-                "{}: ok: {} routes, {} route certificates{acme}{store}{}, listeners: {}",
-                path.display(),
-                config.routes.len(),
-                route_certs,
-                if self_signed {
-                    " (default certificate self-signed)"
-                } else {
-                    ""
-                },
-                listeners.join(", ")
-            );
-            // Warnings, not errors: the file is valid, but something in it (or in the
-            // apps' setup) does not do what it seems to.
-            eprint!("{}", config::render(&config.warnings));
-            let addresses = gateway::exposure::local_addresses();
-            for exposed in gateway::exposure::check(&config.upstreams(), &addresses) {
-                eprintln!("{}: warning: {}", path.display(), exposed.warning());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
+    let result = config::load(path)
+        .map_err(StartError::Config)
+        .and_then(|config| {
+            let default = gateway::tls::default_cert(&config, false)?;
+            let self_signed = config.tls.default_cert.is_none();
+            // A self-signed default is generated on first start: nothing to load before that.
+            let default = (!self_signed || default.cert.exists()).then_some(&default);
+            let store = gateway::tls::CertStore::build(&config, default)?;
+            Ok((config, store.route_certs(), self_signed))
+        });
+    let (config, route_certs, self_signed) = match result {
+        Ok(checked) => checked,
+        Err(StartError::Config(errors)) => {
             eprint!("{}", config::render(&errors));
-            ExitCode::FAILURE
+            return ExitCode::from(gateway::exit::CONFIG);
         }
+        Err(e) => {
+            eprintln!("{}: {}", path.display(), chain(&e));
+            return e.exit_code();
+        }
+    };
+    println!(
+        "{}: ok: {} routes, {route_certs} route certificates{}, listeners: {}",
+        path.display(),
+        config.routes.len(),
+        summary(&config, self_signed),
+        listeners(&config).join(", ")
+    );
+    // Warnings, not errors: the file is valid, but something in it (or in the apps'
+    // setup) does not do what it seems to.
+    eprint!("{}", config::render(&config.warnings));
+    let addresses = gateway::exposure::local_addresses();
+    for exposed in gateway::exposure::check(&config.upstreams(), &addresses) {
+        eprintln!("{}: warning: {}", path.display(), exposed.warning());
     }
+    ExitCode::SUCCESS
+}
+
+/// `check`'s words on ACME, the shared limits store and the default certificate.
+fn summary(config: &config::Config, self_signed: bool) -> String {
+    let acme = gateway::acme::Plan::of(config)
+        .filter(|p| !p.hosts.is_empty())
+        .map(|p| {
+            format!(
+                ", ACME for {} ({})",
+                p.hosts.join(" "),
+                p.settings.directory
+            )
+        })
+        .unwrap_or_default();
+    let store = config
+        .limits_store
+        .as_ref()
+        .map(|s| {
+            format!(
+                ", limits shared through {} (timeout {}, on_error: {})",
+                s.shown,
+                humantime::format_duration(s.timeout),
+                s.on_error.as_str()
+            )
+        })
+        .unwrap_or_default();
+    let default = match self_signed {
+        true => " (default certificate self-signed)",
+        false => "",
+    };
+    format!("{acme}{store}{default}")
+}
+
+/// The listeners `check` names.
+fn listeners(config: &config::Config) -> Vec<String> {
+    let listeners = [
+        Some(format!("https {}", config.listen.https)),
+        config.listen.http.map(|a| match config.listen.http_mode {
+            config::HttpMode::Redirect => format!("http {a}"),
+            config::HttpMode::Proxy => format!("http {a} (proxy)"),
+        }),
+        config.listen.metrics.map(|a| format!("metrics {a}")),
+    ];
+    listeners.into_iter().flatten().collect()
 }

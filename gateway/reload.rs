@@ -144,7 +144,14 @@ impl Reloader {
         if !fixed.is_empty() {
             return Err(fixed);
         }
-        let default_cert = tls::default_cert(&config, true)?;
+        // The reload's answer lists problems against the file, this one among them.
+        let default_cert = tls::default_cert(&config, true).map_err(|e| {
+            vec![Diagnostic::new(
+                &config.file,
+                None,
+                crate::logging::chain(&e),
+            )]
+        })?;
         let certs = CertStore::build(&config, Some(&default_cert))?;
         let snapshot = Snapshot::build(
             &config,

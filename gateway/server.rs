@@ -22,14 +22,15 @@ use pingora::services::listening::Service;
 use crate::access_log::{AccessLog, Target};
 use crate::acme::AcmeService;
 use crate::admin::Admin;
-use crate::config::{self, AccessLogTarget, Config, HttpMode};
+use crate::background::{ExposureWatch, LimitSweeper, LogReopener, TicketRotation};
+use crate::config::{AccessLogTarget, Config, HttpMode};
+use crate::exit::StartError;
 use crate::lifecycle::{self, InFlight};
-use crate::listener::{Capped, PerProtocol};
+use crate::listener::{Capped, Counted, PerProtocol};
 use crate::metrics::{Abuse, Metrics};
 use crate::proxy::{Gateway, DOWNSTREAM_KEEPALIVE_SECS};
 use crate::redirect::Redirect;
 use crate::reload::{ReloadService, Reloader};
-use crate::services::{Counted, ExposureWatch, LimitSweeper, LogReopener, TicketRotation};
 use crate::state::{Shared, Snapshot};
 use crate::tls::{self, Acceptor, CertStore, Tls};
 
@@ -76,18 +77,9 @@ struct Parts {
     in_flight: InFlight,
 }
 
-/// A runtime failure at start, reported against the configuration file.
-fn failure(config: &Config, what: &str, e: &dyn std::fmt::Display) -> Vec<config::Diagnostic> {
-    vec![config::Diagnostic::new(
-        &config.file,
-        None,
-        format!("{what}: {e}"),
-    )]
-}
-
 /// Validates certificates, binds the listeners (or, with `upgrade`, takes them over from
 /// the running process) and serves until a signal stops it.
-pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config::Diagnostic>> {
+pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), StartError> {
     for warning in &config.warnings {
         log::warn!("{warning}");
     }
@@ -123,8 +115,7 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
         n => n,
     };
     let mut server = pingora_server(&config, threads, upgrade);
-    let acceptor = Acceptor::build(config.tls.min_version)
-        .map_err(|e| failure(&config, "TLS setup failed", &e))?;
+    let acceptor = Acceptor::build(config.tls.min_version).map_err(StartError::Tls)?;
     add_listeners(&mut server, &config, &parts, &acceptor);
     add_background(&mut server, &parts, acceptor);
     lifecycle::watch(
@@ -148,31 +139,26 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), Vec<config:
 /// The metrics registry (with a metrics listener) and the access log (unless `off`).
 type Sinks = (Option<Arc<Metrics>>, Option<Arc<AccessLog>>);
 
-fn sinks(config: &Config) -> Result<Sinks, Vec<config::Diagnostic>> {
+fn sinks(config: &Config) -> Result<Sinks, StartError> {
     let metrics = match config.listen.metrics {
-        Some(_) => Some(
-            Metrics::new(env!("CARGO_PKG_VERSION")).map_err(|e| failure(config, "metrics", &e))?,
-        ),
+        Some(_) => Some(Metrics::new(env!("CARGO_PKG_VERSION"))?),
         None => None,
     };
     let dropped = metrics.as_ref().map(|m| m.access_log_dropped());
     let access_log = match &config.access_log {
         AccessLogTarget::Off => None,
-        AccessLogTarget::Stdout => Some(
-            AccessLog::start(Target::Stdout, dropped)
-                .map_err(|e| failure(config, "access_log", &e)),
-        ),
+        AccessLogTarget::Stdout => {
+            Some(AccessLog::start(Target::Stdout, dropped).map_err(StartError::AccessLogStdout)?)
+        }
         AccessLogTarget::File(path) => Some(
-            AccessLog::start(Target::File(path.clone()), dropped).map_err(|e| {
-                failure(
-                    config,
-                    &format!("access_log: cannot open {}", path.display()),
-                    &e,
-                )
-            }),
+            AccessLog::start(Target::File(path.clone()), dropped).map_err(|source| {
+                StartError::AccessLogFile {
+                    path: path.clone(),
+                    source,
+                }
+            })?,
         ),
-    }
-    .transpose()?;
+    };
     Ok((metrics, access_log))
 }
 

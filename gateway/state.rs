@@ -168,27 +168,10 @@ impl Snapshot {
         let store = limits_store(config, previous, metrics);
         let store = store.as_ref();
         for route in &config.routes {
-            let old = previous.map(|p| (&p.limiters, &p.failures));
-            let limiter = route.rate_limit.as_ref().map(|settings| {
-                let kept = old.and_then(|(l, _)| l.get(&route.name));
-                kept_or(
-                    kept,
-                    |l| l.same(settings, config.ipv6_prefix, store),
-                    || RateLimiter::new(settings, config.ipv6_prefix, &route.name, store),
-                )
-            });
+            let (limiter, counter) = route_limits(route, config, previous, store);
             if let Some(l) = &limiter {
                 limiters.insert(route.name.clone(), l.clone());
             }
-            let counted = route.access.basic_auth.is_some();
-            let counter = route.auth_failures.filter(|_| counted).map(|settings| {
-                let kept = old.and_then(|(_, f)| f.get(&route.name));
-                kept_or(
-                    kept,
-                    |f| f.same(settings, config.ipv6_prefix, store),
-                    || Failures::new(settings, config.ipv6_prefix, &route.name, store),
-                )
-            });
             if let Some(f) = &counter {
                 failures.insert(route.name.clone(), f.clone());
             }
@@ -255,6 +238,35 @@ impl Snapshot {
     }
 }
 
+/// A route's rate limiter and failed-login counter (Basic logins only), each the
+/// previous configuration's when built from the same settings.
+fn route_limits(
+    route: &Route,
+    config: &Config,
+    previous: Option<&Snapshot>,
+    store: Option<&Arc<LimitsStore>>,
+) -> (Option<Arc<RateLimiter>>, Option<Arc<Failures>>) {
+    let prefix = config.ipv6_prefix;
+    let limiter = route.rate_limit.as_ref().map(|settings| {
+        let kept = previous.and_then(|p| p.limiters.get(&route.name));
+        kept_or(
+            kept,
+            |l| l.same(settings, prefix, store),
+            || RateLimiter::new(settings, prefix, &route.name, store),
+        )
+    });
+    let counted = route.access.basic_auth.is_some();
+    let counter = route.auth_failures.filter(|_| counted).map(|settings| {
+        let kept = previous.and_then(|p| p.failures.get(&route.name));
+        kept_or(
+            kept,
+            |f| f.same(settings, prefix, store),
+            || Failures::new(settings, prefix, &route.name, store),
+        )
+    });
+    (limiter, counter)
+}
+
 /// The shared store of `config`: the previous configuration's while the settings are the
 /// same (its connection lives on), else a new one.
 fn limits_store(
@@ -272,7 +284,8 @@ fn limits_store(
         Err(e) => {
             // The URL was checked when the file was read; this is not expected.
             log::error!(
-                "event=limits_store_unusable error=\"{e}\" note=\"limits kept per replica\""
+                "event=limits_store_unusable error=\"{}\" note=\"limits kept per replica\"",
+                crate::logging::chain(&e)
             );
             None
         }

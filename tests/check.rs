@@ -106,7 +106,7 @@ fn all_errors_are_listed_not_just_the_first() {
 fn an_unreadable_file_has_no_position() {
     let env = Env::new();
     let (status, _, err) = check(&env.path("nope.yaml"));
-    assert!(!status.success());
+    assert_eq!(status.code(), Some(78), "EX_CONFIG");
     assert!(
         err.contains("nope.yaml: cannot read configuration: "),
         "{err}"
@@ -122,10 +122,38 @@ fn run_refuses_a_bad_config_with_the_same_messages() {
         .arg(&path)
         .output()
         .expect("run");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(78), "EX_CONFIG");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(":2:13: defaults.max_body: invalid size \"12Q\""),
+        "{err}"
+    );
+}
+
+/// A start that fails on something other than the file (here the self-signed default
+/// certificate cannot be written) exits with 1, not the configuration's 78: `check`,
+/// which writes nothing, passes the same file.
+#[test]
+fn a_failure_outside_the_config_exits_1() {
+    let env = Env::new();
+    let text = format!(
+        "listen:\n  https: \"127.0.0.1:{}\"\nroutes:\n  - host: a.test\n    upstream: 1\n",
+        env.https
+    );
+    let path = env.write_config(&text);
+    // A directory where the key file goes.
+    std::fs::create_dir_all(env.path("certs/selfsigned.key")).expect("mkdir");
+    let (status, _, err) = check(&path);
+    assert!(status.success(), "{err}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(": default certificate: cannot write ") && err.contains("selfsigned.key"),
         "{err}"
     );
 }

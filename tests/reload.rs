@@ -239,7 +239,7 @@ async fn a_broken_config_changes_nothing_and_says_where() {
             .arg(env.path("routes.yaml"))
             .output()
             .expect("gateway reload");
-        assert!(!cli.status.success());
+        assert_eq!(cli.status.code(), Some(78), "a configuration error");
         assert!(String::from_utf8_lossy(&cli.stderr).contains(expected));
         let resp = c.get(&url).send().await.expect("old route");
         assert_eq!(resp.status(), 200, "the old config still serves");

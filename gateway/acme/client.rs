@@ -3,6 +3,7 @@
 //! `Retry-After` the server sent, which `instant-acme` does not pass on with its errors.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,6 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use instant_acme::{BodyWrapper, BytesResponse, Error, HttpClient};
+use openssl::error::ErrorStack;
 use openssl::ssl::{SslConnector, SslMethod};
 use parking_lot::Mutex;
 
@@ -28,17 +30,33 @@ pub struct AcmeHttp {
     retry_after: Arc<Mutex<Option<Duration>>>,
 }
 
+/// Why the client to the ACME server could not be made.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot set up TLS")]
+    Tls(#[from] ErrorStack),
+    #[error("cannot use ca_bundle {}", .path.display())]
+    CaBundle {
+        path: PathBuf,
+        #[source]
+        source: ErrorStack,
+    },
+}
+
 impl AcmeHttp {
-    pub fn new(settings: &AcmeSettings) -> Result<AcmeHttp, String> {
-        let mut ssl = SslConnector::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
+    pub fn new(settings: &AcmeSettings) -> Result<AcmeHttp, ClientError> {
+        let mut ssl = SslConnector::builder(SslMethod::tls_client())?;
         if let Some(bundle) = &settings.ca_bundle {
             ssl.set_ca_file(bundle)
-                .map_err(|e| format!("cannot use ca_bundle {}: {e}", bundle.display()))?;
+                .map_err(|source| ClientError::CaBundle {
+                    path: bundle.clone(),
+                    source,
+                })?;
         }
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(Duration::from_secs(10)));
-        let https = HttpsConnector::with_connector(http, ssl).map_err(|e| e.to_string())?;
+        let https = HttpsConnector::with_connector(http, ssl)?;
         Ok(AcmeHttp {
             client: Client::builder(TokioExecutor::new()).build(https),
             retry_after: Arc::default(),

@@ -13,7 +13,7 @@ use rustls_pki_types::PrivateKeyDer;
 use tokio::sync::watch;
 
 use super::challenges::Challenges;
-use super::client::AcmeHttp;
+use super::client::{AcmeHttp, ClientError};
 use super::order::{self, Failure, ACCOUNT_GONE};
 use super::schedule::{backoff, jitter, renew_at};
 use super::storage::{self, Stored};
@@ -46,7 +46,7 @@ struct Due {
 /// The state of one `acme` setting: its client, account and hosts.
 struct Runner {
     settings: AcmeSettings,
-    http: Result<AcmeHttp, String>,
+    http: Result<AcmeHttp, ClientError>,
     account: Option<Account>,
     hosts: BTreeMap<String, Due>,
 }
@@ -246,7 +246,10 @@ impl Runner {
         if let (Some(account), false) = (&self.account, again) {
             return Ok(account.clone());
         }
-        let http = self.http.clone().map_err(Failure::new)?;
+        let http = self
+            .http
+            .clone()
+            .map_err(|e| Failure::new(crate::logging::chain(&e)))?;
         let dir = &self.settings.dir;
         let stored = storage::load_account(dir).map_err(|e| Failure::new(e.to_string()))?;
         let builder = Account::builder_with_http(Box::new(http));

@@ -223,7 +223,7 @@ impl Failures {
             let key = limits_store::client_key(prefix, client, None);
             match Box::pin(store.logins_blocked(&key, self.settings.limit)).await {
                 Ok(left) => return left.map(|d| ceil_secs(d).max(1)),
-                Err(()) => match store.on_error() {
+                Err(_) => match store.on_error() {
                     OnStoreError::Local => {}
                     OnStoreError::Allow => return None,
                     OnStoreError::Deny => return Some(1),

@@ -6,7 +6,7 @@
 pub mod basic;
 pub mod failures;
 pub mod forward;
-pub mod password;
+pub mod hash_password;
 pub mod verify;
 
 use std::net::IpAddr;

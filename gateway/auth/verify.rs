@@ -179,14 +179,12 @@ pub fn matches(hash: &PasswordHash, password: &str) -> bool {
 
 /// An argon2id hash of `password` with OWASP's parameters (19 MiB, 2 passes) and a random
 /// salt, for `gateway hash-password`.
-pub fn hash(password: &str) -> Result<String, String> {
+pub fn hash(password: &str) -> Result<String, argon2::password_hash::Error> {
     use argon2::password_hash::{PasswordHasher, SaltString};
-    let salt = SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes())
-        .map_err(|e| format!("cannot make a salt: {e}"))?;
+    let salt = SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes())?;
     argon2::Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| format!("cannot hash: {e}"))
 }
 
 #[cfg(test)]

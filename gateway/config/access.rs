@@ -81,47 +81,9 @@ fn allow(c: &mut Checker, path: &str, v: &Value) -> Option<Vec<IpNet>> {
 
 fn basic_auth(c: &mut Checker, path: &str, raw: RawBasicAuth) -> Option<BasicAuth> {
     let realm = c
-        .value(&format!("{path}.realm"), raw.realm.as_ref(), |v| match v {
-            Value::String(s)
-                if !s.is_empty()
-                    && s.len() <= MAX_REALM
-                    && s.chars().all(|ch| ch.is_ascii_graphic() || ch == ' ')
-                    && !s.contains(['"', '\\']) =>
-            {
-                Ok(s.clone())
-            }
-            _ => Err(format!(
-                "invalid realm {}; expected printable ASCII text without quotes, at most {MAX_REALM} characters",
-                shown(v)
-            )),
-        })
+        .value(&format!("{path}.realm"), raw.realm.as_ref(), parse_realm)
         .unwrap_or_else(|| "restricted".to_string());
-    let mut ok = true;
-    let mut users = Vec::new();
-    for (name, hash) in raw.users.iter().flatten() {
-        let Some(name) = name.as_str().filter(|n| valid_user(n)) else {
-            c.error(
-                &format!("{path}.users"),
-                format!(
-                    "invalid user name {}; expected text without `:` or control characters",
-                    shown(name)
-                ),
-            );
-            ok = false;
-            continue;
-        };
-        let at = format!("{path}.users.{name}");
-        match c.value(&at, Some(hash), |v| match v {
-            Value::String(s) => password_hash(s),
-            _ => Err(format!("expected a password hash, found {}", shown(v))),
-        }) {
-            Some(hash) => users.push(User {
-                name: name.to_string(),
-                hash,
-            }),
-            None => ok = false,
-        }
-    }
+    let (mut users, mut ok) = listed_users(c, path, &raw);
     let htpasswd_at = format!("{path}.htpasswd");
     let htpasswd = match &raw.htpasswd {
         Some(v) => Some(c.file_path(&htpasswd_at, Some(v))?),
@@ -159,6 +121,55 @@ fn basic_auth(c: &mut Checker, path: &str, raw: RawBasicAuth) -> Option<BasicAut
     })
 }
 
+/// `realm`: printable ASCII without quotes (it goes into `WWW-Authenticate` as it is).
+fn parse_realm(v: &Value) -> Result<String, String> {
+    match v {
+        Value::String(s)
+            if !s.is_empty()
+                && s.len() <= MAX_REALM
+                && s.chars().all(|ch| ch.is_ascii_graphic() || ch == ' ')
+                && !s.contains(['"', '\\']) =>
+        {
+            Ok(s.clone())
+        }
+        _ => Err(format!(
+            "invalid realm {}; expected printable ASCII text without quotes, at most {MAX_REALM} characters",
+            shown(v)
+        )),
+    }
+}
+
+/// `users`: each name with its hash; also whether every entry was valid.
+fn listed_users(c: &mut Checker, path: &str, raw: &RawBasicAuth) -> (Vec<User>, bool) {
+    let mut ok = true;
+    let mut users = Vec::new();
+    for (name, hash) in raw.users.iter().flatten() {
+        let Some(name) = name.as_str().filter(|n| valid_user(n)) else {
+            c.error(
+                &format!("{path}.users"),
+                format!(
+                    "invalid user name {}; expected text without `:` or control characters",
+                    shown(name)
+                ),
+            );
+            ok = false;
+            continue;
+        };
+        let at = format!("{path}.users.{name}");
+        match c.value(&at, Some(hash), |v| match v {
+            Value::String(s) => password_hash(s),
+            _ => Err(format!("expected a password hash, found {}", shown(v))),
+        }) {
+            Some(hash) => users.push(User {
+                name: name.to_string(),
+                hash,
+            }),
+            None => ok = false,
+        }
+    }
+    (users, ok)
+}
+
 fn forward_auth(c: &mut Checker, path: &str, raw: RawForwardAuth) -> Option<ForwardAuth> {
     let at = |key: &str| format!("{path}.{key}");
     if raw.url.is_none() {
@@ -170,57 +181,11 @@ fn forward_auth(c: &mut Checker, path: &str, raw: RawForwardAuth) -> Option<Forw
     let url = c.value(&at("url"), raw.url.as_ref(), auth_url);
     let copy_headers = match &raw.copy_headers {
         None => Some(Vec::new()),
-        Some(Value::Sequence(items)) => {
-            let mut names = Vec::new();
-            let mut ok = true;
-            for (i, item) in items.iter().enumerate() {
-                let name = c.value(&format!("{}[{i}]", at("copy_headers")), Some(item), |v| {
-                    v.as_str()
-                        .and_then(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok())
-                        .ok_or_else(|| format!("invalid header name {}", shown(v)))
-                });
-                match name {
-                    Some(n) => names.push(n),
-                    None => ok = false,
-                }
-            }
-            ok.then_some(names)
-        }
-        Some(v) => {
-            c.error(
-                &at("copy_headers"),
-                format!(
-                    "expected a list of header names like [X-Auth-Request-User], found {}",
-                    shown(v)
-                ),
-            );
-            None
-        }
+        Some(v) => copy_headers(c, &at("copy_headers"), v),
     };
-    let sign_in = c.value(&at("sign_in"), raw.sign_in.as_ref(), |v| match v {
-        Value::String(s)
-            if (s.starts_with("https://") || s.starts_with("http://"))
-                && !s.chars().any(|ch| ch.is_control() || ch == ' ') =>
-        {
-            Ok(s.clone())
-        }
-        _ => Err(format!(
-            "invalid sign_in {}; expected an absolute URL, `{{url}}` standing for the request's own (e.g. https://auth.example.com/oauth2/start?rd={{url}})",
-            shown(v)
-        )),
-    });
+    let sign_in = c.value(&at("sign_in"), raw.sign_in.as_ref(), sign_in_url);
     let timeout = c
-        .value(
-            &at("timeout"),
-            raw.timeout.as_ref(),
-            |v| match units::duration(v)? {
-                Some(d) if d <= Duration::from_secs(60) => Ok(d),
-                _ => Err(format!(
-                    "invalid timeout {}; expected a duration up to 60s (it cannot be off)",
-                    shown(v)
-                )),
-            },
-        )
+        .value(&at("timeout"), raw.timeout.as_ref(), auth_timeout)
         .unwrap_or(DEFAULT_AUTH_TIMEOUT);
     if raw.sign_in.is_some() && sign_in.is_none() {
         return None;
@@ -231,6 +196,61 @@ fn forward_auth(c: &mut Checker, path: &str, raw: RawForwardAuth) -> Option<Forw
         sign_in,
         timeout,
     })
+}
+
+/// `copy_headers`: a list of header names.
+fn copy_headers(c: &mut Checker, at: &str, v: &Value) -> Option<Vec<HeaderName>> {
+    let Value::Sequence(items) = v else {
+        c.error(
+            at,
+            format!(
+                "expected a list of header names like [X-Auth-Request-User], found {}",
+                shown(v)
+            ),
+        );
+        return None;
+    };
+    let mut names = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let name = c.value(&format!("{at}[{i}]"), Some(item), |v| {
+            v.as_str()
+                .and_then(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok())
+                .ok_or_else(|| format!("invalid header name {}", shown(v)))
+        });
+        match name {
+            Some(n) => names.push(n),
+            None => ok = false,
+        }
+    }
+    ok.then_some(names)
+}
+
+/// `sign_in`: an absolute URL, where `{url}` stands for the request's own.
+fn sign_in_url(v: &Value) -> Result<String, String> {
+    match v {
+        Value::String(s)
+            if (s.starts_with("https://") || s.starts_with("http://"))
+                && !s.chars().any(|ch| ch.is_control() || ch == ' ') =>
+        {
+            Ok(s.clone())
+        }
+        _ => Err(format!(
+            "invalid sign_in {}; expected an absolute URL, `{{url}}` standing for the request's own (e.g. https://auth.example.com/oauth2/start?rd={{url}})",
+            shown(v)
+        )),
+    }
+}
+
+/// `timeout`: a duration up to 60 s, never off.
+fn auth_timeout(v: &Value) -> Result<Duration, String> {
+    match units::duration(v)? {
+        Some(d) if d <= Duration::from_secs(60) => Ok(d),
+        _ => Err(format!(
+            "invalid timeout {}; expected a duration up to 60s (it cannot be off)",
+            shown(v)
+        )),
+    }
 }
 
 /// `http://127.0.0.1:4180/oauth2/auth` or `https://auth.internal/api/verify`, resolved now.

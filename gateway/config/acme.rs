@@ -62,22 +62,7 @@ pub(super) fn settings(
         .file_path("acme.storage", get("storage"))
         .unwrap_or_else(|| c.base().join(DEFAULT_STORAGE));
     let ca_bundle = c.file_path("acme.ca_bundle", get("ca_bundle"));
-    let first_retry = c
-        .value(
-            "acme.first_retry",
-            get("first_retry"),
-            units::required_duration,
-        )
-        .unwrap_or(DEFAULT_FIRST_RETRY);
-    let max_retry = c
-        .value("acme.max_retry", get("max_retry"), units::required_duration)
-        .unwrap_or(DEFAULT_MAX_RETRY);
-    if first_retry.is_zero() || first_retry > max_retry {
-        c.error(
-            "acme.first_retry",
-            "expected a wait above 0 and not above `max_retry`",
-        );
-    }
+    let (first_retry, max_retry) = retries(c, get("first_retry"), get("max_retry"));
     if let Some(bundle) = &ca_bundle {
         if let Err(e) = check_bundle(bundle) {
             c.error("acme.ca_bundle", e);
@@ -106,6 +91,29 @@ pub(super) fn settings(
         first_retry,
         max_retry,
     };
+    fill_cert_files(routes, &settings);
+    Some(settings)
+}
+
+/// `first_retry` and `max_retry`: the first wait above 0 and not above the longest.
+fn retries(c: &mut Checker, first: Option<&Value>, max: Option<&Value>) -> (Duration, Duration) {
+    let first_retry = c
+        .value("acme.first_retry", first, units::required_duration)
+        .unwrap_or(DEFAULT_FIRST_RETRY);
+    let max_retry = c
+        .value("acme.max_retry", max, units::required_duration)
+        .unwrap_or(DEFAULT_MAX_RETRY);
+    if first_retry.is_zero() || first_retry > max_retry {
+        c.error(
+            "acme.first_retry",
+            "expected a wait above 0 and not above `max_retry`",
+        );
+    }
+    (first_retry, max_retry)
+}
+
+/// Each `tls: acme` route's certificate files: in its host's directory of the storage.
+fn fill_cert_files(routes: &mut [Route], settings: &AcmeSettings) {
     for route in routes.iter_mut().filter(|r| r.acme) {
         let HostPattern::Exact(host) = &route.host else {
             continue; // reported by `route`
@@ -114,7 +122,6 @@ pub(super) fn settings(
             (files.cert, files.key) = AcmeSettings::cert_files(&settings.host_dir(host));
         }
     }
-    Some(settings)
 }
 
 /// `tls: acme` on a wildcard host: HTTP-01 cannot prove a wildcard.

@@ -43,20 +43,21 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
 /// The `listen.metrics` address of the file at `path`, read leniently: a file with
 /// other errors still names its metrics listener (`gateway reload` needs it to ask the
 /// running gateway, which then reports those errors).
-pub fn metrics_address(path: &Path) -> Result<Option<std::net::SocketAddr>, String> {
+pub fn metrics_address(path: &Path) -> Result<Option<std::net::SocketAddr>, Vec<Diagnostic>> {
+    let problem = |message: String| vec![Diagnostic::new(path, None, message)];
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: cannot read configuration: {e}\n", path.display()))?;
+        .map_err(|e| problem(format!("cannot read configuration: {e}")))?;
     // Unparsable YAML names no address: report the file's errors here instead.
     let value: serde_yaml::Value =
         serde_yaml::from_str(&text).map_err(|_| match parse(path, &text) {
-            Err(errors) => render(&errors),
-            Ok(_) => format!("{}: not YAML\n", path.display()),
+            Err(errors) => errors,
+            Ok(_) => problem("not YAML".to_string()),
         })?;
     match value.get("listen").and_then(|l| l.get("metrics")) {
         None => Ok(None),
         Some(v) => units::listen_addr(v)
             .map(Some)
-            .map_err(|e| format!("{}: listen.metrics: {e}\n", path.display())),
+            .map_err(|e| problem(format!("listen.metrics: {e}"))),
     }
 }
 

@@ -57,81 +57,112 @@ pub(super) fn routes(
         };
         // Found on the host and path alone, so that a duplicate is reported even when
         // something else in either route is wrong too.
-        let host = raw_route.host.as_ref().and_then(|v| host_pattern(v).ok());
-        let path = match &raw_route.path {
-            Some(v) => route_path(v).ok(),
-            None => Some("/".to_string()),
-        };
-        let duplicate = match (host, path) {
-            (Some(host), Some(path)) => {
-                let (key, pos) = match path.as_str() {
-                    "/" => (format!("{at}.host"), spans.find(&format!("{at}.host"))),
-                    _ => (format!("{at}.path"), spans.find(&format!("{at}.path"))),
-                };
-                let first = served.insert((host.clone(), path.clone()), pos);
-                if let Some(first) = first {
-                    let first = first
-                        .map(|p| format!(" (first at {p})"))
-                        .unwrap_or_default();
-                    let message = match path.as_str() {
-                        "/" => format!("duplicate host \"{host}\"{first}; expected each host once"),
-                        _ => format!(
-                            "duplicate path \"{path}\" for host \"{host}\"{first}; expected each host and path once"
-                        ),
-                    };
-                    c.error(&key, message);
-                }
-                first.is_some()
-            }
-            _ => false,
-        };
+        let duplicate = served_twice(c, &mut served, &at, &raw_route, spans);
         let Some(r) = route(c, &at, raw_route, inherited) else {
             continue;
         };
-        if duplicate {
+        if duplicate
+            || named_twice(c, &mut names, &at, &r, spans)
+            || certificate_differs(c, &routes, &at, &r)
+        {
             continue;
-        }
-        let name_path = format!("{at}.name");
-        let name_pos = spans.get(&name_path).or(spans.find(&format!("{at}.host")));
-        if let Some(first) = names.insert(r.name.clone(), name_pos) {
-            let first = first
-                .map(|p| format!(" (first at {p})"))
-                .unwrap_or_default();
-            c.error(
-                &name_path,
-                format!(
-                    "duplicate route name {:?}{first}; names label metrics and must be unique",
-                    r.name
-                ),
-            );
-            continue;
-        }
-        if let Some(tls) = &r.tls {
-            let other = routes.iter().find_map(|o| match &o.tls {
-                Some(t)
-                    if o.host == r.host
-                        && (t.cert != tls.cert || t.key != tls.key || o.acme != r.acme) =>
-                {
-                    Some(t)
-                }
-                _ => None,
-            });
-            if let Some(other) = other {
-                c.error(
-                    &format!("{at}.tls"),
-                    format!(
-                        "host \"{}\" is already served the certificate of {}; the routes of one host share one certificate: set `tls` on one of them, or the same files on each",
-                        r.host,
-                        other.path.trim_end_matches(".cert")
-                    ),
-                );
-                continue;
-            }
         }
         routes.push(r);
     }
-
     routes
+}
+
+/// Whether an earlier route already serves this route's host and path (reported).
+fn served_twice(
+    c: &mut Checker,
+    served: &mut HashMap<(HostPattern, String), Option<Pos>>,
+    at: &str,
+    raw: &RawRoute,
+    spans: &Spans,
+) -> bool {
+    let host = raw.host.as_ref().and_then(|v| host_pattern(v).ok());
+    let path = match &raw.path {
+        Some(v) => route_path(v).ok(),
+        None => Some("/".to_string()),
+    };
+    let (Some(host), Some(path)) = (host, path) else {
+        return false;
+    };
+    let key = match path.as_str() {
+        "/" => format!("{at}.host"),
+        _ => format!("{at}.path"),
+    };
+    let pos = spans.find(&key);
+    let Some(first) = served.insert((host.clone(), path.clone()), pos) else {
+        return false;
+    };
+    let first = first_at(first);
+    let message = match path.as_str() {
+        "/" => format!("duplicate host \"{host}\"{first}; expected each host once"),
+        _ => format!(
+            "duplicate path \"{path}\" for host \"{host}\"{first}; expected each host and path once"
+        ),
+    };
+    c.error(&key, message);
+    true
+}
+
+/// Whether an earlier route has this route's name (reported).
+fn named_twice(
+    c: &mut Checker,
+    names: &mut HashMap<String, Option<Pos>>,
+    at: &str,
+    r: &Route,
+    spans: &Spans,
+) -> bool {
+    let name_path = format!("{at}.name");
+    let name_pos = spans.get(&name_path).or(spans.find(&format!("{at}.host")));
+    let Some(first) = names.insert(r.name.clone(), name_pos) else {
+        return false;
+    };
+    c.error(
+        &name_path,
+        format!(
+            "duplicate route name {:?}{}; names label metrics and must be unique",
+            r.name,
+            first_at(first)
+        ),
+    );
+    true
+}
+
+/// Whether an earlier route of the same host names another certificate (reported).
+fn certificate_differs(c: &mut Checker, routes: &[Route], at: &str, r: &Route) -> bool {
+    let Some(tls) = &r.tls else {
+        return false;
+    };
+    let other = routes.iter().find_map(|o| match &o.tls {
+        Some(t)
+            if o.host == r.host && (t.cert != tls.cert || t.key != tls.key || o.acme != r.acme) =>
+        {
+            Some(t)
+        }
+        _ => None,
+    });
+    let Some(other) = other else {
+        return false;
+    };
+    c.error(
+        &format!("{at}.tls"),
+        format!(
+            "host \"{}\" is already served the certificate of {}; the routes of one host share one certificate: set `tls` on one of them, or the same files on each",
+            r.host,
+            other.path.trim_end_matches(".cert")
+        ),
+    );
+    true
+}
+
+/// ` (first at FILE:LINE:COL)`, when the first place is known.
+fn first_at(first: Option<Pos>) -> String {
+    first
+        .map(|p| format!(" (first at {p})"))
+        .unwrap_or_default()
 }
 
 pub(super) fn defaults(c: &mut Checker, raw: RawDefaults) -> Inherited {
@@ -193,33 +224,9 @@ pub(super) fn defaults(c: &mut Checker, raw: RawDefaults) -> Inherited {
 
 fn route(c: &mut Checker, path: &str, mut raw: RawRoute, inherited: &Inherited) -> Option<Route> {
     let at = |key: &str| format!("{path}.{key}");
-    if raw.host.is_none() {
-        c.error(
-            path,
-            "missing `host`; expected e.g. host: voice.example.com",
-        );
-    }
-    if raw.upstream.is_none() {
-        c.error(
-            path,
-            "missing `upstream`; expected e.g. upstream: 127.0.0.1:7860",
-        );
-    }
+    required(c, path, &raw);
     let host = c.value(&at("host"), raw.host.as_ref(), host_pattern);
-    let prefix = c.value(&at("path"), raw.path.as_ref(), route_path);
-    let strip_prefix = c
-        .value(&at("strip_prefix"), raw.strip_prefix.as_ref(), units::flag)
-        .unwrap_or(false);
-    let nothing_to_strip = match &raw.path {
-        None => true,
-        Some(_) => prefix.as_deref() == Some("/"),
-    };
-    if strip_prefix && nothing_to_strip {
-        c.error(
-            &at("strip_prefix"),
-            "strip_prefix needs a `path` to strip; expected e.g. path: /voice/",
-        );
-    }
+    let (prefix, strip_prefix) = prefix(c, path, &raw);
     let upstreams = raw
         .upstream
         .as_ref()
@@ -227,21 +234,7 @@ fn route(c: &mut Checker, path: &str, mut raw: RawRoute, inherited: &Inherited) 
     let pool = pool::settings(c, path, &raw, upstreams.as_ref().map_or(0, Vec::len));
     let name = c.value(&at("name"), raw.name.as_ref(), route_name);
     let max_body = c.value(&at("max_body"), raw.max_body.as_ref(), units::size);
-    let connect_timeout = c.value(
-        &at("connect_timeout"),
-        raw.connect_timeout.as_ref(),
-        units::duration,
-    );
-    let read_timeout = c.value(
-        &at("read_timeout"),
-        raw.read_timeout.as_ref(),
-        units::duration,
-    );
-    let write_timeout = c.value(
-        &at("write_timeout"),
-        raw.write_timeout.as_ref(),
-        units::duration,
-    );
+    let [connect_timeout, read_timeout, write_timeout] = timeouts(c, path, &raw, inherited);
     let rate_limit = match &raw.rate_limit {
         Some(v) => limits::rate_limit(c, &at("rate_limit"), v),
         None => Some(inherited.rate_limit.clone()),
@@ -260,10 +253,7 @@ fn route(c: &mut Checker, path: &str, mut raw: RawRoute, inherited: &Inherited) 
         Some(v) => route_tls(c, &at("tls"), v, host.as_ref()),
     };
     let host = host?;
-    let path = match &raw.path {
-        None => "/".to_string(),
-        Some(_) => prefix?,
-    };
+    let path = prefix?;
     Some(Route {
         name: name.unwrap_or_else(|| match path.as_str() {
             "/" => host.to_string(),
@@ -275,15 +265,79 @@ fn route(c: &mut Checker, path: &str, mut raw: RawRoute, inherited: &Inherited) 
         upstreams: upstreams?,
         pool: pool?,
         max_body: max_body.unwrap_or(inherited.max_body),
-        connect_timeout: connect_timeout.unwrap_or(inherited.connect_timeout),
-        read_timeout: read_timeout.unwrap_or(inherited.read_timeout),
-        write_timeout: write_timeout.unwrap_or(inherited.write_timeout),
+        connect_timeout,
+        read_timeout,
+        write_timeout,
         headers,
         tls,
         acme,
         rate_limit: rate_limit?,
         access: access?,
         auth_failures: auth_failures?,
+    })
+}
+
+/// `host` and `upstream`, which every route needs.
+fn required(c: &mut Checker, path: &str, raw: &RawRoute) {
+    if raw.host.is_none() {
+        c.error(
+            path,
+            "missing `host`; expected e.g. host: voice.example.com",
+        );
+    }
+    if raw.upstream.is_none() {
+        c.error(
+            path,
+            "missing `upstream`; expected e.g. upstream: 127.0.0.1:7860",
+        );
+    }
+}
+
+/// `path` (`/` when absent; `None` when invalid) and `strip_prefix`, which needs a path
+/// other than `/`.
+fn prefix(c: &mut Checker, path: &str, raw: &RawRoute) -> (Option<String>, bool) {
+    let at = |key: &str| format!("{path}.{key}");
+    let prefix = match &raw.path {
+        None => Some("/".to_string()),
+        Some(v) => c.value(&at("path"), Some(v), route_path),
+    };
+    let strip_prefix = c
+        .value(&at("strip_prefix"), raw.strip_prefix.as_ref(), units::flag)
+        .unwrap_or(false);
+    let nothing_to_strip = match &raw.path {
+        None => true,
+        Some(_) => prefix.as_deref() == Some("/"),
+    };
+    if strip_prefix && nothing_to_strip {
+        c.error(
+            &at("strip_prefix"),
+            "strip_prefix needs a `path` to strip; expected e.g. path: /voice/",
+        );
+    }
+    (prefix, strip_prefix)
+}
+
+/// `connect_timeout`, `read_timeout` and `write_timeout`, each the inherited one unless
+/// set (or invalid, which is reported).
+fn timeouts(
+    c: &mut Checker,
+    path: &str,
+    raw: &RawRoute,
+    inherited: &Inherited,
+) -> [Option<Duration>; 3] {
+    let keys = [
+        (
+            "connect_timeout",
+            &raw.connect_timeout,
+            inherited.connect_timeout,
+        ),
+        ("read_timeout", &raw.read_timeout, inherited.read_timeout),
+        ("write_timeout", &raw.write_timeout, inherited.write_timeout),
+    ];
+    keys.map(|(key, value, inherited)| {
+        let at = format!("{path}.{key}");
+        c.value(&at, value.as_ref(), units::duration)
+            .unwrap_or(inherited)
     })
 }
 

@@ -11,7 +11,7 @@ use super::connections;
 use super::error::Diagnostic;
 use super::limits;
 use super::model::*;
-use super::raw::RawConfig;
+use super::raw::{RawConfig, RawTls};
 use super::route;
 use super::span::Spans;
 use super::store;
@@ -22,13 +22,7 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
     let mut c = Checker::new(file, spans);
 
     let listen = listen(&mut c, raw.listen.unwrap_or_default());
-    let raw_tls = raw.tls.unwrap_or_default();
-    let tls = Tls {
-        default_cert: c.cert_pair("tls", raw_tls.cert.as_ref(), raw_tls.key.as_ref()),
-        min_version: c
-            .value("tls.min_version", raw_tls.min_version.as_ref(), tls_version)
-            .unwrap_or(TlsVersion::V1_2),
-    };
+    let tls = tls(&mut c, raw.tls.unwrap_or_default());
     let shutdown_timeout = c
         .value(
             "shutdown_timeout",
@@ -49,14 +43,7 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
         .unwrap_or(0);
     let acme_webroot = c.file_path("acme_webroot", raw.acme_webroot.as_ref());
     let trusted_proxies = limits::trusted_proxies(&mut c, raw.trusted_proxies.as_ref());
-    let access_log = match raw.access_log.as_ref() {
-        None => AccessLogTarget::Stdout,
-        Some(v) if units::is_off(v) => AccessLogTarget::Off,
-        Some(Value::String(s)) if s.trim() == "stdout" => AccessLogTarget::Stdout,
-        v => c
-            .file_path("access_log", v)
-            .map_or(AccessLogTarget::Stdout, AccessLogTarget::File),
-    };
+    let access_log = access_log(&mut c, raw.access_log.as_ref());
     let raw_limits = raw.limits.unwrap_or_default();
     let conn_limits = connections::conn_limits(&mut c, &raw_limits);
     let (head_limits, body_deadline, ipv6_prefix) = limits::limits(&mut c, raw_limits);
@@ -92,6 +79,28 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
         })
     } else {
         Err(c.errors)
+    }
+}
+
+/// `tls`: the default certificate (else a self-signed one) and the lowest version.
+fn tls(c: &mut Checker, raw: RawTls) -> Tls {
+    Tls {
+        default_cert: c.cert_pair("tls", raw.cert.as_ref(), raw.key.as_ref()),
+        min_version: c
+            .value("tls.min_version", raw.min_version.as_ref(), tls_version)
+            .unwrap_or(TlsVersion::V1_2),
+    }
+}
+
+/// `access_log`: `stdout` (the default), `off`, or a file.
+fn access_log(c: &mut Checker, v: Option<&Value>) -> AccessLogTarget {
+    match v {
+        None => AccessLogTarget::Stdout,
+        Some(v) if units::is_off(v) => AccessLogTarget::Off,
+        Some(Value::String(s)) if s.trim() == "stdout" => AccessLogTarget::Stdout,
+        v => c
+            .file_path("access_log", v)
+            .map_or(AccessLogTarget::Stdout, AccessLogTarget::File),
     }
 }
 

@@ -5,7 +5,7 @@
 //!
 //! Body limits need no state: `ActiveRoute::max_body` is compared by the proxy phases.
 
-mod store;
+mod bounded;
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
@@ -20,7 +20,7 @@ use http::{HeaderName, HeaderValue};
 
 use crate::config::{OnStoreError, RateKey, RateLimit};
 use crate::limits_store::{self, Bucket, LimitsStore};
-use store::BoundedStore;
+use bounded::BoundedStore;
 
 /// Most client keys one route remembers (about 10 MB at most, measured; see docs/configuration.md).
 pub const MAX_KEYS_PER_ROUTE: usize = 100_000;
@@ -145,7 +145,7 @@ impl RateLimiter {
                         retry_after: ceil_secs(wait).max(1),
                     })
                 }
-                Err(()) => match store.on_error() {
+                Err(_) => match store.on_error() {
                     OnStoreError::Local => {}
                     OnStoreError::Allow => return None,
                     OnStoreError::Deny => return Some(Verdict::Limited { retry_after: 1 }),

@@ -78,13 +78,26 @@ impl std::fmt::Debug for LimitsStore {
     }
 }
 
+/// The settings could not make a client (the URL was checked when the file was read,
+/// so this is not expected).
+#[derive(Debug, thiserror::Error)]
+#[error("limits_store.redis {store}")]
+pub struct SetupError {
+    store: String,
+    #[source]
+    source: redis::RedisError,
+}
+
 impl LimitsStore {
     /// The store of `settings` (validated by `config`); nothing is connected yet.
     pub fn new(
         settings: &LimitsStoreSettings,
         metrics: Option<&Metrics>,
-    ) -> Result<LimitsStore, String> {
-        let fail = |e: redis::RedisError| format!("limits_store.redis {}: {e}", settings.shown);
+    ) -> Result<LimitsStore, SetupError> {
+        let fail = |source| SetupError {
+            store: settings.shown.clone(),
+            source,
+        };
         let mut info = settings.url.as_str().into_connection_info().map_err(fail)?;
         if let Some(password) = &settings.password {
             let redis = info.redis_settings().clone().set_password(password);
@@ -116,7 +129,12 @@ impl LimitsStore {
 
     /// One request against the GCRA bucket `key`: one request comes back every
     /// `interval`, up to `burst`.
-    pub async fn gcra(&self, key: &[u8], interval: Duration, burst: u32) -> Result<Bucket, ()> {
+    pub async fn gcra(
+        &self,
+        key: &[u8],
+        interval: Duration,
+        burst: u32,
+    ) -> Result<Bucket, StoreError> {
         let interval_us = (interval.as_micros() as u64).max(1);
         let reply = self
             .call(&self.gcra, key, [interval_us, u64::from(burst)])
@@ -135,7 +153,11 @@ impl LimitsStore {
 
     /// How long the client counted at `key` stays blocked, when it has `limit` failed
     /// logins or more in its window.
-    pub async fn logins_blocked(&self, key: &[u8], limit: u32) -> Result<Option<Duration>, ()> {
+    pub async fn logins_blocked(
+        &self,
+        key: &[u8],
+        limit: u32,
+    ) -> Result<Option<Duration>, StoreError> {
         let reply = self
             .call(&self.logins_blocked, key, [u64::from(limit), 0])
             .await?;
@@ -144,7 +166,7 @@ impl LimitsStore {
     }
 
     /// Counts one failed login at `key`; its window of `per` opens with the first.
-    pub async fn login_failed(&self, key: &[u8], per: Duration) -> Result<(), ()> {
+    pub async fn login_failed(&self, key: &[u8], per: Duration) -> Result<(), StoreError> {
         let per_ms = (per.as_millis() as u64).max(1);
         self.call(&self.login_failed, key, [per_ms, 0]).await?;
         Ok(())
@@ -152,11 +174,11 @@ impl LimitsStore {
 
     /// Runs `script` on `key` with `args` within the timeout. Every failure is counted
     /// and logged (once per outage) here; callers only pick the fallback.
-    async fn call(&self, script: &Script, key: &[u8], args: [u64; 2]) -> Result<Value, ()> {
+    async fn call(&self, script: &Script, key: &[u8], args: [u64; 2]) -> Result<Value, StoreError> {
         let attempt = self.breaker.may_try();
         if attempt == Attempt::Skip {
             self.count(StoreError::Backoff);
-            return Err(());
+            return Err(StoreError::Backoff);
         }
         let Some(mut connection) = self.connection() else {
             self.failed(
@@ -164,7 +186,7 @@ impl LimitsStore {
                 StoreError::Connection,
                 "no connection could be set up",
             );
-            return Err(());
+            return Err(StoreError::Connection);
         };
         let run = eval(&mut connection, script, key, args);
         match tokio::time::timeout(self.timeout, run).await {
@@ -186,11 +208,11 @@ impl LimitsStore {
                     _ => StoreError::Connection,
                 };
                 self.failed(attempt, kind, &e.to_string());
-                Err(())
+                Err(kind)
             }
             Err(_) => {
                 self.failed(attempt, StoreError::Timeout, "no answer in time");
-                Err(())
+                Err(StoreError::Timeout)
             }
         }
     }
@@ -247,8 +269,9 @@ impl LimitsStore {
         }
     }
 
-    fn bad_reply(&self) {
+    fn bad_reply(&self) -> StoreError {
         self.count(StoreError::Response);
+        StoreError::Response
     }
 
     fn count(&self, kind: StoreError) {

@@ -3,17 +3,22 @@
 
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
-/// Why a call to the shared store gave no answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a call to the shared store gave no answer: the error of `limits_store`'s calls,
+/// and the `kind` label it is counted under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// No answer within `limits_store.timeout`.
+    #[error("no answer within limits_store.timeout")]
     Timeout,
     /// The server could not be reached, or the connection was lost.
+    #[error("the store could not be reached")]
     Connection,
     /// The server answered with an error (out of memory, wrong password, ...).
+    #[error("the store answered with an error")]
     Response,
     /// Not asked: the server failed moments ago and is being retried by one request
     /// at a time (see `limits_store::breaker`).
+    #[error("the store is in backoff after a failure")]
     Backoff,
 }
 

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::replica::Replica;
 use super::sticky::Placement;
@@ -16,6 +17,39 @@ pub(super) enum Choice {
     Down,
 }
 
+/// Which replicas a request may use now, and the claim on a down one due a trial.
+struct Usable<'a> {
+    pool: &'a Pool,
+    exclude: Option<&'a Arc<Replica>>,
+    retry: Option<Duration>,
+    /// The only replica of a pool without active checks is always tried (nginx does the
+    /// same): one failed connect must not turn the next seconds into 503s for a route
+    /// with nowhere else to go. Its state is still logged and exported.
+    always: bool,
+}
+
+impl Usable<'_> {
+    fn replica(&self, i: usize) -> &Arc<Replica> {
+        &self.pool.members[i].replica
+    }
+
+    /// Up (or due a trial, or the pool's only one), and not the one excluded.
+    fn usable(&self, i: usize) -> bool {
+        let r = self.replica(i);
+        self.exclude.is_none_or(|x| !Arc::ptr_eq(x, r))
+            && (r.serving()
+                || (self.always && !r.retired())
+                || (self.retry.is_some() && r.trial_due()))
+    }
+
+    /// A down replica due a trial is used by one request only: claim it, or look again
+    /// without it.
+    fn claim(&self, i: usize) -> bool {
+        let r = self.replica(i);
+        r.serving() || self.always || self.retry.is_some_and(|retry| r.claim_trial(retry))
+    }
+}
+
 impl Pool {
     /// The replica for `placement` among those up (or due a trial), other than
     /// `exclude`, with `room`.
@@ -26,55 +60,50 @@ impl Pool {
         room: impl Fn(&Replica) -> bool,
     ) -> Choice {
         let retry = self.passive_retry();
-        // The only replica of a pool without active checks is always tried (nginx does
-        // the same): one failed connect must not turn the next seconds into 503s for a
-        // route with nowhere else to go. Its state is still logged and exported.
-        let always = retry.is_some() && self.members.len() == 1;
-        let usable = |i: usize| {
-            let r = &self.members[i].replica;
-            exclude.is_none_or(|x| !Arc::ptr_eq(x, r))
-                && (r.serving() || (always && !r.retired()) || (retry.is_some() && r.trial_due()))
-        };
-        // A down replica due a trial is used by one request only: claim it, or look
-        // again without it.
-        let claim = |i: usize| {
-            let r = &self.members[i].replica;
-            r.serving() || always || retry.is_some_and(|retry| r.claim_trial(retry))
+        let can = Usable {
+            pool: self,
+            exclude,
+            retry,
+            always: retry.is_some() && self.members.len() == 1,
         };
         let pinned = match placement {
-            Placement::Cookie(i) => Some(*i).filter(|&i| usable(i)),
+            Placement::Cookie(i) => Some(*i).filter(|&i| can.usable(i)),
             Placement::Address(ip) => self
                 .sticky
                 .as_ref()
-                .and_then(|s| s.by_address(*ip).find(|&i| usable(i))),
+                .and_then(|s| s.by_address(*ip).find(|&i| can.usable(i))),
             Placement::Balance => None,
         };
         if let Some(i) = pinned {
             if !room(&self.members[i].replica) {
                 return Choice::Wait(Some(i));
             }
-            if claim(i) {
+            if can.claim(i) {
                 return Choice::Use(i);
             }
         }
-        let n = self.members.len();
-        if n == 1 {
+        if self.members.len() == 1 {
             // A pool of one (most routes): no turn to take.
-            return match (usable(0), room(&self.members[0].replica)) {
+            return match (can.usable(0), room(&self.members[0].replica)) {
                 (false, _) => Choice::Down,
                 (true, false) => Choice::Wait(None),
-                (true, true) if claim(0) => Choice::Use(0),
+                (true, true) if can.claim(0) => Choice::Use(0),
                 (true, true) => Choice::Down,
             };
         }
+        self.by_balance(&can, room)
+    }
+
+    /// By `balance`, from the next replica's turn on.
+    fn by_balance(&self, can: &Usable, room: impl Fn(&Replica) -> bool) -> Choice {
+        let n = self.members.len();
         let start = self.turn.fetch_add(1, Ordering::Relaxed);
         // Each failed claim moves that replica's trial on, so it is not chosen again.
         for _ in 0..=n {
             let mut any_usable = false;
             let mut best: Option<(usize, i64)> = None;
-            for k in 0..n {
-                let i = (start + k) % n;
-                if !usable(i) {
+            for i in (0..n).map(|k| (start + k) % n) {
+                if !can.usable(i) {
                     continue;
                 }
                 any_usable = true;
@@ -94,7 +123,7 @@ impl Pool {
                 }
             }
             match best {
-                Some((i, _)) if claim(i) => return Choice::Use(i),
+                Some((i, _)) if can.claim(i) => return Choice::Use(i),
                 Some(_) => continue,
                 None if any_usable => return Choice::Wait(None),
                 None => return Choice::Down,

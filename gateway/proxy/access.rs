@@ -48,7 +48,7 @@ pub async fn check(
     ctx: &mut RequestCtx,
     route: &ActiveRoute,
     shared: &Shared,
-    reply: Reply<'_>,
+    reply: &Reply<'_>,
 ) -> Result<Step> {
     let Some(access) = &route.access else {
         return Ok(Step::Next);
@@ -92,7 +92,7 @@ async fn checks(
     client: IpAddr,
     https: bool,
     shared: &Shared,
-    reply: Reply<'_>,
+    reply: &Reply<'_>,
 ) -> Result<Checked> {
     if !access.allows(client) {
         let detail = format!("Your address may not use {}.", route.name);
@@ -157,7 +157,7 @@ async fn answer_sign_on(
     session: &mut Session,
     route: &ActiveRoute,
     verdict: Verdict,
-    reply: Reply<'_>,
+    reply: &Reply<'_>,
 ) -> Result<std::result::Result<Vec<(HeaderName, HeaderValue)>, Reject>> {
     let reason = match verdict {
         Verdict::Allow(vouched) => return Ok(Ok(vouched)),
@@ -193,7 +193,11 @@ async fn answer_sign_on(
 }
 
 /// 429: the client has used up its failed logins.
-async fn too_many_failures(session: &mut Session, retry: u64, reply: Reply<'_>) -> Result<Checked> {
+async fn too_many_failures(
+    session: &mut Session,
+    retry: u64,
+    reply: &Reply<'_>,
+) -> Result<Checked> {
     let detail = format!("Too many failed logins. Try again in {retry} s.");
     let extra = [(header::RETRY_AFTER, HeaderValue::from(retry))];
     reply.page(session, 429, &detail, &extra).await?;
@@ -207,7 +211,7 @@ async fn sign_on(
     client: IpAddr,
     https: bool,
     shared: &Shared,
-    reply: Reply<'_>,
+    reply: &Reply<'_>,
 ) -> Result<Verdict> {
     let Some(forward) = &access.forward else {
         return Ok(Verdict::Unavailable("no service".into()));

@@ -3,6 +3,7 @@
 //! chunked body read before any upstream connection, and the head deadline's clock.
 //! A refused request is answered with a short page and its connection closed.
 
+use arc_swap::ArcSwap;
 use http::header;
 use log::error;
 use pingora::proxy::Session;
@@ -14,6 +15,10 @@ use super::step::Step;
 use crate::admission::{Admission, Fault};
 use crate::deadline;
 use crate::tls::{CertStore, Served};
+
+/// Idle time allowed between requests on a client's keep-alive connection (nginx: 75 s),
+/// HTTP/1.1 and HTTP/2. Pingora's default keeps idle connections forever.
+pub const DOWNSTREAM_KEEPALIVE_SECS: u64 = 75;
 
 /// Pingora's retry buffer, which keeps what is read of a body before the app is
 /// connected: reads stop while one more could overflow it.
@@ -35,7 +40,7 @@ pub fn serve_pipelined(session: &mut Session) {
 /// request (Pingora's default keeps it forever).
 pub fn keep_alive(session: &mut Session) {
     if session.get_keepalive().is_some() {
-        session.set_keepalive(Some(super::DOWNSTREAM_KEEPALIVE_SECS));
+        session.set_keepalive(Some(DOWNSTREAM_KEEPALIVE_SECS));
     }
 }
 
@@ -48,7 +53,7 @@ pub fn request_over(session: &Session) {
 pub async fn check_head(
     session: &mut Session,
     admission: &Admission,
-    reply: Reply<'_>,
+    reply: &Reply<'_>,
 ) -> Result<Step> {
     let raw = session
         .as_downstream()
@@ -63,17 +68,21 @@ pub async fn check_head(
 /// 421 when the request's host is not one the connection's certificate was chosen for:
 /// another SNI name, served by another certificate (domain fronting from one app to
 /// another). Hosts sharing the certificate pass, as browsers coalesce their connections.
-pub async fn check_sni(session: &mut Session, certs: &CertStore, reply: Reply<'_>) -> Result<Step> {
+pub async fn check_sni(
+    session: &mut Session,
+    certs: &ArcSwap<CertStore>,
+    reply: &Reply<'_>,
+) -> Result<Step> {
     let host = client_host(session.req_header()).unwrap_or_default();
     let served = session
         .digest()
         .and_then(|d| d.ssl_digest.as_ref())
         .and_then(|ssl| ssl.extension.get::<Served>());
-    match served {
-        Some(served) if !served.covers(host, certs) => {
-            reject(session, Fault::Misdirected, reply).await
-        }
-        _ => Ok(Step::Next),
+    // The certificates are looked at, not held while the answer is written.
+    let misdirected = served.is_some_and(|served| !served.covers(host, &certs.load()));
+    match misdirected {
+        true => reject(session, Fault::Misdirected, reply).await,
+        false => Ok(Step::Next),
     }
 }
 
@@ -87,7 +96,7 @@ pub async fn check_sni(session: &mut Session, certs: &CertStore, reply: Reply<'_
 ///
 /// Skipped for `Expect: 100-continue`: such a client waits for the app's 100 before it
 /// sends any chunk.
-pub async fn read_first_chunk(session: &mut Session, reply: Reply<'_>) -> Result<Step> {
+pub async fn read_first_chunk(session: &mut Session, reply: &Reply<'_>) -> Result<Step> {
     match first_chunk(session).await {
         Ok(()) => Ok(Step::Next),
         Err(fault) => reject(session, fault, reply).await,
@@ -139,7 +148,7 @@ async fn first_chunk(session: &mut Session) -> std::result::Result<(), Fault> {
 
 /// Answers a request rejected at the door and closes its connection: after bad framing
 /// nothing else on it can be trusted.
-pub async fn reject(session: &mut Session, fault: Fault, reply: Reply<'_>) -> Result<Step> {
+pub async fn reject(session: &mut Session, fault: Fault, reply: &Reply<'_>) -> Result<Step> {
     session.set_keepalive(None);
     reply
         .page(session, fault.status(), fault.detail(), &[])

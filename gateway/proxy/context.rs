@@ -46,6 +46,8 @@ pub struct RequestCtx {
     pub(super) send_timeout: Option<std::time::Duration>,
     /// The watch on the request body while it goes to the app (`conn::upload`).
     pub(super) upload: Option<UploadWatch>,
+    /// The request is a WebSocket upgrade, for `upgrade::tunnel` (`upgrade::screen`).
+    pub(super) websocket: bool,
     /// The client reset this HTTP/2 stream before the request went to the app.
     pub(super) reset_early: bool,
     /// The series this request is counted in (its route's, or `_unmatched`).
@@ -89,6 +91,7 @@ impl RequestCtx {
             body_deadline: BodyDeadline::default(),
             send_timeout: None,
             upload: None,
+            websocket: false,
             reset_early: false,
             metrics: None,
             reason: None,

@@ -30,7 +30,8 @@ pub async fn answer(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> F
         if let Some(route) = upstream::all_down(ctx).filter(|_| code == 502 || code == 504) {
             // The connect failed and no replica is left: the app is starting or down.
             code = 503;
-            let down = upstream::unavailable(session, &route, Unavailable::Down, ctx.reply());
+            let reply = ctx.reply();
+            let down = upstream::unavailable(session, &route, Unavailable::Down, &reply);
             if let Err(e) = down.await {
                 debug!("event=error_page_failed error={e}");
             }

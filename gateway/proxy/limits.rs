@@ -67,7 +67,7 @@ pub async fn discard_body(session: &mut Session) {
 pub async fn declared_body(
     session: &mut Session,
     route: &ActiveRoute,
-    reply: Reply<'_>,
+    reply: &Reply<'_>,
 ) -> Result<Step> {
     let (Some(max), Some(len)) = (route.max_body, content_length(session)) else {
         return Ok(Step::Next);
@@ -87,7 +87,7 @@ pub async fn rate(
     session: &mut Session,
     ctx: &mut RequestCtx,
     route: &ActiveRoute,
-    reply: Reply<'_>,
+    reply: &Reply<'_>,
 ) -> Result<Step> {
     let Some(limiter) = &route.rate_limit else {
         return Ok(Step::Next);

@@ -58,15 +58,12 @@ use crate::conn::{self, h2};
 use crate::lifecycle::InFlight;
 use crate::metrics::Reject;
 use crate::state::{Shared, Snapshot};
+pub use admission::DOWNSTREAM_KEEPALIVE_SECS;
 use context::GaugeGuard;
 pub use context::RequestCtx;
 use page::Reply;
 use routing::Routed;
 use step::Step;
-
-/// Idle time allowed between requests on a client's keep-alive connection (nginx: 75 s),
-/// HTTP/1.1 and HTTP/2. Pingora's default keeps idle connections forever.
-pub const DOWNSTREAM_KEEPALIVE_SECS: u64 = 75;
 
 /// The proxy service: of the HTTPS listener, and of the plain-HTTP one in `http_mode:
 /// proxy`.
@@ -80,61 +77,17 @@ pub struct Gateway {
 }
 
 /// Runs one check of the request phase (a `Result<Step>`): when it answered the client,
-/// the phase ends there.
+/// the reason is recorded and the phase ends there.
 macro_rules! check {
-    ($step:expr) => {
-        if let answered @ Step::Answered(_) = $step? {
-            return Ok(answered);
+    ($ctx:expr, $step:expr) => {
+        if let Step::Answered(reason) = $step? {
+            $ctx.reason = reason;
+            return Ok(true);
         }
     };
 }
 
 impl Gateway {
-    /// The request phase's checks, in order (the diagram above).
-    async fn admit(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        snapshot: &Snapshot,
-    ) -> Result<Step> {
-        let request_id = forwarded::request_id(session.req_header());
-        let routed = self.identify(session, ctx, snapshot, &request_id);
-        let route = routed.route().cloned();
-        let headers = match &route {
-            Some(route) => &route.headers[..],
-            None => snapshot.default_headers(ctx.https),
-        };
-        let reply = Reply::new(headers, Some(&request_id));
-        conn::pace_h2(session, snapshot.send_timeout, 0);
-        check!(admission::check_head(session, &snapshot.admission, reply).await);
-        let underscores = snapshot.admission.underscores_in_headers();
-        forwarded::strip_claims(session.req_header_mut(), underscores);
-        if !self.tls {
-            check!(routing::challenge(session, &self.shared, snapshot, reply).await);
-        }
-        let Some(route) = &route else {
-            return routing::answer(session, &routed, reply).await;
-        };
-        ctx.route = Some(route.clone());
-        check!(admission::check_sni(session, &self.shared.certs.load(), reply).await);
-        check!(routing::answer(session, &routed, reply).await); // `/voice`: 301 to `/voice/`
-        check!(access::check(session, ctx, route, &self.shared, reply).await);
-        limits::body_deadline(session, &ctx.body_deadline);
-        check!(limits::declared_body(session, route, reply).await);
-        check!(limits::rate(session, ctx, route, reply).await);
-        let websocket = match upgrade::screen(session) {
-            Ok(websocket) => websocket,
-            Err(fault) => return admission::reject(session, fault, reply).await,
-        };
-        check!(admission::read_first_chunk(session, reply).await);
-        check!(upstream::place(session, ctx, route, reply).await);
-        if websocket {
-            upgrade::tunnel(self.shared.connector(), session, ctx).await?;
-            return Ok(Step::Answered(None));
-        }
-        Ok(Step::Next)
-    }
-
     /// Who the request is from and where it goes: the client's address and scheme, the
     /// request id, the configuration's deadlines, and the route it is counted under.
     fn identify(
@@ -171,26 +124,67 @@ impl ProxyHttp for Gateway {
         RequestCtx::new(self.tls, self.in_flight.enter())
     }
 
+    /// The request's checks, in order (the diagram above); the first that answers the
+    /// client ends the phase.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         admission::head_read(session);
         admission::serve_pipelined(session);
         admission::keep_alive(session);
         let snapshot = self.shared.snapshot.load_full();
-        let step = self.admit(session, ctx, &snapshot).await;
-        if ctx.route.is_none() {
-            ctx.unrouted = Some(snapshot);
-        }
-        match step? {
-            Step::Answered(reason) => {
-                ctx.reason = reason;
-                Ok(true)
+        let request_id = forwarded::request_id(session.req_header());
+        let routed = self.identify(session, ctx, &snapshot, &request_id);
+        let route = routed.route().cloned();
+        let headers = match &route {
+            Some(route) => &route.headers[..],
+            None => {
+                // For the failure page, should one come (`failure::answer`).
+                ctx.unrouted = Some(snapshot.clone());
+                snapshot.default_headers(ctx.https)
             }
-            Step::Next => {
-                // An HTTP/2 stream the client already reset is not sent to the app.
-                ctx.reset_early = h2::reset_already(session);
-                Ok(ctx.reset_early)
-            }
+        };
+        let reply = Reply::new(headers, Some(&request_id));
+        conn::pace_h2(session, snapshot.send_timeout, 0);
+        check!(
+            ctx,
+            admission::check_head(session, &snapshot.admission, &reply).await
+        );
+        let underscores = snapshot.admission.underscores_in_headers();
+        forwarded::strip_claims(session.req_header_mut(), underscores);
+        if !self.tls {
+            check!(
+                ctx,
+                routing::challenge(session, &self.shared, &snapshot, &reply).await
+            );
         }
+        let Some(route) = &route else {
+            check!(ctx, routing::answer(session, &routed, &reply).await); // 404, 400
+            return Ok(true);
+        };
+        ctx.route = Some(route.clone());
+        check!(
+            ctx,
+            admission::check_sni(session, &self.shared.certs, &reply).await
+        );
+        if let Routed::AddSlash(_) = routed {
+            check!(ctx, routing::answer(session, &routed, &reply).await); // `/voice`: 301
+        }
+        check!(
+            ctx,
+            access::check(session, ctx, route, &self.shared, &reply).await
+        );
+        limits::body_deadline(session, &ctx.body_deadline);
+        check!(ctx, limits::declared_body(session, route, &reply).await);
+        check!(ctx, limits::rate(session, ctx, route, &reply).await);
+        check!(ctx, upgrade::screen(session, ctx, &reply).await);
+        check!(ctx, admission::read_first_chunk(session, &reply).await);
+        check!(ctx, upstream::place(session, ctx, route, &reply).await);
+        if ctx.websocket {
+            upgrade::tunnel(self.shared.connector(), session, ctx).await?;
+            return Ok(true);
+        }
+        // An HTTP/2 stream the client already reset is not sent to the app.
+        ctx.reset_early = h2::reset_already(session);
+        Ok(ctx.reset_early)
     }
 
     async fn upstream_peer(

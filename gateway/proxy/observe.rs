@@ -1,7 +1,6 @@
 //! The `logging` phase: metrics, the JSON access log line and the warn line for upstream
 //! failures, from what the request's context collected on the way.
 
-
 use log::{debug, warn};
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
@@ -28,7 +27,7 @@ pub fn upstream_kind(e: &Error) -> UpstreamError {
     }
 }
 
-/// Records one finished request.
+/// Records one finished request: the error's log line, the metrics, the access log.
 pub fn finish(
     access_log: Option<&AccessLog>,
     session: &Session,
@@ -38,27 +37,18 @@ pub fn finish(
     let status = session
         .response_written()
         .map_or(CLIENT_CLOSED, |r| r.status.as_u16());
-    let route_name = ctx.route.as_ref().map_or("_unmatched", |r| r.name.as_str());
     if let Some(e) = error {
-        match e.esource() {
-            ErrorSource::Upstream => {
-                let kind = upstream_kind(e);
-                ctx.upstream_error = Some(kind);
-                warn!(
-                    "event=upstream_error route={route_name} status={status} kind={} error_type={}",
-                    kind.as_str(),
-                    e.etype().as_str()
-                );
-            }
-            _ => debug!("event=request_error route={route_name} status={status} error={e}"),
-        }
+        note_error(e, ctx, status);
     }
-    let request_bytes = session.as_downstream().body_bytes_read() as u64;
-    let response_bytes = session.as_downstream().body_bytes_sent() as u64;
+    let downstream = session.as_downstream();
+    let bytes = (
+        downstream.body_bytes_read() as u64,
+        downstream.body_bytes_sent() as u64,
+    );
     let elapsed = ctx.timing.started.elapsed().as_secs_f64();
-    let req = session.req_header();
     if let Some(m) = &ctx.metrics {
-        m.request(&req.method, status, elapsed, request_bytes, response_bytes);
+        let method = &session.req_header().method;
+        m.request(method, status, elapsed, bytes.0, bytes.1);
         if let Some(reason) = ctx.reason {
             m.rejected(reason);
         }
@@ -66,7 +56,46 @@ pub fn finish(
             m.upstream_error(kind);
         }
     }
-    let Some(log) = access_log else { return };
+    if let Some(log) = access_log {
+        write_line(log, session, ctx, status, elapsed, bytes);
+    }
+}
+
+fn route_name(ctx: &RequestCtx) -> &str {
+    ctx.route.as_ref().map_or("_unmatched", |r| r.name.as_str())
+}
+
+/// An upstream failure is logged at warn (and its kind kept for the metrics and the
+/// access log); a client's, at debug.
+fn note_error(e: &Error, ctx: &mut RequestCtx, status: u16) {
+    match e.esource() {
+        ErrorSource::Upstream => {
+            let kind = upstream_kind(e);
+            ctx.upstream_error = Some(kind);
+            warn!(
+                "event=upstream_error route={} status={status} kind={} error_type={}",
+                route_name(ctx),
+                kind.as_str(),
+                e.etype().as_str()
+            );
+        }
+        _ => debug!(
+            "event=request_error route={} status={status} error={e}",
+            route_name(ctx)
+        ),
+    }
+}
+
+/// The request's access log line. `bytes`: the body bytes read and sent.
+fn write_line(
+    log: &AccessLog,
+    session: &Session,
+    ctx: &RequestCtx,
+    status: u16,
+    elapsed: f64,
+    (request_bytes, response_bytes): (u64, u64),
+) {
+    let req = session.req_header();
     let header = |name: http::header::HeaderName| {
         req.headers
             .get(name)
@@ -87,7 +116,7 @@ pub fn finish(
         time: std::time::SystemTime::now(),
         request_id,
         client_ip: ctx.client,
-        route: route_name,
+        route: route_name(ctx),
         host,
         method: req.method.as_str(),
         path: clip(req.uri.path()),

@@ -57,7 +57,7 @@ pub async fn challenge(
     session: &mut Session,
     shared: &Shared,
     snapshot: &Snapshot,
-    reply: Reply<'_>,
+    reply: &Reply<'_>,
 ) -> Result<Step> {
     let path = session.req_header().uri.path();
     let Some(answer) = crate::redirect::challenge(shared, snapshot, path).await else {
@@ -75,9 +75,9 @@ pub async fn challenge(
     Ok(Step::Answered(None))
 }
 
-/// Answers a request that has no route (anything but `Routed::Route`, which goes on):
-/// `301` to the prefix with its slash, `404` or `400`.
-pub async fn answer(session: &mut Session, routed: &Routed, reply: Reply<'_>) -> Result<Step> {
+/// Answers a request that has no route to go to (anything but `Routed::Route`, which
+/// goes on): `301` to the prefix with its slash, `404` or `400`.
+pub async fn answer(session: &mut Session, routed: &Routed, reply: &Reply<'_>) -> Result<Step> {
     let req = session.req_header();
     let shown = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     let (status, reason, detail) = match (routed, client_host(req)) {

@@ -33,13 +33,16 @@ use http::{header, HeaderName, Method};
 use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::http::v1::client::HttpSession as HttpSessionV1;
 use pingora::protocols::Stream;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, OrErr, Result};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 
 use super::context::RequestCtx;
-use super::{headers, upstream};
+use super::page::Reply;
+use super::step::Step;
+use super::{admission, headers, upstream};
 use crate::admission::Fault;
 use crate::conn::socket::{client_left, reset_on_close};
 
@@ -65,19 +68,24 @@ const HOP_BY_HOP: [HeaderName; 10] = [
 /// Most `Connection` options read (Pingora's own bound is 10).
 const MAX_NOMINATED: usize = 16;
 
-/// `Ok(true)`: the request is a WebSocket upgrade, for `tunnel`. An HTTP/1.1 request
+/// Marks a WebSocket upgrade request for `tunnel` (`ctx.websocket`). An HTTP/1.1 request
 /// asking for any other upgrade has its `Upgrade` (and `HTTP2-Settings`) removed and goes
 /// on as an ordinary request; an upgrade request with a body is refused (400).
-pub fn screen(session: &mut Session) -> std::result::Result<bool, Fault> {
+pub async fn screen(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    reply: &Reply<'_>,
+) -> Result<Step> {
     if !session.as_downstream().is_upgrade_req() {
-        return Ok(false);
+        return Ok(Step::Next);
     }
     let req = session.req_header();
     let length = req.headers.get(header::CONTENT_LENGTH);
     if req.headers.contains_key(header::TRANSFER_ENCODING)
         || length.is_some_and(|v| v.as_bytes() != b"0")
     {
-        return Err(Fault::Framing("An upgrade request cannot carry a body."));
+        let fault = Fault::Framing("An upgrade request cannot carry a body.");
+        return admission::reject(session, fault, reply).await;
     }
     let mut upgrades = req.headers.get_all(header::UPGRADE).iter();
     let websocket = upgrades
@@ -85,12 +93,13 @@ pub fn screen(session: &mut Session) -> std::result::Result<bool, Fault> {
         .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"))
         && upgrades.next().is_none();
     if websocket && req.method == Method::GET {
-        return Ok(true);
+        ctx.websocket = true;
+        return Ok(Step::Next);
     }
     let req = session.req_header_mut();
     req.remove_header(&header::UPGRADE);
     req.remove_header("http2-settings");
-    Ok(false)
+    Ok(Step::Next)
 }
 
 /// The tunnel's request as every proxied request leaves (Pingora's own clean-up on its
@@ -122,30 +131,7 @@ pub async fn tunnel(
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
-    // A failed connect is retried once on another replica, as for any request.
-    let (app, peer) = loop {
-        let peer = upstream::peer(ctx)?;
-        match connector.get_http_session(&*peer).await {
-            Ok((app, _)) => break (app, peer),
-            Err(e) => {
-                let e = upstream::connect_failed(ctx, e.into_up());
-                if !e.retry() {
-                    return Err(e);
-                }
-            }
-        }
-    };
-    let HttpSession::H1(mut app) = app else {
-        return Error::e_explain(
-            ErrorType::InternalError,
-            "upgrade over a non-HTTP/1.1 upstream",
-        );
-    };
-    app.read_timeout = peer.options.read_timeout;
-    app.write_timeout = peer.options.write_timeout;
-    upstream::connected(ctx);
-    ctx.timing.upstream_connected = Some(std::time::Instant::now());
-
+    let mut app = connect(connector, ctx).await?;
     let mut req = session.req_header().clone();
     clean(&mut req)?;
     headers::upstream_request(session, &mut req, ctx)?;
@@ -193,6 +179,34 @@ pub async fn tunnel(
     // restarted by traffic either way, closes a tunnel silent both ways for that long.
     session.as_downstream_mut().set_read_timeout(None);
     copy_both_ways(session, &mut app, timeouts).await
+}
+
+/// A connection to the request's replica, with the route's timeouts. A failed connect is
+/// retried once on another replica, as for any request.
+async fn connect(connector: &Connector, ctx: &mut RequestCtx) -> Result<HttpSessionV1> {
+    let (app, peer) = loop {
+        let peer = upstream::peer(ctx)?;
+        match connector.get_http_session(&*peer).await {
+            Ok((app, _)) => break (app, peer),
+            Err(e) => {
+                let e = upstream::connect_failed(ctx, e.into_up());
+                if !e.retry() {
+                    return Err(e);
+                }
+            }
+        }
+    };
+    let HttpSession::H1(mut app) = app else {
+        return Error::e_explain(
+            ErrorType::InternalError,
+            "upgrade over a non-HTTP/1.1 upstream",
+        );
+    };
+    app.read_timeout = peer.options.read_timeout;
+    app.write_timeout = peer.options.write_timeout;
+    upstream::connected(ctx);
+    ctx.timing.upstream_connected = Some(std::time::Instant::now());
+    Ok(app)
 }
 
 /// How often a tunnel whose write to the app is stalled looks whether its client is

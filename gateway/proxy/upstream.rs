@@ -24,7 +24,7 @@ pub async fn place(
     session: &mut Session,
     ctx: &mut RequestCtx,
     route: &ActiveRoute,
-    reply: Reply<'_>,
+    reply: &Reply<'_>,
 ) -> Result<Step> {
     let client = ctx.client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     let placed = match route.pool.place(session.req_header(), client) {
@@ -92,7 +92,7 @@ pub async fn unavailable(
     session: &mut Session,
     route: &ActiveRoute,
     why: Unavailable,
-    reply: Reply<'_>,
+    reply: &Reply<'_>,
 ) -> Result<()> {
     let retry = route.pool.retry_after(why);
     let name = &route.name;

@@ -21,17 +21,17 @@ use crate::router::HostMap;
 
 pub use accept::{Acceptor, Served, Tls, TICKET_KEY_LIFETIME};
 pub use selfsigned::{
-    ensure_self_signed, generate as generate_self_signed, SELF_SIGNED_CERT, SELF_SIGNED_KEY,
+    ensure_self_signed, generate as generate_self_signed, SelfSignedError, SELF_SIGNED_CERT,
+    SELF_SIGNED_KEY,
 };
 
 /// The default certificate: the configured one, or a self-signed pair generated (when
 /// `write`) beside the config. Logs when it generates one.
-pub fn default_cert(config: &Config, write: bool) -> Result<CertFiles, Vec<Diagnostic>> {
+pub fn default_cert(config: &Config, write: bool) -> Result<CertFiles, SelfSignedError> {
     if let Some(files) = &config.tls.default_cert {
         return Ok(files.clone());
     }
-    let (files, generated) = ensure_self_signed(config, write)
-        .map_err(|e| vec![Diagnostic::new(&config.file, None, e)])?;
+    let (files, generated) = ensure_self_signed(config, write)?;
     if generated {
         log::info!(
             "event=self_signed_generated cert={} key={} note=\"tls names no certificate; browsers will warn\"",

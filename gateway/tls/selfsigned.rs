@@ -3,7 +3,7 @@
 //! while it still covers the same hosts and has 30 days left.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
@@ -38,11 +38,33 @@ fn wanted_names(config: &Config) -> BTreeSet<String> {
     names
 }
 
+/// Why the self-signed default certificate could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SelfSignedError {
+    #[error("cannot generate a certificate")]
+    Generate(#[from] ErrorStack),
+    #[error("cannot create {}", .path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// The pair to use as the default certificate when `tls` names none, writing a fresh one
 /// when the existing files are missing, stale or cover other hosts. Returns the files
 /// and whether they were (re)generated. With `write` false (`gateway check`), nothing is
 /// written and the files may not exist yet.
-pub fn ensure_self_signed(config: &Config, write: bool) -> Result<(CertFiles, bool), String> {
+pub fn ensure_self_signed(
+    config: &Config,
+    write: bool,
+) -> Result<(CertFiles, bool), SelfSignedError> {
     let base = config.file.parent().unwrap_or(Path::new(""));
     let files = CertFiles {
         cert: base.join(SELF_SIGNED_CERT),
@@ -55,15 +77,18 @@ pub fn ensure_self_signed(config: &Config, write: bool) -> Result<(CertFiles, bo
     if current(&files, &names) || !write {
         return Ok((files, false));
     }
-    let (cert_pem, key_pem) = generate(&names.iter().map(String::as_str).collect::<Vec<_>>())
-        .map_err(|e| format!("cannot generate a certificate: {e}"))?;
+    let (cert_pem, key_pem) = generate(&names.iter().map(String::as_str).collect::<Vec<_>>())?;
     if let Some(dir) = files.cert.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| SelfSignedError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     }
     write_private(&files.key, &key_pem)?;
-    std::fs::write(&files.cert, cert_pem)
-        .map_err(|e| format!("cannot write {}: {e}", files.cert.display()))?;
+    std::fs::write(&files.cert, cert_pem).map_err(|source| SelfSignedError::Write {
+        path: files.cert.clone(),
+        source,
+    })?;
     Ok((files, true))
 }
 
@@ -87,10 +112,13 @@ fn current(files: &CertFiles, names: &BTreeSet<String>) -> bool {
     fresh && covered == *names
 }
 
-fn write_private(path: &Path, pem: &[u8]) -> Result<(), String> {
+fn write_private(path: &Path, pem: &[u8]) -> Result<(), SelfSignedError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let err = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let err = |source| SelfSignedError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

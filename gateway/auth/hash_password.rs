@@ -8,38 +8,49 @@ use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
 
 use super::verify;
 
+/// Why no hash was printed.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("cannot read the password")]
+    Read(#[from] std::io::Error),
+    #[error("cannot configure the terminal")]
+    Terminal(#[from] nix::Error),
+    #[error("the two passwords differ")]
+    Differ,
+    #[error("empty password")]
+    Empty,
+    #[error("cannot hash")]
+    Hash(#[from] argon2::password_hash::Error),
+}
+
 /// Reads one line (the password) and hashes it. On a terminal, asks twice.
-pub fn read_and_hash() -> Result<String, String> {
+pub fn read_and_hash() -> Result<String, HashError> {
     let stdin = std::io::stdin();
     let password = if stdin.is_terminal() {
         let first = prompt("Password: ")?;
         let again = prompt("Again: ")?;
         if first != again {
-            return Err("the two passwords differ".to_string());
+            return Err(HashError::Differ);
         }
         first
     } else {
         let mut line = String::new();
-        stdin
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| format!("cannot read the password: {e}"))?;
+        stdin.lock().read_line(&mut line)?;
         line.trim_end_matches(['\n', '\r']).to_string()
     };
     if password.is_empty() {
-        return Err("empty password".to_string());
+        return Err(HashError::Empty);
     }
-    verify::hash(&password)
+    Ok(verify::hash(&password)?)
 }
 
 /// Asks on stderr and reads a line from the terminal with echo off.
-fn prompt(text: &str) -> Result<String, String> {
+fn prompt(text: &str) -> Result<String, HashError> {
     let stdin = std::io::stdin();
-    let saved = tcgetattr(&stdin).map_err(|e| format!("cannot configure the terminal: {e}"))?;
+    let saved = tcgetattr(&stdin)?;
     let mut quiet = saved.clone();
     quiet.local_flags.remove(LocalFlags::ECHO);
-    tcsetattr(&stdin, SetArg::TCSANOW, &quiet)
-        .map_err(|e| format!("cannot configure the terminal: {e}"))?;
+    tcsetattr(&stdin, SetArg::TCSANOW, &quiet)?;
     eprint!("{text}");
     let _ = std::io::stderr().flush();
     let mut line = String::new();
@@ -47,6 +58,6 @@ fn prompt(text: &str) -> Result<String, String> {
     // Echo comes back whatever happened.
     let _ = tcsetattr(&stdin, SetArg::TCSANOW, &saved);
     eprintln!();
-    read.map_err(|e| format!("cannot read the password: {e}"))?;
+    read?;
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
