@@ -30,16 +30,21 @@ pub enum ReloadError {
         #[source]
         source: std::io::Error,
     },
-    /// The gateway refused the new configuration: its answer (every problem).
+    /// The gateway rejected the new configuration (400): its answer, every problem.
     #[error("{}", .0.trim_end())]
-    Refused(String),
+    Rejected(String),
+    /// Any other answer (403 from another address, 500): its status and text.
+    #[error("the gateway answered {status}: {}", .text.trim_end())]
+    Failed { status: u16, text: String },
 }
 
 impl ReloadError {
     /// 78 when the configuration is wrong (as `gateway check` would say), else 1.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            ReloadError::Config(_) | ReloadError::Refused(_) => ExitCode::from(crate::exit::CONFIG),
+            ReloadError::Config(_) | ReloadError::Rejected(_) => {
+                ExitCode::from(crate::exit::CONFIG)
+            }
             _ => ExitCode::FAILURE,
         }
     }
@@ -55,7 +60,8 @@ pub fn reload(path: &Path) -> Result<String, ReloadError> {
         post(addr, "/-/reload").map_err(|source| ReloadError::Unreachable { addr, source })?;
     match status {
         200 => Ok(body),
-        _ => Err(ReloadError::Refused(body)),
+        400 => Err(ReloadError::Rejected(body)),
+        _ => Err(ReloadError::Failed { status, text: body }),
     }
 }
 

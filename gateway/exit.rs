@@ -22,7 +22,7 @@ pub enum StartError {
     #[error("{}", config::render(.0).trim_end())]
     Config(Vec<Diagnostic>),
     /// The self-signed default certificate could not be written.
-    #[error("default certificate")]
+    #[error(transparent)]
     SelfSigned(#[from] SelfSignedError),
     #[error("metrics")]
     Metrics(#[from] prometheus::Error),

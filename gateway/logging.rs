@@ -32,14 +32,18 @@ const CLIENT_ERRORS: &[&str] = &[
     "failed to acquire reusable stream",
 ];
 
-/// An error and its causes, joined by `: ` (each error's text names what failed; its
-/// cause is its `source`, never repeated in the text).
+/// An error and its causes, joined by `: `. The gateway's errors name what failed and
+/// leave the cause to `source`; a library's error may already quote its cause, which is
+/// then not repeated.
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
         cause = c.source();
     }
     text

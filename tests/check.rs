@@ -153,7 +153,7 @@ fn a_failure_outside_the_config_exits_1() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(": default certificate: cannot write ") && err.contains("selfsigned.key"),
+        err.contains(": cannot write ") && err.contains("selfsigned.key"),
         "{err}"
     );
 }

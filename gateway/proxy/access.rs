@@ -5,7 +5,6 @@
 //! sign-on service vouches for are removed, the service's fields added.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 
 use http::{header, HeaderName, HeaderValue};
 use log::warn;
@@ -17,7 +16,7 @@ use super::context::RequestCtx;
 use super::forwarded;
 use super::limits;
 use super::page::Reply;
-use super::step::Step;
+use super::step::{answered, Checked, Step};
 use crate::auth::{Outcome, RouteAccess, Verdict};
 use crate::limits::client_bucket;
 use crate::metrics::Reject;
@@ -49,55 +48,34 @@ pub async fn check(
     route: &ActiveRoute,
     shared: &Shared,
     reply: &Reply<'_>,
-) -> Result<Step> {
+) -> Checked {
     let Some(access) = &route.access else {
         return Ok(Step::Next);
     };
-    let client = ctx.client.unwrap_or(Ipv4Addr::UNSPECIFIED.into());
     // Boxed: the checks' state (a sign-on request in flight) stays out of every public
     // route's request future.
-    let checked = Box::pin(checks(
-        session, route, access, client, ctx.https, shared, reply,
-    ));
-    match checked.await? {
-        Checked::Pass { user, fields } => {
-            ctx.user = user;
-            ctx.auth_fields = fields;
-            Ok(Step::Next)
-        }
-        Checked::Answered(reason) => {
-            limits::discard_body(session).await;
-            Ok(Step::Answered(Some(reason)))
-        }
+    let step = Box::pin(checks(session, ctx, route, access, shared, reply)).await?;
+    if let Step::Answered(_) = step {
+        limits::discard_body(session).await;
     }
-}
-
-/// The outcome of the access checks.
-enum Checked {
-    /// Go on, as `user` (if a login named one), adding `fields` upstream.
-    Pass {
-        user: Option<Arc<str>>,
-        fields: Vec<(HeaderName, HeaderValue)>,
-    },
-    /// The gateway has answered, for this reason.
-    Answered(Reject),
+    Ok(step)
 }
 
 /// The allowlist, the failed-login counter, Basic credentials and the sign-on service,
-/// in this order. `https`: the client's scheme (see `forwarded::client_https`).
+/// in this order.
 async fn checks(
     session: &mut Session,
+    ctx: &mut RequestCtx,
     route: &ActiveRoute,
     access: &RouteAccess,
-    client: IpAddr,
-    https: bool,
     shared: &Shared,
     reply: &Reply<'_>,
-) -> Result<Checked> {
+) -> Checked {
+    let client = ctx.client.unwrap_or(Ipv4Addr::UNSPECIFIED.into());
     if !access.allows(client) {
         let detail = format!("Your address may not use {}.", route.name);
-        reply.page(session, 403, &detail, &[]).await?;
-        return Ok(Checked::Answered(Reject::Forbidden));
+        let forbidden = Some(Reject::Forbidden);
+        return reply.answer(session, forbidden, 403, &detail, &[]).await;
     }
     let blocked = match &access.failures {
         Some(failures) => failures.blocked(client).await,
@@ -118,26 +96,26 @@ async fn checks(
             Outcome::Allowed(name) => user = Some(name),
             Outcome::Busy => {
                 let detail = "The login service is busy. Try again in a moment.";
-                reply.page(session, 503, detail, &[]).await?;
-                return Ok(Checked::Answered(Reject::AuthUnavailable));
+                let busy = Some(Reject::AuthUnavailable);
+                return reply.answer(session, busy, 503, detail, &[]).await;
             }
             Outcome::Blocked(retry) => return too_many_failures(session, retry, reply).await,
             Outcome::Missing | Outcome::Wrong => {
                 let extra = [(header::WWW_AUTHENTICATE, basic.challenge.clone())];
-                reply
-                    .page(session, 401, "This app needs a login.", &extra)
-                    .await?;
-                return Ok(Checked::Answered(Reject::Auth));
+                let detail = "This app needs a login.";
+                return reply
+                    .answer(session, Some(Reject::Auth), 401, detail, &extra)
+                    .await;
             }
         }
     }
     let mut fields = Vec::new();
     if access.forward.is_some() {
-        let verdict = sign_on(session, access, client, https, shared, reply).await?;
-        match answer_sign_on(session, route, verdict, reply).await? {
-            Ok(vouched) => fields = vouched,
-            Err(reason) => return Ok(Checked::Answered(reason)),
-        }
+        let verdict = sign_on(session, access, client, ctx.https, shared, reply).await?;
+        fields = match verdict {
+            Verdict::Allow(vouched) => vouched,
+            other => return answer_sign_on(session, route, other, reply).await,
+        };
         // The user the service vouches for: its first copied field named `…-user`
         // (oauth2-proxy's `X-Auth-Request-User`, Authelia's `Remote-User`).
         if let Some(name) = fields
@@ -148,34 +126,36 @@ async fn checks(
             user = Some(name.into());
         }
     }
-    Ok(Checked::Pass { user, fields })
+    ctx.user = user;
+    ctx.auth_fields = fields;
+    Ok(Step::Next)
 }
 
-/// The sign-on service's verdict: its fields when it allows the request, else the
-/// answer sent (its own, a sign-in redirect, or 503) and why.
+/// The sign-on service said no (or nothing): its own answer, a sign-in redirect, or 503.
 async fn answer_sign_on(
     session: &mut Session,
     route: &ActiveRoute,
     verdict: Verdict,
     reply: &Reply<'_>,
-) -> Result<std::result::Result<Vec<(HeaderName, HeaderValue)>, Reject>> {
-    let reason = match verdict {
-        Verdict::Allow(vouched) => return Ok(Ok(vouched)),
+) -> Checked {
+    match verdict {
+        Verdict::Allow(_) => Ok(Step::Next),
         Verdict::SignIn(location) => {
             let extra = [(header::LOCATION, location)];
+            let detail = "Sign in to use this app.";
             reply
-                .page(session, 302, "Sign in to use this app.", &extra)
-                .await?;
-            Reject::Auth
+                .answer(session, Some(Reject::Auth), 302, detail, &extra)
+                .await
         }
         Verdict::Answer(answer) => {
-            reply
-                .as_is(session, answer.status, &answer.headers, answer.body)
-                .await?;
-            match answer.status {
+            let reason = match answer.status {
                 403 => Reject::Forbidden,
                 _ => Reject::Auth,
-            }
+            };
+            let written = reply
+                .as_is(session, answer.status, &answer.headers, answer.body)
+                .await;
+            answered(Some(reason), written)
         }
         Verdict::Unavailable(why) => {
             let url = route.access.as_ref().and_then(|a| a.forward.as_ref());
@@ -185,23 +165,18 @@ async fn answer_sign_on(
                 url.map_or("", |f| f.url.as_str())
             );
             let detail = "The sign-in service is not answering. Try again shortly.";
-            reply.page(session, 503, detail, &[]).await?;
-            Reject::AuthUnavailable
+            let unavailable = Some(Reject::AuthUnavailable);
+            reply.answer(session, unavailable, 503, detail, &[]).await
         }
-    };
-    Ok(Err(reason))
+    }
 }
 
 /// 429: the client has used up its failed logins.
-async fn too_many_failures(
-    session: &mut Session,
-    retry: u64,
-    reply: &Reply<'_>,
-) -> Result<Checked> {
+async fn too_many_failures(session: &mut Session, retry: u64, reply: &Reply<'_>) -> Checked {
     let detail = format!("Too many failed logins. Try again in {retry} s.");
     let extra = [(header::RETRY_AFTER, HeaderValue::from(retry))];
-    reply.page(session, 429, &detail, &extra).await?;
-    Ok(Checked::Answered(Reject::AuthRateLimit))
+    let limited = Some(Reject::AuthRateLimit);
+    reply.answer(session, limited, 429, &detail, &extra).await
 }
 
 /// Asks the route's sign-on service about this request.

@@ -7,11 +7,10 @@ use arc_swap::ArcSwap;
 use http::header;
 use log::error;
 use pingora::proxy::Session;
-use pingora::Result;
 
 use super::forwarded::client_host;
 use super::page::Reply;
-use super::step::Step;
+use super::step::{Checked, Step};
 use crate::admission::{Admission, Fault};
 use crate::deadline;
 use crate::tls::{CertStore, Served};
@@ -54,7 +53,7 @@ pub async fn check_head(
     session: &mut Session,
     admission: &Admission,
     reply: &Reply<'_>,
-) -> Result<Step> {
+) -> Checked {
     let raw = session
         .as_downstream()
         .as_http1()
@@ -72,7 +71,7 @@ pub async fn check_sni(
     session: &mut Session,
     certs: &ArcSwap<CertStore>,
     reply: &Reply<'_>,
-) -> Result<Step> {
+) -> Checked {
     let host = client_host(session.req_header()).unwrap_or_default();
     let served = session
         .digest()
@@ -96,7 +95,7 @@ pub async fn check_sni(
 ///
 /// Skipped for `Expect: 100-continue`: such a client waits for the app's 100 before it
 /// sends any chunk.
-pub async fn read_first_chunk(session: &mut Session, reply: &Reply<'_>) -> Result<Step> {
+pub async fn read_first_chunk(session: &mut Session, reply: &Reply<'_>) -> Checked {
     match first_chunk(session).await {
         Ok(()) => Ok(Step::Next),
         Err(fault) => reject(session, fault, reply).await,
@@ -148,10 +147,10 @@ async fn first_chunk(session: &mut Session) -> std::result::Result<(), Fault> {
 
 /// Answers a request rejected at the door and closes its connection: after bad framing
 /// nothing else on it can be trusted.
-pub async fn reject(session: &mut Session, fault: Fault, reply: &Reply<'_>) -> Result<Step> {
+pub async fn reject(session: &mut Session, fault: Fault, reply: &Reply<'_>) -> Checked {
     session.set_keepalive(None);
+    let reason = Some(fault.reason());
     reply
-        .page(session, fault.status(), fault.detail(), &[])
-        .await?;
-    Ok(Step::Answered(Some(fault.reason())))
+        .answer(session, reason, fault.status(), fault.detail(), &[])
+        .await
 }

@@ -13,7 +13,7 @@ use pingora::{Error, ErrorType, Result};
 
 use super::context::RequestCtx;
 use super::page::Reply;
-use super::step::Step;
+use super::step::{Checked, Step};
 use crate::limits::Verdict;
 use crate::metrics::Reject;
 use crate::state::ActiveRoute;
@@ -68,7 +68,7 @@ pub async fn declared_body(
     session: &mut Session,
     route: &ActiveRoute,
     reply: &Reply<'_>,
-) -> Result<Step> {
+) -> Checked {
     let (Some(max), Some(len)) = (route.max_body, content_length(session)) else {
         return Ok(Step::Next);
     };
@@ -76,9 +76,10 @@ pub async fn declared_body(
         return Ok(Step::Next);
     }
     let detail = too_large(&route.name, max);
-    reply.page(session, 413, &detail, &[]).await?;
+    let too_large = Some(Reject::BodyTooLarge);
+    let step = reply.answer(session, too_large, 413, &detail, &[]).await?;
     discard_body(session).await;
-    Ok(Step::Answered(Some(Reject::BodyTooLarge)))
+    Ok(step)
 }
 
 /// Takes a token from the route's limiter, answering 429 when there is none. A request
@@ -88,7 +89,7 @@ pub async fn rate(
     ctx: &mut RequestCtx,
     route: &ActiveRoute,
     reply: &Reply<'_>,
-) -> Result<Step> {
+) -> Checked {
     let Some(limiter) = &route.rate_limit else {
         return Ok(Step::Next);
     };
@@ -111,9 +112,10 @@ pub async fn rate(
         "Too many requests to route {}. Try again in {retry_after} s.",
         route.name
     );
-    reply.page(session, 429, &detail, &extra).await?;
+    let limited = Some(Reject::RateLimit);
+    let step = reply.answer(session, limited, 429, &detail, &extra).await?;
     discard_body(session).await;
-    Ok(Step::Answered(Some(Reject::RateLimit)))
+    Ok(step)
 }
 
 /// The HTTP/1.1 body's silence limit: a read of the body that waits `timeout` for a byte

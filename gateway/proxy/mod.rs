@@ -14,7 +14,8 @@
 //!        │                                                       │  GET: `Upgrade` removed)
 //!        ├── first chunk of a chunked body malformed ─> 400 ─────┤ (before any upstream)
 //!        ├── a replica (`upstream::place`; may queue) ─> 503 ─────┤ (down, queue full/timeout)
-//!        ├── a WebSocket: `upgrade::tunnel` ─────────────────────┤ (the phases below, its own)
+//!        ├── a WebSocket: `upgrade::tunnel` ─────────────────────┤ (its own connection; the
+//!        │                                                       │  fields of `headers`)
 //!        │                                                       │
 //! upstream_peer (the replica's prebuilt peer)                    │
 //! fail_to_connect (eject it; once: another replica)              │
@@ -63,7 +64,7 @@ use context::GaugeGuard;
 pub use context::RequestCtx;
 use page::Reply;
 use routing::Routed;
-use step::Step;
+use step::{Failed, Step};
 
 /// The proxy service: of the HTTPS listener, and of the plain-HTTP one in `http_mode:
 /// proxy`.
@@ -76,13 +77,20 @@ pub struct Gateway {
     pub access_log: Option<Arc<AccessLog>>,
 }
 
-/// Runs one check of the request phase (a `Result<Step>`): when it answered the client,
-/// the reason is recorded and the phase ends there.
+/// Runs one check of the request phase (`step::Checked`): when it answered the client,
+/// or failed, the phase ends there, the reason of its answer recorded.
 macro_rules! check {
     ($ctx:expr, $step:expr) => {
-        if let Step::Answered(reason) = $step? {
-            $ctx.reason = reason;
-            return Ok(true);
+        match $step {
+            Ok(Step::Next) => {}
+            Ok(Step::Answered(reason)) => {
+                $ctx.reason = reason;
+                return Ok(true);
+            }
+            Err(Failed { reason, error }) => {
+                $ctx.reason = reason;
+                return Err(error);
+            }
         }
     };
 }
@@ -161,6 +169,10 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         };
         ctx.route = Some(route.clone());
+        // What the rest needs is the route's: the configuration is let go (a reload frees
+        // it while this request, a WebSocket say, lives on).
+        let reply = Reply::new(&route.headers, Some(&request_id));
+        drop(snapshot);
         check!(
             ctx,
             admission::check_sni(session, &self.shared.certs, &reply).await

@@ -8,6 +8,9 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 
+use super::step::{answered, Checked};
+use crate::metrics::Reject;
+
 /// How the gateway answers one request itself: with the route's security headers (the
 /// listener's when no route matched) and the request id.
 #[derive(Clone, Copy)]
@@ -30,6 +33,18 @@ impl<'a> Reply<'a> {
     /// The request id the answers carry.
     pub fn request_id(&self) -> Option<&'a HeaderValue> {
         self.request_id
+    }
+
+    /// Answers for `reason` with a page (see `page`).
+    pub async fn answer(
+        &self,
+        session: &mut Session,
+        reason: Option<Reject>,
+        status: u16,
+        detail: &str,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Checked {
+        answered(reason, self.page(session, status, detail, extra).await)
     }
 
     /// Writes a complete response with a short explanation. `detail` is plain text and

@@ -8,11 +8,10 @@ use std::sync::Arc;
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
-use pingora::Result;
 
 use super::forwarded::client_host;
 use super::page::Reply;
-use super::step::Step;
+use super::step::{answered, Checked, Step};
 use crate::metrics::Reject;
 use crate::router::{origin_form, request_path, PathMatch, RouteTable};
 use crate::state::{ActiveRoute, Shared, Snapshot};
@@ -58,7 +57,7 @@ pub async fn challenge(
     shared: &Shared,
     snapshot: &Snapshot,
     reply: &Reply<'_>,
-) -> Result<Step> {
+) -> Checked {
     let path = session.req_header().uri.path();
     let Some(answer) = crate::redirect::challenge(shared, snapshot, path).await else {
         return Ok(Step::Next);
@@ -71,13 +70,12 @@ pub async fn challenge(
         .collect();
     let (status, body) = (parts.status.as_u16(), bytes::Bytes::from(body));
     let bare = Reply::new(&[], reply.request_id());
-    bare.as_is(session, status, &fields, body).await?;
-    Ok(Step::Answered(None))
+    answered(None, bare.as_is(session, status, &fields, body).await)
 }
 
 /// Answers a request that has no route to go to (anything but `Routed::Route`, which
 /// goes on): `301` to the prefix with its slash, `404` or `400`.
-pub async fn answer(session: &mut Session, routed: &Routed, reply: &Reply<'_>) -> Result<Step> {
+pub async fn answer(session: &mut Session, routed: &Routed, reply: &Reply<'_>) -> Checked {
     let req = session.req_header();
     let shown = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     let (status, reason, detail) = match (routed, client_host(req)) {
@@ -85,8 +83,7 @@ pub async fn answer(session: &mut Session, routed: &Routed, reply: &Reply<'_>) -
         (Routed::AddSlash(_), _) => {
             let location = with_slash(req.raw_path());
             let moved = [(http::header::LOCATION, location)];
-            reply.page(session, 301, "Moved.", &moved).await?;
-            return Ok(Step::Answered(None));
+            return reply.answer(session, None, 301, "Moved.", &moved).await;
         }
         (Routed::NoPath, Some(host)) => (
             404,
@@ -113,8 +110,9 @@ pub async fn answer(session: &mut Session, routed: &Routed, reply: &Reply<'_>) -
             "The request names no host.".to_string(),
         ),
     };
-    reply.page(session, status, &detail, &[]).await?;
-    Ok(Step::Answered(Some(reason)))
+    reply
+        .answer(session, Some(reason), status, &detail, &[])
+        .await
 }
 
 /// `/voice?q` → `/voice/?q`: the path with its slash, the query kept. The path matched a

@@ -41,7 +41,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 
 use super::context::RequestCtx;
 use super::page::Reply;
-use super::step::Step;
+use super::step::{Checked, Step};
 use super::{admission, headers, upstream};
 use crate::admission::Fault;
 use crate::conn::socket::{client_left, reset_on_close};
@@ -71,11 +71,7 @@ const MAX_NOMINATED: usize = 16;
 /// Marks a WebSocket upgrade request for `tunnel` (`ctx.websocket`). An HTTP/1.1 request
 /// asking for any other upgrade has its `Upgrade` (and `HTTP2-Settings`) removed and goes
 /// on as an ordinary request; an upgrade request with a body is refused (400).
-pub async fn screen(
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    reply: &Reply<'_>,
-) -> Result<Step> {
+pub async fn screen(session: &mut Session, ctx: &mut RequestCtx, reply: &Reply<'_>) -> Checked {
     if !session.as_downstream().is_upgrade_req() {
         return Ok(Step::Next);
     }

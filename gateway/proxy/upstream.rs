@@ -13,7 +13,7 @@ use pingora::{Error, ErrorType, Result};
 
 use super::context::RequestCtx;
 use super::page::Reply;
-use super::step::Step;
+use super::step::{answered, Checked, Step};
 use super::{limits, observe};
 use crate::metrics::Reject;
 use crate::pool::{Pending, Placed, Pool, Unavailable};
@@ -25,7 +25,7 @@ pub async fn place(
     ctx: &mut RequestCtx,
     route: &ActiveRoute,
     reply: &Reply<'_>,
-) -> Result<Step> {
+) -> Checked {
     let client = ctx.client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     let placed = match route.pool.place(session.req_header(), client) {
         Ok(placed) => Ok(placed),
@@ -42,9 +42,10 @@ pub async fn place(
             Ok(Step::Next)
         }
         Err(why) => {
-            unavailable(session, route, why, reply).await?;
+            let written = unavailable(session, route, why, reply).await;
+            let step = answered(Some(reason(why)), written)?;
             limits::discard_body(session).await;
-            Ok(Step::Answered(Some(reason(why))))
+            Ok(step)
         }
     }
 }
