@@ -25,9 +25,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Configuration file
-    #[arg(short, long, global = true, default_value = "routes.yaml")]
-    config: PathBuf,
+    #[command(flatten)]
+    file: File,
+}
+
+/// The configuration file, for the commands that read one.
+#[derive(clap::Args)]
+struct File {
+    /// Configuration file [default: routes.yaml]
+    #[arg(short, long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -38,12 +45,20 @@ enum Command {
         /// start this, then send SIGQUIT to the old process within 5 s
         #[arg(long)]
         upgrade: bool,
+        #[command(flatten)]
+        file: File,
     },
     /// Validate the configuration and the certificates it names, then exit
-    Check,
+    Check {
+        #[command(flatten)]
+        file: File,
+    },
     /// Ask the running gateway to reload its configuration (POST /-/reload on the
     /// metrics listener named in the configuration)
-    Reload,
+    Reload {
+        #[command(flatten)]
+        file: File,
+    },
     /// Read a password from standard input (not echoed on a terminal) and print its
     /// argon2id hash, for `basic_auth.users` or an htpasswd file (`NAME:HASH`)
     HashPassword,
@@ -54,10 +69,20 @@ fn main() -> ExitCode {
     gateway::server::no_huge_pages();
     let cli = Cli::parse();
     gateway::logging::init();
-    match cli.command.unwrap_or(Command::Run { upgrade: false }) {
-        Command::Check => check(&cli.config),
-        Command::Run { upgrade } => run(&cli.config, upgrade),
-        Command::Reload => reload(&cli.config),
+    // `gateway -c FILE` runs, as does `gateway run -c FILE`.
+    let path = |file: File| {
+        file.config
+            .or(cli.file.config.clone())
+            .unwrap_or_else(|| PathBuf::from("routes.yaml"))
+    };
+    let command = cli.command.unwrap_or(Command::Run {
+        upgrade: false,
+        file: File { config: None },
+    });
+    match command {
+        Command::Check { file } => check(&path(file)),
+        Command::Run { upgrade, file } => run(&path(file), upgrade),
+        Command::Reload { file } => reload(&path(file)),
         Command::HashPassword => hash_password(),
     }
 }

@@ -50,6 +50,8 @@ pub struct ActiveRoute {
     pub access: Option<Arc<RouteAccess>>,
     /// The route's path prefix; `None` for a route at `/`.
     pub prefix: Option<Prefix>,
+    /// The `Host` the app gets instead of the client's (`upstream_host`).
+    pub upstream_host: Option<HeaderValue>,
 }
 
 impl ActiveRoute {
@@ -69,6 +71,7 @@ impl ActiveRoute {
             metrics,
             access: access.map(Arc::new),
             prefix: Prefix::new(&route.path, route.strip_prefix, &route.upstreams),
+            upstream_host: route.upstream_host.clone(),
         }
     }
 
@@ -85,6 +88,7 @@ impl ActiveRoute {
             metrics: self.metrics.clone(),
             access: self.access.clone(),
             prefix: self.prefix.clone(),
+            upstream_host: self.upstream_host.clone(),
         }
     }
 }

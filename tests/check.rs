@@ -158,6 +158,37 @@ fn a_failure_outside_the_config_exits_1() {
     );
 }
 
+/// `hash-password` reads no configuration, so it takes no `-c` (it used to list one and
+/// ignore it); `-c` before the command still names the file of `check`.
+#[test]
+fn only_the_commands_that_read_the_file_take_c() {
+    let gateway = || std::process::Command::new(env!("CARGO_BIN_EXE_gateway"));
+    let help = gateway()
+        .args(["hash-password", "--help"])
+        .output()
+        .expect("help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(!help.contains("--config"), "{help}");
+    let refused = gateway()
+        .args(["hash-password", "-c", "x.yaml"])
+        .output()
+        .expect("run");
+    assert_eq!(refused.status.code(), Some(2), "clap's usage error");
+    let env = Env::new();
+    let path = env.write_config("routes: []\n");
+    let before = gateway()
+        .arg("-c")
+        .arg(&path)
+        .arg("check")
+        .output()
+        .expect("check");
+    assert!(
+        before.status.success(),
+        "{}",
+        String::from_utf8_lossy(&before.stderr)
+    );
+}
+
 #[test]
 fn version_flag() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
@@ -189,7 +220,7 @@ routes:
         err.lines().collect::<Vec<_>>(),
         [
             "routes.yaml:4:5: routes[0]: unknown field `max_bdy`, expected one of `host`, `path`, `strip_prefix`, `name`, \
-             `upstream`, `balance`, `health`, `sticky`, `max_concurrent`, `queue`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, \
+             `upstream`, `upstream_host`, `balance`, `health`, `sticky`, `max_concurrent`, `queue`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, \
              `headers`, `tls`, `rate_limit`, `allow`, `basic_auth`, `forward_auth`, `pass_authorization`, `auth_failures`; did you mean `max_body`?",
             "routes.yaml:5:11: routes[1].host: duplicate host \"a.test\" (first at 2:11); expected each host once",
             "routes.yaml:7:25: routes[1].rate_limit.rate: invalid rate \"fast\"; expected requests per second, minute or hour like 20/s, 60/m or 1000/h",

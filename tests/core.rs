@@ -665,3 +665,38 @@ async fn first_run_without_certificates_generates_a_self_signed_one() {
         .expect("request");
     assert_eq!(resp.status(), 200);
 }
+
+/// An app that refuses any `Host` but its own, as Ollama does on loopback, is reached
+/// through `upstream_host`, over HTTP/1.1 and HTTP/2; the app still learns the client's
+/// host from `X-Forwarded-Host`, and the route without the key shows the refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_host_is_the_host_the_app_gets() {
+    let app = Upstream::start("ollama").await;
+    let env = Env::new();
+    let routes = format!(
+        "routes:\n\
+         \x20 - host: a.test\n    upstream: {0}\n    upstream_host: \"localhost:{1}\"\n\
+         \x20 - host: up.test\n    upstream: {0}\n",
+        app.addr,
+        app.addr.port()
+    );
+    let _gw = env.start(&(env.listen_and_tls() + &routes));
+    let p = env.https;
+    for http2 in [false, true] {
+        let c = client(&env, &["a.test", "up.test"], http2);
+        let (status, _, body) = get_json(&c, &format!("https://a.test:{p}/api/tags")).await;
+        assert_eq!(status, 200, "http2={http2}: {body}");
+        assert_eq!(body["host"], format!("localhost:{}", app.addr.port()));
+        let (_, _, echo) = get_json(&c, &format!("https://a.test:{p}/echo")).await;
+        assert_eq!(
+            echo["headers"]["host"],
+            format!("localhost:{}", app.addr.port())
+        );
+        assert_eq!(echo["headers"]["x-forwarded-host"], format!("a.test:{p}"));
+        let (status, _, _) = get_json(&c, &format!("https://up.test:{p}/api/tags")).await;
+        assert_eq!(
+            status, 403,
+            "http2={http2}: the app's own refusal, without the key"
+        );
+    }
+}

@@ -16,11 +16,15 @@ mod raw;
 mod route;
 mod span;
 mod store;
+mod syntax;
 mod units;
 mod validate;
 mod warnings;
 
 use std::path::Path;
+
+/// What the smallest useful file holds.
+const EMPTY_EXAMPLE: &str = "expected at least `routes:` with one route, e.g. `- host: voice.example.com` under it and `upstream: 127.0.0.1:7860` below the `host`";
 
 pub use acme::{LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 pub use error::{render, Diagnostic, Pos};
@@ -65,7 +69,11 @@ pub fn metrics_address(path: &Path) -> Result<Option<std::net::SocketAddr>, Vec<
 /// directory of `path`). Returns every problem found, in file order.
 pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
     let doc: serde_yaml::Value =
-        serde_yaml::from_str(text).map_err(|e| vec![yaml_error(path, &e)])?;
+        serde_yaml::from_str(text).map_err(|e| vec![syntax::yaml_error(path, text, &e)])?;
+    if doc.is_null() {
+        let message = format!("the file is empty (or only comments); {EMPTY_EXAMPLE}");
+        return Err(vec![Diagnostic::new(path, None, message)]);
+    }
     let spans = span::Spans::index(text);
     let (raw, mut errors) = raw::read(path, doc, &spans);
     match validate::validate(path, raw, &spans) {
@@ -75,20 +83,6 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
     }
     errors.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
     Err(errors)
-}
-
-/// A YAML syntax error from serde_yaml, with its position moved to the front.
-fn yaml_error(path: &Path, e: &serde_yaml::Error) -> Diagnostic {
-    let text = e.to_string();
-    let pos = e.location().map(|l| Pos {
-        line: l.line(),
-        col: l.column(),
-    });
-    let message = match (pos, text.rfind(" at line ")) {
-        (Some(_), Some(cut)) => text[..cut].to_string(),
-        _ => text,
-    };
-    Diagnostic::new(path, pos, message)
 }
 
 #[cfg(test)]

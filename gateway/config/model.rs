@@ -198,6 +198,8 @@ pub struct Route {
     pub strip_prefix: bool,
     /// The app's replicas, in the order written: one for `upstream: host:port`.
     pub upstreams: Vec<SocketAddr>,
+    /// The `Host` sent to the app instead of the client's (`upstream_host`).
+    pub upstream_host: Option<http::HeaderValue>,
     /// How requests are spread over the replicas, checked, pinned and capped.
     pub pool: PoolSettings,
     /// Request body limit in bytes; `None` is unlimited.

@@ -16,6 +16,9 @@ use super::span::Spans;
 /// key, a list where a mapping belongs); each one is recorded with its position, the node
 /// at fault is cut out of the document, and the read goes on, so that `gateway check`
 /// lists every problem in one pass. What could be read is returned with the problems.
+/// How `routes` is written: a list, each route starting with `-`.
+const ROUTES_EXAMPLE: &str = "write each route as an item of a list: `- host: voice.example.com` under `routes:`, its `upstream:` and other keys indented below the `host`";
+
 pub fn read(file: &Path, mut doc: Value, spans: &Spans) -> (RawConfig, Vec<Diagnostic>) {
     let mut errors = Vec::new();
     // Routes replaced by null because they were cut, so that only a null written in
@@ -47,6 +50,9 @@ pub fn read(file: &Path, mut doc: Value, spans: &Spans) -> (RawConfig, Vec<Diagn
         if let Some(found) = message.strip_suffix(", expected field identifier") {
             // A key that is not text (`1:` or `[a]:`): serde cannot name it.
             message = format!("{found} as a key; expected key names");
+        }
+        if at == "routes" && message.ends_with("expected a sequence") {
+            message = format!("{message}: {ROUTES_EXAMPLE}");
         }
         let (pos, text) = match message.strip_prefix("unknown field") {
             // Reported at the key, under the mapping that has no such key.
@@ -245,6 +251,7 @@ pub struct RawRoute {
     pub strip_prefix: Option<Value>,
     pub name: Option<Value>,
     pub upstream: Option<Value>,
+    pub upstream_host: Option<Value>,
     pub balance: Option<Value>,
     pub health: Option<Value>,
     pub sticky: Option<Value>,

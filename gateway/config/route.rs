@@ -232,6 +232,11 @@ fn route(c: &mut Checker, path: &str, mut raw: RawRoute, inherited: &Inherited) 
         .as_ref()
         .and_then(|v| pool::upstreams(c, &at("upstream"), v));
     let pool = pool::settings(c, path, &raw, upstreams.as_ref().map_or(0, Vec::len));
+    let upstream_host = c.value(
+        &at("upstream_host"),
+        raw.upstream_host.as_ref(),
+        upstream_host,
+    );
     let name = c.value(&at("name"), raw.name.as_ref(), route_name);
     let max_body = c.value(&at("max_body"), raw.max_body.as_ref(), units::size);
     let [connect_timeout, read_timeout, write_timeout] = timeouts(c, path, &raw, inherited);
@@ -263,6 +268,7 @@ fn route(c: &mut Checker, path: &str, mut raw: RawRoute, inherited: &Inherited) 
         path,
         strip_prefix,
         upstreams: upstreams?,
+        upstream_host,
         pool: pool?,
         max_body: max_body.unwrap_or(inherited.max_body),
         connect_timeout,
@@ -448,6 +454,23 @@ fn route_path(v: &Value) -> Result<String, String> {
         "" => "/".to_string(),
         inner => format!("/{inner}/"),
     })
+}
+
+/// `upstream_host`: a host name or address, with or without a port, as a `Host` field
+/// carries it (`localhost:11434`, `127.0.0.1`, `[::1]:8080`, `app.internal`).
+fn upstream_host(v: &Value) -> Result<http::HeaderValue, String> {
+    const EXPECTED: &str =
+        "expected a host name or address with an optional port, e.g. localhost:11434";
+    let Value::String(s) = v else {
+        return Err(format!("invalid upstream_host {}; {EXPECTED}", shown(v)));
+    };
+    let s = s.trim();
+    let authority = s.parse::<http::uri::Authority>().ok();
+    let bare = authority.filter(|a| a.as_str() == s && !s.contains('@') && !a.host().is_empty());
+    match bare.and_then(|_| http::HeaderValue::from_str(s).ok()) {
+        Some(value) => Ok(value),
+        None => Err(format!("invalid upstream_host {}; {EXPECTED}", shown(v))),
+    }
 }
 
 fn route_name(v: &Value) -> Result<String, String> {

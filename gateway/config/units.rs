@@ -72,6 +72,8 @@ pub fn duration(v: &Value) -> Result<Option<Duration>, String> {
     const EXPECTED: &str = "expected a duration with a unit (e.g. 500ms, 30s, 5m, 1h) or \"off\"";
     match v {
         _ if is_off(v) => Ok(None),
+        // `0` needs no unit: it is `off`, as the docs say.
+        Value::Number(n) if n.as_u64() == Some(0) => Ok(None),
         Value::String(s) => match humantime::parse_duration(s.trim()) {
             Ok(d) if d.is_zero() => Ok(None),
             Ok(d) => Ok(Some(d)),

@@ -11,7 +11,8 @@ use super::context::RequestCtx;
 use super::{access, forwarded, limits, upstream};
 
 /// The upstream request: `X-Forwarded-*` and the request id, the login and sign-on
-/// fields, the route's prefix stripped.
+/// fields, the route's prefix stripped, and its `upstream_host` as `Host` (the client's
+/// stays in `X-Forwarded-Host`; Pingora then makes the target's authority agree).
 pub fn upstream_request(session: &Session, up: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> {
     let peer = forwarded::peer_ip(session);
     let host = forwarded::client_host_value(session.req_header());
@@ -21,6 +22,9 @@ pub fn upstream_request(session: &Session, up: &mut RequestHeader, ctx: &Request
         access::upstream_fields(up, route, &ctx.auth_fields)?;
         if let Some(prefix) = &route.prefix {
             prefix.upstream_request(up)?;
+        }
+        if let Some(host) = &route.upstream_host {
+            up.insert_header(http::header::HOST, host.clone())?;
         }
     }
     Ok(())

@@ -61,6 +61,7 @@ impl Upstream {
             .route("/ws", get(ws))
             .route("/upload", post(upload))
             .route("/slow", get(slow))
+            .route("/api/tags", get(local_only))
             .fallback(any(echo))
             .layer(middleware::from_fn_with_state(seen.clone(), count))
             .with_state(seen.clone());
@@ -118,6 +119,40 @@ async fn count(State(seen): State<Arc<Seen>>, req: Request, next: Next) -> Respo
         *by_path.entry(req.uri().path().to_string()).or_default() += 1;
     }
     next.run(req).await
+}
+
+/// Ollama's guard of its loopback listener (`allowedHostsMiddleware`): 403 unless the
+/// `Host` names this machine (`localhost`, a loopback or private address, `*.localhost`,
+/// `*.local`, `*.internal`), which no public name does. Answers with the `Host` it read.
+async fn local_only(headers: HeaderMap) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host.as_str(),
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    let local = match name.parse::<std::net::IpAddr>() {
+        Ok(ip) => {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || matches!(ip, std::net::IpAddr::V4(v4) if v4.is_private())
+        }
+        Err(_) => {
+            name.is_empty()
+                || name == "localhost"
+                || [".localhost", ".local", ".internal"]
+                    .iter()
+                    .any(|tld| name.ends_with(tld))
+        }
+    };
+    match local {
+        true => Json(json!({ "models": [], "host": host })).into_response(),
+        false => StatusCode::FORBIDDEN.into_response(),
+    }
 }
 
 fn headers_json(headers: &HeaderMap) -> Value {

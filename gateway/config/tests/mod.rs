@@ -79,7 +79,45 @@ fn built_in_defaults() {
     assert_eq!(c.routes[0].max_body, Some(DEFAULT_MAX_BODY));
     assert_eq!(c.routes[0].headers.len(), 3);
     assert_eq!(c.headers.len(), 3);
-    assert!(ok("").routes.is_empty());
+}
+
+#[test]
+fn an_empty_file_is_an_error_and_so_is_one_of_comments() {
+    for text in ["", "# routes: to come\n\n", "---\n"] {
+        let problems = errors(text);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with(
+                "routes.yaml: the file is empty (or only comments); expected at least `routes:`"
+            ),
+            "{problems:?}"
+        );
+    }
+    // `routes: []` says what it means: no app yet.
+    assert!(ok("routes: []\n").routes.is_empty());
+}
+
+#[test]
+fn routes_written_as_a_mapping_get_the_list_form() {
+    let problems = errors("routes:\n  voice:\n    host: a.test\n    upstream: 1\n");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("routes.yaml:2:3: routes: invalid type: map, expected a sequence: write each route as an item of a list: `- host: voice.example.com` under `routes:`"),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn an_unquoted_zero_turns_a_timeout_off() {
+    let c = ok("defaults:\n  read_timeout: 0\nroutes:\n  - host: a.test\n    upstream: 1\n    write_timeout: 0\n");
+    assert_eq!(c.routes[0].read_timeout, None);
+    assert_eq!(c.routes[0].write_timeout, None);
+    // A bare number other than 0 still needs its unit.
+    let problems = errors("defaults:\n  read_timeout: 30\n");
+    assert!(
+        problems[0].contains("invalid duration 30; expected a duration with a unit"),
+        "{problems:?}"
+    );
 }
 
 #[test]
@@ -89,7 +127,7 @@ fn unknown_key_suggests_the_nearest() {
         [
             "routes.yaml:2:5: routes[0]: missing `upstream`; expected e.g. upstream: 127.0.0.1:7860",
             "routes.yaml:3:5: routes[0]: unknown field `upstrem`, expected one of `host`, `path`, `strip_prefix`, `name`, \
-          `upstream`, `balance`, `health`, `sticky`, `max_concurrent`, `queue`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, `headers`, \
+          `upstream`, `upstream_host`, `balance`, `health`, `sticky`, `max_concurrent`, `queue`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, `headers`, \
           `tls`, `rate_limit`, `allow`, `basic_auth`, `forward_auth`, `pass_authorization`, `auth_failures`; did you mean `upstream`?"
         ]
     );
@@ -273,12 +311,12 @@ listn: {}
         errors(text),
         [
             "routes.yaml:4:5: routes[0]: unknown field `upstrem`, expected one of `host`, `path`, `strip_prefix`, `name`, \
-             `upstream`, `balance`, `health`, `sticky`, `max_concurrent`, `queue`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, \
+             `upstream`, `upstream_host`, `balance`, `health`, `sticky`, `max_concurrent`, `queue`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, \
              `headers`, `tls`, `rate_limit`, `allow`, `basic_auth`, `forward_auth`, `pass_authorization`, `auth_failures`; did you mean `upstream`?",
             "routes.yaml:5:25: routes[0].rate_limit.rate: invalid rate \"fast\"; expected requests per second, minute or hour like 20/s, 60/m or 1000/h",
             "routes.yaml:6:11: routes[1].host: duplicate host \"a.example\" (first at 2:11); expected each host once",
             "routes.yaml:8:5: routes[1]: unknown field `max_bdy`, expected one of `host`, `path`, `strip_prefix`, `name`, \
-             `upstream`, `balance`, `health`, `sticky`, `max_concurrent`, `queue`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, \
+             `upstream`, `upstream_host`, `balance`, `health`, `sticky`, `max_concurrent`, `queue`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, \
              `headers`, `tls`, `rate_limit`, `allow`, `basic_auth`, `forward_auth`, `pass_authorization`, `auth_failures`; did you mean `max_body`?",
             "routes.yaml:9:1: unknown field `listn`, expected one of `listen`, `tls`, `defaults`, `limits`, \
              `routes`, `shutdown_timeout`, `threads`, `acme_webroot`, `acme`, `limits_store`, `trusted_proxies`, \
@@ -398,5 +436,40 @@ fn mutated_configurations_never_panic() {
             }
         }
         let _ = parse(Path::new("routes.yaml"), &String::from_utf8_lossy(&text));
+    }
+}
+
+#[test]
+fn upstream_host_is_a_host_with_an_optional_port() {
+    for good in ["localhost:11434", "127.0.0.1", "[::1]:8080", "app.internal"] {
+        let c = ok(&format!(
+            "routes:\n  - host: a.test\n    upstream: 1\n    upstream_host: \"{good}\"\n"
+        ));
+        assert_eq!(
+            c.routes[0].upstream_host.as_ref().map(|h| h.to_str().ok()),
+            Some(Some(good))
+        );
+    }
+    assert_eq!(
+        ok("routes:\n  - host: a.test\n    upstream: 1\n").routes[0].upstream_host,
+        None
+    );
+    for bad in [
+        "\"http://localhost\"",
+        "\"user@localhost\"",
+        "\"\"",
+        "\"a b\"",
+        "\"localhost/x\"",
+        "[a]",
+    ] {
+        let problems = errors(&format!(
+            "routes:\n  - host: a.test\n    upstream: 1\n    upstream_host: {bad}\n"
+        ));
+        assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+        assert!(
+            problems[0]
+                .starts_with("routes.yaml:4:20: routes[0].upstream_host: invalid upstream_host"),
+            "{bad}: {problems:?}"
+        );
     }
 }
