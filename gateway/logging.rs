@@ -49,6 +49,11 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Pingora's info lines at a stop that say something other than what happens: the grace
+/// period it is given is only a ceiling (the longest of `shutdown_timeout` and
+/// `upgrade_grace`, plus 1 s); the drain logs its own limit (`event=draining limit_s=`).
+const MISLEADING_STOP_LINES: &[&str] = &["Graceful shutdown: grace period"];
+
 /// Installs the logger. Call once, first thing.
 pub fn init() {
     let inner =
@@ -68,7 +73,7 @@ impl Log for Demoting {
     }
 
     fn log(&self, record: &Record) {
-        if !is_client_error(record) {
+        if !is_client_error(record) && !is_misleading_stop_line(record) {
             return self.inner.log(record);
         }
         let demoted = Record::builder()
@@ -94,6 +99,17 @@ fn is_client_error(record: &Record) -> bool {
     // Formatted only for Pingora's error lines, which are rare unless clients misbehave.
     let message = record.args().to_string();
     CLIENT_ERRORS.iter().any(|start| message.starts_with(start))
+}
+
+/// Only the server's own lines, which come at start and stop, never per request.
+fn is_misleading_stop_line(record: &Record) -> bool {
+    if record.level() != Level::Info || record.target() != "pingora_core::server" {
+        return false;
+    }
+    let message = record.args().to_string();
+    MISLEADING_STOP_LINES
+        .iter()
+        .any(|start| message.starts_with(start))
 }
 
 #[cfg(test)]
@@ -134,6 +150,27 @@ mod tests {
             "gateway::reload",
             Level::Error,
             "Fail to proxy: x"
+        ));
+    }
+
+    #[test]
+    fn pingoras_grace_period_line_is_demoted_and_nothing_else_at_a_stop() {
+        let line = |target: &str, message: &str| {
+            is_misleading_stop_line(
+                &Record::builder()
+                    .target(target)
+                    .level(Level::Info)
+                    .args(format_args!("{message}"))
+                    .build(),
+            )
+        };
+        let server = "pingora_core::server";
+        assert!(line(server, "Graceful shutdown: grace period 3601s starts"));
+        assert!(line(server, "Graceful shutdown: grace period ends"));
+        assert!(!line(server, "SIGTERM received, gracefully exiting"));
+        assert!(!line(
+            "gateway::lifecycle",
+            "Graceful shutdown: grace period 1s"
         ));
     }
 }

@@ -624,6 +624,13 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
         TcpStream::connect(("127.0.0.1", env.https)).is_err(),
         "still listening"
     );
+    // The log names the stop's real limit, not Pingora's ceiling (upgrade_grace + 1 s).
+    let log = gw.log_text();
+    assert!(
+        log.contains("event=draining") && log.contains("limit_s=60"),
+        "{log}"
+    );
+    assert!(!log.contains("grace period 3601s"), "{log}");
     drop((idle, idle_http));
 }
 
