@@ -7,12 +7,14 @@
 //! wakes a writer that is blocked waiting. If the writer falls behind by `QUEUE` lines,
 //! further lines are dropped (and counted in `gateway_access_log_dropped_total`) rather
 //! than slowing requests down. `reopen` (SIGUSR1) makes the writer reopen its file, for
-//! logrotate.
+//! logrotate: the request is a flag the writer reads before each line, so it is never
+//! lost to a full queue, and every line goes to the old file or to the new one.
 
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 
@@ -41,11 +43,14 @@ pub enum Target {
 
 enum Msg {
     Line(Vec<u8>),
+    /// Wakes an idle writer to reopen its file (see `AccessLog::reopen_asked`).
     Reopen,
 }
 
 pub struct AccessLog {
     tx: SyncSender<Msg>,
+    /// A reopen was asked for and not yet done.
+    reopen_asked: Arc<AtomicBool>,
     /// Lines dropped because the writer was behind (`None`: metrics are off).
     dropped: Option<IntCounter>,
 }
@@ -55,10 +60,16 @@ impl AccessLog {
     pub fn start(target: Target, dropped: Option<IntCounter>) -> io::Result<Arc<AccessLog>> {
         let out = open(&target)?;
         let (tx, rx) = sync_channel(QUEUE);
+        let reopen_asked = Arc::new(AtomicBool::new(false));
+        let asked = reopen_asked.clone();
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_loop(rx, target, out))?;
-        Ok(Arc::new(AccessLog { tx, dropped }))
+            .spawn(move || write_loop(rx, target, out, &asked))?;
+        Ok(Arc::new(AccessLog {
+            tx,
+            reopen_asked,
+            dropped,
+        }))
     }
 
     /// Queues one entry; never blocks.
@@ -75,8 +86,10 @@ impl AccessLog {
         }
     }
 
-    /// Asks the writer to reopen its file (after logrotate moved it).
+    /// Asks the writer to reopen its file (after logrotate moved it). A full queue only
+    /// means the writer is busy: it sees the flag before its next line.
     pub fn reopen(&self) {
+        self.reopen_asked.store(true, Ordering::Release);
         let _ = self.tx.try_send(Msg::Reopen);
     }
 }
@@ -88,22 +101,25 @@ fn open(target: &Target) -> io::Result<Box<dyn Write + Send>> {
     })
 }
 
-fn write_loop(rx: Receiver<Msg>, target: Target, out: Box<dyn Write + Send>) {
+fn write_loop(
+    rx: Receiver<Msg>,
+    target: Target,
+    out: Box<dyn Write + Send>,
+    reopen_asked: &AtomicBool,
+) {
     let mut out = BufWriter::with_capacity(64 << 10, out);
     while let Ok(mut msg) = rx.recv() {
         loop {
-            match msg {
-                Msg::Line(line) => {
-                    if let Err(e) = out.write_all(&line) {
-                        log::warn!("event=access_log_write_failed error={e}");
-                    }
+            if reopen_asked.swap(false, Ordering::AcqRel) {
+                let _ = out.flush();
+                match open(&target) {
+                    Ok(file) => out = BufWriter::with_capacity(64 << 10, file),
+                    Err(e) => log::warn!("event=access_log_reopen_failed error={e}"),
                 }
-                Msg::Reopen => {
-                    let _ = out.flush();
-                    match open(&target) {
-                        Ok(file) => out = BufWriter::with_capacity(64 << 10, file),
-                        Err(e) => log::warn!("event=access_log_reopen_failed error={e}"),
-                    }
+            }
+            if let Msg::Line(line) = msg {
+                if let Err(e) = out.write_all(&line) {
+                    log::warn!("event=access_log_write_failed error={e}");
                 }
             }
             msg = match rx.try_recv() {

@@ -477,6 +477,74 @@ async fn access_log_is_json_without_secrets_and_reopens_on_sigusr1() {
     assert!(lines[0].contains("\"route\":\"up\""), "{lines:?}");
 }
 
+/// logrotate under load (the file renamed, then SIGUSR1, as its `postrotate` does):
+/// every request has its line, in the old file or in the new one, and none is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_under_load_loses_no_line() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const TASKS: usize = 8;
+    const EACH: usize = 150;
+    let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("logs")).expect("mkdir logs");
+    let gw = env.start(&config(&env, &a, &b, "access_log: logs/access.log\n"));
+    let done = Arc::new(AtomicUsize::new(0));
+    let c = client(&env, &["up.test"], false);
+    let url = format!("https://up.test:{}/echo", env.https);
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let (c, url, done) = (c.clone(), url.clone(), done.clone());
+            tokio::spawn(async move {
+                for _ in 0..EACH {
+                    let resp = c.get(&url).send().await.expect("request");
+                    assert_eq!(resp.status(), 200);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    // Rotate a third of the way through.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while done.load(Ordering::Relaxed) < TASKS * EACH / 3 {
+        assert!(Instant::now() < deadline, "the load did not start");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (log, old) = (env.path("logs/access.log"), env.path("logs/access.log.1"));
+    std::fs::rename(&log, &old).expect("rotate");
+    gw.signal(libc::SIGUSR1);
+    for task in tasks {
+        task.await.expect("load");
+    }
+    let count = |path: &Path| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(&old) + count(&log) < TASKS * EACH {
+        assert!(
+            Instant::now() < deadline,
+            "{} + {} lines for {} requests",
+            count(&old),
+            count(&log),
+            TASKS * EACH
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count(&old) + count(&log), TASKS * EACH);
+    assert!(
+        count(&old) >= TASKS * EACH / 3 && count(&log) > 0,
+        "both files hold lines"
+    );
+    let (_, metrics) = env.metrics_get("/metrics").await;
+    assert_eq!(
+        sample(&metrics, "gateway_access_log_dropped_total"),
+        Some(0.0)
+    );
+}
+
 /// The file's lines, once it has at least `n` (within 10 s).
 async fn wait_lines(path: &Path, n: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
