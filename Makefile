@@ -16,7 +16,7 @@ TEST_TOOLS := $(BUILD_TOOLS) promtool:prometheus prometheus:prometheus testssl:t
   htpasswd:apache2-utils python3:python3 pebble:pebble redis-server:redis-server \
   redis-cli:redis-tools node:nodejs
 
-.PHONY: run test check build prereqs test-prereqs
+.PHONY: run test check build dist prereqs test-prereqs
 
 run: prereqs
 	$(CARGO) run --release -- run -c $(CONFIG)
@@ -31,6 +31,27 @@ check: prereqs
 
 build: prereqs
 	$(CARGO) build --release
+
+# A portable binary: linked statically against glibc (`+crt-static`; the musl target is
+# not installable on these machines), a static PIE so the kernel still places it at a
+# random address, stripped, in a tarball with the example config, the systemd unit and
+# the README, and the tarball's SHA-256 beside it. CARGO_TARGET_DIR is honoured.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+DIST_TARGET := x86_64-unknown-linux-gnu
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+DIST := gateway-$(VERSION)-x86_64-linux
+
+dist: prereqs
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --bin gateway --target $(DIST_TARGET)
+	rm -rf $(TARGET_DIR)/dist/$(DIST) && mkdir -p $(TARGET_DIR)/dist/$(DIST)
+	cp $(TARGET_DIR)/$(DIST_TARGET)/release/gateway $(TARGET_DIR)/dist/$(DIST)/
+	strip $(TARGET_DIR)/dist/$(DIST)/gateway
+	ldd $(TARGET_DIR)/dist/$(DIST)/gateway 2>&1 | grep -Eq 'statically linked|not a dynamic executable'
+	cp routes.yaml README.md docs/systemd/gateway@.service docs/systemd/gateway-upgrade $(TARGET_DIR)/dist/$(DIST)/
+	tar -C $(TARGET_DIR)/dist -czf $(TARGET_DIR)/dist/$(DIST).tar.gz $(DIST)
+	cd $(TARGET_DIR)/dist && sha256sum $(DIST).tar.gz > $(DIST).tar.gz.sha256
+	@cat $(TARGET_DIR)/dist/$(DIST).tar.gz.sha256
+	@ls -l $(TARGET_DIR)/dist/$(DIST).tar.gz $(TARGET_DIR)/dist/$(DIST)/gateway
 
 prereqs:
 	@./.ci/install-missing $(BUILD_TOOLS)

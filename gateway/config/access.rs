@@ -281,6 +281,7 @@ fn auth_url(v: &Value) -> Result<AuthUrl, String> {
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
+        .or_else(|| units::loopback_name(&format!("{host}:{port}")))
         .ok_or_else(|| format!("url {} does not resolve", shown(v)))?;
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     Ok(AuthUrl {

@@ -139,13 +139,28 @@ pub fn upstream_addr(v: &Value) -> Result<SocketAddr, String> {
     if !has_port || text.contains('/') {
         return Err(format!("invalid upstream {}; {EXPECTED}", shown(v)));
     }
-    match text.to_socket_addrs().map(|mut addrs| addrs.next()) {
-        Ok(Some(addr)) => Ok(addr),
-        _ => Err(format!(
+    let resolved = text
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next());
+    match resolved.or_else(|| loopback_name(text)) {
+        Some(addr) => Ok(addr),
+        None => Err(format!(
             "upstream {} does not resolve; {EXPECTED}",
             shown(v)
         )),
     }
+}
+
+/// `localhost:PORT` (or `NAME.localhost:PORT`) as 127.0.0.1 when the system resolver
+/// gives nothing: a statically linked binary has no NSS modules to read /etc/hosts
+/// with, and such names are loopback by definition (RFC 6761, 6.3).
+pub(super) fn loopback_name(text: &str) -> Option<SocketAddr> {
+    let (host, port) = text.rsplit_once(':')?;
+    let host = host.to_ascii_lowercase();
+    let port: u16 = port.parse().ok()?;
+    let local = host == "localhost" || host.ends_with(".localhost");
+    local.then(|| SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 #[cfg(test)]
@@ -154,6 +169,17 @@ mod tests {
 
     fn s(text: &str) -> Value {
         Value::String(text.to_string())
+    }
+
+    #[test]
+    fn localhost_names_are_loopback_without_a_resolver() {
+        let at = |text: &str| loopback_name(text).map(|a| a.to_string());
+        assert_eq!(at("localhost:7860").as_deref(), Some("127.0.0.1:7860"));
+        assert_eq!(at("LocalHost:80").as_deref(), Some("127.0.0.1:80"));
+        assert_eq!(at("app.localhost:8188").as_deref(), Some("127.0.0.1:8188"));
+        assert_eq!(at("localhost.example.com:80"), None);
+        assert_eq!(at("notlocalhost:80"), None);
+        assert_eq!(at("localhost:http"), None);
     }
 
     #[test]
