@@ -534,10 +534,9 @@ async fn a_rotation_under_load_loses_no_line() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(count(&old) + count(&log), TASKS * EACH);
-    assert!(
-        count(&old) >= TASKS * EACH / 3 && count(&log) > 0,
-        "both files hold lines"
-    );
+    // How many lines land on each side depends on when the writer sees the reopen (it
+    // writes in batches), so only that both sides have some is certain.
+    assert!(count(&old) > 0 && count(&log) > 0, "both files hold lines");
     let (_, metrics) = env.metrics_get("/metrics").await;
     assert_eq!(
         sample(&metrics, "gateway_access_log_dropped_total"),

@@ -5,6 +5,7 @@
 
 mod access;
 mod acme;
+mod across;
 mod checker;
 mod connections;
 mod error;

@@ -10,6 +10,7 @@ use serde_yaml::Value;
 
 use super::access;
 use super::acme;
+use super::across;
 use super::checker::Checker;
 use super::error::Pos;
 use super::limits;
@@ -57,112 +58,19 @@ pub(super) fn routes(
         };
         // Found on the host and path alone, so that a duplicate is reported even when
         // something else in either route is wrong too.
-        let duplicate = served_twice(c, &mut served, &at, &raw_route, spans);
+        let duplicate = across::served_twice(c, &mut served, &at, &raw_route, spans);
         let Some(r) = route(c, &at, raw_route, inherited) else {
             continue;
         };
         if duplicate
-            || named_twice(c, &mut names, &at, &r, spans)
-            || certificate_differs(c, &routes, &at, &r)
+            || across::named_twice(c, &mut names, &at, &r, spans)
+            || across::certificate_differs(c, &routes, &at, &r)
         {
             continue;
         }
         routes.push(r);
     }
     routes
-}
-
-/// Whether an earlier route already serves this route's host and path (reported).
-fn served_twice(
-    c: &mut Checker,
-    served: &mut HashMap<(HostPattern, String), Option<Pos>>,
-    at: &str,
-    raw: &RawRoute,
-    spans: &Spans,
-) -> bool {
-    let host = raw.host.as_ref().and_then(|v| host_pattern(v).ok());
-    let path = match &raw.path {
-        Some(v) => route_path(v).ok(),
-        None => Some("/".to_string()),
-    };
-    let (Some(host), Some(path)) = (host, path) else {
-        return false;
-    };
-    let key = match path.as_str() {
-        "/" => format!("{at}.host"),
-        _ => format!("{at}.path"),
-    };
-    let pos = spans.find(&key);
-    let Some(first) = served.insert((host.clone(), path.clone()), pos) else {
-        return false;
-    };
-    let first = first_at(first);
-    let message = match path.as_str() {
-        "/" => format!("duplicate host \"{host}\"{first}; expected each host once"),
-        _ => format!(
-            "duplicate path \"{path}\" for host \"{host}\"{first}; expected each host and path once"
-        ),
-    };
-    c.error(&key, message);
-    true
-}
-
-/// Whether an earlier route has this route's name (reported).
-fn named_twice(
-    c: &mut Checker,
-    names: &mut HashMap<String, Option<Pos>>,
-    at: &str,
-    r: &Route,
-    spans: &Spans,
-) -> bool {
-    let name_path = format!("{at}.name");
-    let name_pos = spans.get(&name_path).or(spans.find(&format!("{at}.host")));
-    let Some(first) = names.insert(r.name.clone(), name_pos) else {
-        return false;
-    };
-    c.error(
-        &name_path,
-        format!(
-            "duplicate route name {:?}{}; names label metrics and must be unique",
-            r.name,
-            first_at(first)
-        ),
-    );
-    true
-}
-
-/// Whether an earlier route of the same host names another certificate (reported).
-fn certificate_differs(c: &mut Checker, routes: &[Route], at: &str, r: &Route) -> bool {
-    let Some(tls) = &r.tls else {
-        return false;
-    };
-    let other = routes.iter().find_map(|o| match &o.tls {
-        Some(t)
-            if o.host == r.host && (t.cert != tls.cert || t.key != tls.key || o.acme != r.acme) =>
-        {
-            Some(t)
-        }
-        _ => None,
-    });
-    let Some(other) = other else {
-        return false;
-    };
-    c.error(
-        &format!("{at}.tls"),
-        format!(
-            "host \"{}\" is already served the certificate of {}; the routes of one host share one certificate: set `tls` on one of them, or the same files on each",
-            r.host,
-            other.path.trim_end_matches(".cert")
-        ),
-    );
-    true
-}
-
-/// ` (first at FILE:LINE:COL)`, when the first place is known.
-fn first_at(first: Option<Pos>) -> String {
-    first
-        .map(|p| format!(" (first at {p})"))
-        .unwrap_or_default()
 }
 
 pub(super) fn defaults(c: &mut Checker, raw: RawDefaults) -> Inherited {
@@ -394,7 +302,7 @@ fn route_tls(
 }
 
 /// `voice.example.com` or `*.example.com`; case-insensitive, a trailing dot ignored.
-fn host_pattern(v: &Value) -> Result<HostPattern, String> {
+pub(super) fn host_pattern(v: &Value) -> Result<HostPattern, String> {
     const EXPECTED: &str =
         "expected a host name like voice.example.com or *.example.com, without port";
     let Value::String(text) = v else {
@@ -425,7 +333,7 @@ fn host_pattern(v: &Value) -> Result<HostPattern, String> {
 /// Plain characters only (letters, digits, `-._~`), so that the raw path a client sends
 /// and the path an app decodes agree on it; no empty, `.` or `..` segment. Stored with
 /// its trailing slash.
-fn route_path(v: &Value) -> Result<String, String> {
+pub(super) fn route_path(v: &Value) -> Result<String, String> {
     const EXPECTED: &str =
         "expected a path prefix like /voice/ (letters, digits, -._~ between slashes)";
     let Value::String(text) = v else {
