@@ -16,10 +16,15 @@ TEST_TOOLS := $(BUILD_TOOLS) promtool:prometheus prometheus:prometheus testssl:t
   htpasswd:apache2-utils python3:python3 pebble:pebble redis-server:redis-server \
   redis-cli:redis-tools node:nodejs
 
-.PHONY: run test check build dist prereqs test-prereqs
+.PHONY: run test check build dist deb package-test prereqs test-prereqs
+
+# What the gateway writes (the self-signed certificate, ACME's files) goes to the state
+# directory: /var/lib/gateway for a service; target/state for these developer commands,
+# which need no root.
+DEV_STATE := STATE_DIRECTORY=$${STATE_DIRECTORY:-$(CURDIR)/target/state}
 
 run: prereqs
-	$(CARGO) run --release -- run -c $(CONFIG)
+	$(DEV_STATE) $(CARGO) run --release -- run -c $(CONFIG)
 
 # --no-fail-fast: every test binary runs even when one fails, so one failure never hides
 # the rest; cargo still exits non-zero if any test failed.
@@ -27,7 +32,7 @@ test: test-prereqs
 	$(CARGO) test --no-fail-fast
 
 check: prereqs
-	$(CARGO) run --release -- check -c $(CONFIG)
+	$(DEV_STATE) $(CARGO) run --release -- check -c $(CONFIG)
 
 build: prereqs
 	$(CARGO) build --release
@@ -52,6 +57,17 @@ dist: prereqs
 	cd $(TARGET_DIR)/dist && sha256sum $(DIST).tar.gz > $(DIST).tar.gz.sha256
 	@cat $(TARGET_DIR)/dist/$(DIST).tar.gz.sha256
 	@ls -l $(TARGET_DIR)/dist/$(DIST).tar.gz $(TARGET_DIR)/dist/$(DIST)/gateway
+
+# The Debian package (cargo-deb, [package.metadata.deb] in Cargo.toml and packaging/deb/):
+# target/debian/gateway_VERSION-1_amd64.deb.
+deb: prereqs
+	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked --version 3.8.0
+	$(CARGO) deb
+
+# Builds the package, the tarball and the container image and uses each in a clean
+# Debian 12 root and under podman (packaging/test). As root; about 20 min cold.
+package-test: prereqs
+	packaging/test
 
 prereqs:
 	@./.ci/install-missing $(BUILD_TOOLS)

@@ -49,7 +49,7 @@ routes:
     upstream: $upstream
 ${IR_ROUTE:-}
 YAML
-  RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
+  STATE_DIRECTORY="$work/state" RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
     "$1" run -c "$work/ir.yaml" >/dev/null 2>>"$work/valgrind.log" &
   local pid=$!
   for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$https") 2>/dev/null && break; sleep 0.1; done

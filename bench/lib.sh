@@ -33,7 +33,7 @@ NGINX
 # start_gateway CONFIG HTTPS_PORT [BINARY]: runs BINARY (target/release/gateway by
 # default), waits for the port, sets $gw to its pid.
 start_gateway() {
-  RUST_LOG=warn "${3:-target/release/gateway}" run -c "$1" >/dev/null 2>>"$work/gateway.log" &
+  STATE_DIRECTORY="$work/state" RUST_LOG=warn "${3:-target/release/gateway}" run -c "$1" >/dev/null 2>>"$work/gateway.log" &
   gw=$!
   pids+=("$gw")
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return; sleep 0.1; done

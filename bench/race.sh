@@ -194,7 +194,7 @@ TOML
 start_proxy() { # NAME
   local p=$1
   case $p in
-    gateway|gateway-off) RUST_LOG=warn target/release/gateway run -c "$work/$p.yaml" >/dev/null 2>>"$work/logs/$p.log" & ;;
+    gateway|gateway-off) STATE_DIRECTORY="$work/state" RUST_LOG=warn target/release/gateway run -c "$work/$p.yaml" >/dev/null 2>>"$work/logs/$p.log" & ;;
     nginx) nginx -p "$work" -c nginx.conf 2>>"$work/logs/nginx.log" & ;;
     bare) RUST_LOG=warn target/release/examples/bare-pingora --threads 2 --https "127.0.0.1:${tls_port[bare]}" \
             --http "127.0.0.1:${plain_port[bare]}" --cert "$work/bench.pem" --key "$work/bench.key" \

@@ -142,12 +142,13 @@ fn a_failure_outside_the_config_exits_1() {
     );
     let path = env.write_config(&text);
     // A directory where the key file goes.
-    std::fs::create_dir_all(env.path("certs/selfsigned.key")).expect("mkdir");
+    std::fs::create_dir_all(env.path("state/selfsigned.key")).expect("mkdir");
     let (status, _, err) = check(&path);
     assert!(status.success(), "{err}");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
         .args(["run", "-c"])
         .arg(&path)
+        .env("STATE_DIRECTORY", env.path("state"))
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
@@ -225,5 +226,80 @@ routes:
             "routes.yaml:5:11: routes[1].host: duplicate host \"a.test\" (first at 2:11); expected each host once",
             "routes.yaml:7:25: routes[1].rate_limit.rate: invalid rate \"fast\"; expected requests per second, minute or hour like 20/s, 60/m or 1000/h",
         ]
+    );
+}
+
+/// `gateway check`, as the user the gateway runs as (the unit's `ExecStartPre`), fails
+/// wherever `run` would short of binding ports: a directory it must write that it cannot
+/// (the state directory of the self-signed certificate, the access log's), a key it
+/// cannot read. Run as root, the test drops to `nobody` with setpriv (root may write
+/// anywhere); run as another user, it takes the permissions away instead.
+#[test]
+fn check_fails_where_run_would_as_the_user_it_runs_as() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = Env::new();
+    let root = std::fs::metadata("/proc/self").expect("/proc/self").uid() == 0;
+    let chmod = |rel: &str, mode: u32| {
+        let p = env.path(rel);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    for dir in ["state", "logs"] {
+        std::fs::create_dir_all(env.path(dir)).expect("mkdir");
+        chmod(dir, if root { 0o755 } else { 0o555 });
+    }
+    chmod("", 0o755); // the test's directory: readable by `nobody`
+    chmod("certs", 0o755);
+    chmod("certs/default.pem", 0o644);
+    chmod("certs/default.key", if root { 0o600 } else { 0o000 });
+    let gateway = |command: &str| {
+        let bin = env!("CARGO_BIN_EXE_gateway");
+        let mut c = match root {
+            true => {
+                let mut c = std::process::Command::new("setpriv");
+                c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin]);
+                c
+            }
+            false => std::process::Command::new(bin),
+        };
+        let out = c
+            .args([command, "-c"])
+            .arg(env.path("routes.yaml"))
+            .env("STATE_DIRECTORY", env.path("state"))
+            .output()
+            .expect("gateway");
+        let err =
+            String::from_utf8_lossy(&out.stderr).replace(&env.path("").display().to_string(), "");
+        (out.status.code(), err)
+    };
+    let uid = if root {
+        65534
+    } else {
+        std::fs::metadata("/proc/self").expect("me").uid()
+    };
+    // No certificate named: the self-signed one goes to the state directory.
+    let listen = format!("listen:\n  https: \"127.0.0.1:{}\"\n", env.https);
+    env.write_config(&format!(
+        "{listen}access_log: logs/access.log\nroutes:\n  - host: a.test\n    upstream: 1\n"
+    ));
+    let (code, err) = gateway("check");
+    assert_eq!(code, Some(78), "{err}");
+    assert!(
+        err.contains(&format!("routes.yaml:1:1: tls: state is not writable (EACCES: Permission denied); the gateway writes the self-signed certificate (`tls` names none) there (the state directory, from $STATE_DIRECTORY): make it writable by uid {uid}, or set `state_dir` to a directory that is")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("routes.yaml:3:13: access_log: logs is not writable (EACCES: Permission denied); the gateway runs as uid {uid}")),
+        "{err}"
+    );
+    assert_eq!(gateway("run"), (code, err), "run refuses it the same way");
+    // A key the user cannot read.
+    env.write_config(&format!(
+        "{listen}tls: {{ cert: certs/default.pem, key: certs/default.key }}\nroutes:\n  - host: a.test\n    upstream: 1\n"
+    ));
+    let (code, err) = gateway("check");
+    assert_ne!(code, Some(0), "{err}");
+    assert!(
+        err.contains("cannot read certs/default.key: Permission denied"),
+        "{err}"
     );
 }

@@ -643,7 +643,7 @@ async fn first_run_without_certificates_generates_a_self_signed_one() {
         env.https, a.addr
     );
     let gw = env.start(&config);
-    let pem = std::fs::read(env.path("certs/selfsigned.pem")).expect("generated cert");
+    let pem = std::fs::read(env.path("state/selfsigned.pem")).expect("generated cert");
     let cert = openssl::x509::X509::from_pem(&pem).expect("pem");
     let names: Vec<String> = cert
         .subject_alt_names()
@@ -654,7 +654,7 @@ async fn first_run_without_certificates_generates_a_self_signed_one() {
     assert!(names.contains(&"up.test".to_string()), "{names:?}");
     assert!(gw.log_text().contains("event=self_signed_generated"));
     let key_mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(env.path("certs/selfsigned.key"))
+        &std::fs::metadata(env.path("state/selfsigned.key"))
             .expect("key")
             .permissions(),
     );

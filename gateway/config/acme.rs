@@ -8,12 +8,14 @@ use std::time::Duration;
 use serde_yaml::{Mapping, Value};
 
 use super::checker::Checker;
-use super::model::{AcmeSettings, HostPattern, Listen, Route};
+use super::files;
+use super::model::{AcmeSettings, HostPattern, Listen, Route, StateDir};
 use super::units::{self, shown};
 
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
-pub const DEFAULT_STORAGE: &str = "certs/acme/";
+/// `acme.storage` when not set: this directory of the state directory.
+pub const DEFAULT_STORAGE: &str = "acme";
 pub const DEFAULT_FIRST_RETRY: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_RETRY: Duration = Duration::from_secs(4 * 3600);
 
@@ -34,6 +36,7 @@ pub(super) fn settings(
     c: &mut Checker,
     v: Option<&Value>,
     listen: &Listen,
+    state: &StateDir,
     routes: &mut [Route],
 ) -> Option<AcmeSettings> {
     let used = routes.iter().any(|r| r.acme);
@@ -45,7 +48,7 @@ pub(super) fn settings(
             c.error(
                 "acme",
                 format!(
-                    "expected a mapping like {{ email: ops@example.com, storage: certs/acme/ }}, found {}",
+                    "expected a mapping like {{ email: ops@example.com, directory: staging }}, found {}",
                     shown(v)
                 ),
             );
@@ -58,9 +61,7 @@ pub(super) fn settings(
         None => Some(LETS_ENCRYPT.to_string()),
         v => c.value("acme.directory", v, directory),
     };
-    let storage = c
-        .file_path("acme.storage", get("storage"))
-        .unwrap_or_else(|| c.base().join(DEFAULT_STORAGE));
+    let storage = c.file_path("acme.storage", get("storage"));
     let ca_bundle = c.file_path("acme.ca_bundle", get("ca_bundle"));
     let (first_retry, max_retry) = retries(c, get("first_retry"), get("max_retry"));
     if let Some(bundle) = &ca_bundle {
@@ -71,9 +72,27 @@ pub(super) fn settings(
     if !used && v.is_none() {
         return None;
     }
-    if let Err(e) = writable_dir(&storage) {
-        c.error("acme.storage", e);
-    }
+    let what = "the ACME account and certificates";
+    let storage = match storage {
+        Some(storage) => {
+            if let Err(e) = files::writable_dir(&storage) {
+                c.error(
+                    "acme.storage",
+                    format!("{e}; the gateway keeps {what} there"),
+                );
+            }
+            storage
+        }
+        None => {
+            let first = routes.iter().position(|r| r.acme).unwrap_or(0);
+            let at = match v {
+                Some(_) => "acme".to_string(),
+                None => format!("routes[{first}].tls"),
+            };
+            files::check_state_dir(c, state, &at, what);
+            state.path.join(DEFAULT_STORAGE)
+        }
+    };
     if used && listen.http.is_none() {
         let at = routes.iter().position(|r| r.acme).unwrap_or(0);
         c.error(
@@ -215,29 +234,4 @@ fn check_bundle(path: &Path) -> Result<(), String> {
             path.display()
         )),
     }
-}
-
-/// A directory the gateway can write, or one it can create (its nearest existing
-/// ancestor is a writable directory). Nothing is created here.
-fn writable_dir(path: &Path) -> Result<(), String> {
-    let here = Path::new(".");
-    let ancestors = path.ancestors().filter(|p| !p.as_os_str().is_empty());
-    for at in ancestors.chain(std::iter::once(here)) {
-        match std::fs::metadata(at) {
-            Ok(meta) if !meta.is_dir() => {
-                return Err(format!("{} is not a directory", at.display()));
-            }
-            Ok(_) => {
-                return nix::unistd::access(at, nix::unistd::AccessFlags::W_OK).map_err(|e| {
-                    format!(
-                        "{} is not writable ({e}); the gateway keeps its ACME account and certificates there",
-                        at.display()
-                    )
-                });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(format!("cannot use {}: {e}", at.display())),
-        }
-    }
-    Err(format!("no directory of {} exists", path.display()))
 }

@@ -55,11 +55,6 @@ impl<'a> Checker<'a> {
         self.errors.push(Diagnostic::new(self.file, pos, text));
     }
 
-    /// The directory relative paths in the configuration are resolved against.
-    pub(super) fn base(&self) -> &Path {
-        &self.base
-    }
-
     /// Where the value at a YAML path is written.
     pub(super) fn pos(&self, path: &str) -> Option<Pos> {
         self.spans.find(path)

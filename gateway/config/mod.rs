@@ -9,6 +9,7 @@ mod across;
 mod checker;
 mod connections;
 mod error;
+mod files;
 mod limits;
 mod model;
 mod password;

@@ -65,12 +65,23 @@ pub struct Config {
     pub conn_limits: ConnLimits,
     /// Findings that do not stop the gateway (`gateway check` prints them).
     pub warnings: Vec<super::Diagnostic>,
+    /// Where the gateway writes what it makes: the self-signed certificate, and the ACME
+    /// account and certificates unless `acme.storage` says otherwise.
+    pub state_dir: StateDir,
     /// Where `tls: acme` certificates are ordered and kept; `None` when no route uses it.
     pub acme: Option<AcmeSettings>,
     /// The Redis server rate limits and failed-login counts are shared through; `None`:
     /// each replica keeps its own.
     pub limits_store: Option<LimitsStoreSettings>,
     pub routes: Vec<Route>,
+}
+
+/// The state directory and which setting named it, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateDir {
+    pub path: PathBuf,
+    /// `state_dir`, `$STATE_DIRECTORY` or `the default`.
+    pub from: &'static str,
 }
 
 /// `acme`: the ACME server and the directory the account and certificates live in.

@@ -181,6 +181,7 @@ pub struct RawConfig {
     pub access_log: Option<Value>,
     pub upgrade_grace: Option<Value>,
     pub upgrade_sock: Option<Value>,
+    pub state_dir: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -9,6 +9,7 @@ use super::acme;
 use super::checker::Checker;
 use super::connections;
 use super::error::Diagnostic;
+use super::files;
 use super::limits;
 use super::model::*;
 use super::raw::{RawConfig, RawTls};
@@ -44,13 +45,18 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
     let acme_webroot = c.file_path("acme_webroot", raw.acme_webroot.as_ref());
     let trusted_proxies = limits::trusted_proxies(&mut c, raw.trusted_proxies.as_ref());
     let access_log = access_log(&mut c, raw.access_log.as_ref());
+    let state_dir = files::state_dir(&mut c, raw.state_dir.as_ref());
+    if tls.default_cert.is_none() {
+        let what = "the self-signed certificate (`tls` names none)";
+        files::check_state_dir(&mut c, &state_dir, "tls", what);
+    }
     let raw_limits = raw.limits.unwrap_or_default();
     let conn_limits = connections::conn_limits(&mut c, &raw_limits);
     let (head_limits, body_deadline, ipv6_prefix) = limits::limits(&mut c, raw_limits);
     let inherited = route::defaults(&mut c, raw.defaults.unwrap_or_default());
 
     let mut routes = route::routes(&mut c, raw.routes.unwrap_or_default(), &inherited, spans);
-    let acme = acme::settings(&mut c, raw.acme.as_ref(), &listen, &mut routes);
+    let acme = acme::settings(&mut c, raw.acme.as_ref(), &listen, &state_dir, &mut routes);
     let limits_store = store::settings(&mut c, raw.limits_store.as_ref());
 
     warnings::rate_keys(&mut c, &routes, head_limits.underscores_in_headers);
@@ -73,6 +79,7 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
             ipv6_prefix,
             conn_limits,
             warnings: c.warnings,
+            state_dir,
             acme,
             limits_store,
             routes,
@@ -98,9 +105,13 @@ fn access_log(c: &mut Checker, v: Option<&Value>) -> AccessLogTarget {
         None => AccessLogTarget::Stdout,
         Some(v) if units::is_off(v) => AccessLogTarget::Off,
         Some(Value::String(s)) if s.trim() == "stdout" => AccessLogTarget::Stdout,
-        v => c
-            .file_path("access_log", v)
-            .map_or(AccessLogTarget::Stdout, AccessLogTarget::File),
+        v => match c.file_path("access_log", v) {
+            Some(file) => {
+                files::check_appendable(c, "access_log", &file);
+                AccessLogTarget::File(file)
+            }
+            None => AccessLogTarget::Stdout,
+        },
     }
 }
 

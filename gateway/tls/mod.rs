@@ -26,7 +26,7 @@ pub use selfsigned::{
 };
 
 /// The default certificate: the configured one, or a self-signed pair generated (when
-/// `write`) beside the config. Logs when it generates one.
+/// `write`) into the state directory. Logs when it generates one.
 pub fn default_cert(config: &Config, write: bool) -> Result<CertFiles, SelfSignedError> {
     if let Some(files) = &config.tls.default_cert {
         return Ok(files.clone());

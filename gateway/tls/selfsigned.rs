@@ -1,6 +1,7 @@
 //! A self-signed certificate for first runs: when routes.yaml names no certificate, one
-//! covering every route host is generated into `certs/` beside the config, and reused
-//! while it still covers the same hosts and has 30 days left.
+//! covering every route host is generated into the state directory (never beside the
+//! config, which a service may not write), and reused while it still covers the same
+//! hosts and has 30 days left.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -19,8 +20,9 @@ use openssl::x509::{X509NameBuilder, X509};
 
 use crate::config::{CertFiles, Config, HostPattern};
 
-pub const SELF_SIGNED_CERT: &str = "certs/selfsigned.pem";
-pub const SELF_SIGNED_KEY: &str = "certs/selfsigned.key";
+/// The files' names in the state directory.
+pub const SELF_SIGNED_CERT: &str = "selfsigned.pem";
+pub const SELF_SIGNED_KEY: &str = "selfsigned.key";
 const VALID_DAYS: u32 = 365;
 const RENEW_BEFORE_DAYS: u32 = 30;
 
@@ -65,7 +67,7 @@ pub fn ensure_self_signed(
     config: &Config,
     write: bool,
 ) -> Result<(CertFiles, bool), SelfSignedError> {
-    let base = config.file.parent().unwrap_or(Path::new(""));
+    let base = &config.state_dir.path;
     let files = CertFiles {
         cert: base.join(SELF_SIGNED_CERT),
         key: base.join(SELF_SIGNED_KEY),

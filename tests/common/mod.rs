@@ -313,6 +313,8 @@ impl Env {
             .args(args)
             .arg("-c")
             .arg(path)
+            // The self-signed certificate goes here, not to /var/lib/gateway.
+            .env("STATE_DIRECTORY", self.path("state"))
             // GW_TEST_LOG=debug shows, e.g., each request's error in a failing test's log.
             .env(
                 "RUST_LOG",
@@ -344,9 +346,11 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
 
 /// `gateway check -c FILE`: (exit status, stdout, stderr).
 pub fn check(config: &Path) -> (ExitStatus, String, String) {
+    let state = config.parent().unwrap_or(Path::new(".")).join("state");
     let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
         .args(["check", "-c"])
         .arg(config)
+        .env("STATE_DIRECTORY", state)
         .output()
         .expect("run gateway check");
     (

@@ -161,12 +161,12 @@ routes:
         wait_port(streamlit_port, self.streamlit, "streamlit")
         self.gateway = self.spawn(
             [str(GATEWAY), "run", "-c", str(self.config)],
-            dict(env, RUST_LOG="info"),
+            dict(env, RUST_LOG="info", STATE_DIRECTORY=str(work / "state")),
             "gateway.log",
         )
         wait_port(self.https, self.gateway, "gateway", 30)
         wait_port(self.metrics, self.gateway, "gateway metrics", 30)
-        self.ca = work / "certs/selfsigned.pem"
+        self.ca = work / "state/selfsigned.pem"
         deadline = time.time() + 15
         while self.replicas_up() != {r: 1 for r in REPLICAS}:
             if time.time() > deadline:

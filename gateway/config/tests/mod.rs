@@ -320,7 +320,7 @@ listn: {}
              `headers`, `tls`, `rate_limit`, `allow`, `basic_auth`, `forward_auth`, `pass_authorization`, `auth_failures`; did you mean `max_body`?",
             "routes.yaml:9:1: unknown field `listn`, expected one of `listen`, `tls`, `defaults`, `limits`, \
              `routes`, `shutdown_timeout`, `threads`, `acme_webroot`, `acme`, `limits_store`, `trusted_proxies`, \
-             `access_log`, `upgrade_grace`, `upgrade_sock`; did you mean `listen`?",
+             `access_log`, `upgrade_grace`, `upgrade_sock`, `state_dir`; did you mean `listen`?",
         ]
     );
 }
