@@ -105,6 +105,58 @@ async fn streamed_body_over_the_limit_is_413_and_aborts_the_upstream_request() {
     }
 }
 
+/// curl over HTTP/2 shows the 413, declared or streamed (RFC 9113 §8.1: the answer, then
+/// the stream reset with NO_ERROR). curl 7.88 exited 92 ("Stream error in the HTTP/2
+/// framing layer") with no status when the reset left in the same write as the answer.
+#[test]
+fn curl_over_http2_shows_the_413() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let a = rt.block_on(Upstream::start("A"));
+    let env = Env::new();
+    let _gw = env.start(&config(
+        &env,
+        "",
+        &route("a.test", &a, "    max_body: 1K\n"),
+    ));
+    let body = env.path("body.bin");
+    std::fs::write(&body, vec![b'x'; 300_000]).expect("write body");
+    let resolve = format!("a.test:{}:127.0.0.1", env.https);
+    let url = format!("https://a.test:{}/upload", env.https);
+    // With its Content-Length (413 before the body), and without (413 on the count).
+    for declared in [true, false] {
+        let mut curl = std::process::Command::new("curl");
+        curl.args([
+            "--http2",
+            "-sSk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{http_version}",
+        ])
+        .args(["--resolve", &resolve, "--data-binary"])
+        .arg(format!("@{}", body.display()));
+        if !declared {
+            curl.args(["-H", "Content-Length:"]);
+        }
+        let out = curl.arg(&url).output().expect("curl");
+        let shown = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "declared={declared}: {shown} {err}"
+        );
+        assert_eq!(shown, "413 2", "declared={declared}: {err}");
+        if declared {
+            assert_eq!(
+                a.hits(),
+                0,
+                "a declared body over the limit never reaches the app"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_body_off_is_unlimited_and_routes_inherit_defaults() {
     let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);
