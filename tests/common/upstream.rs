@@ -62,6 +62,8 @@ impl Upstream {
             .route("/upload", post(upload))
             .route("/slow", get(slow))
             .route("/api/tags", get(local_only))
+            .route("/comfy/ws", get(comfy_ws))
+            .route("/comfy/prompt", post(comfy_prompt))
             .fallback(any(echo))
             .layer(middleware::from_fn_with_state(seen.clone(), count))
             .with_state(seen.clone());
@@ -199,6 +201,55 @@ async fn echo(State(seen): State<Arc<Seen>>, req: Request) -> Response {
         }
     }
     resp
+}
+
+/// ComfyUI's guard against DNS rebinding (server.py, its origin-only middleware): when the
+/// `Host` it is sent names a loopback host, a request whose `Origin` names another host
+/// (ports compared when both carry one) gets 403. Any other `Host` is not checked.
+fn comfy_refuses(headers: &HeaderMap) -> bool {
+    let field = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase)
+    };
+    let (Some(host), Some(origin)) = (field(header::HOST), field(header::ORIGIN)) else {
+        return false;
+    };
+    let Some(origin) = origin
+        .parse::<axum::http::Uri>()
+        .ok()
+        .and_then(|u| u.authority().cloned())
+    else {
+        return false;
+    };
+    let Ok(host) = host.parse::<axum::http::uri::Authority>() else {
+        return false;
+    };
+    let name = host.host().trim_start_matches('[').trim_end_matches(']');
+    let loopback = name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let (mine, theirs) = match (host.port_u16(), origin.port_u16()) {
+        (Some(_), Some(_)) => (host.as_str(), origin.as_str()),
+        _ => (host.host(), origin.host()),
+    };
+    loopback && mine != theirs
+}
+
+async fn comfy_ws(headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+    match comfy_refuses(&headers) {
+        true => StatusCode::FORBIDDEN.into_response(),
+        false => upgrade.on_upgrade(echo_socket),
+    }
+}
+
+async fn comfy_prompt(headers: HeaderMap) -> Response {
+    match comfy_refuses(&headers) {
+        true => StatusCode::FORBIDDEN.into_response(),
+        false => Json(json!({ "prompt_id": "1", "number": 0 })).into_response(),
+    }
 }
 
 /// Five events, 300 ms apart, like a token stream from a generation queue.
