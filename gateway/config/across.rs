@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use super::checker::Checker;
 use super::error::Pos;
 use super::model::*;
+use super::names::{host_pattern, route_path};
 use super::raw::RawRoute;
-use super::route::{host_pattern, route_path};
 use super::span::Spans;
 
 /// Whether an earlier route already serves this route's host and path (reported).

@@ -52,8 +52,8 @@ fn default_state_dir() -> PathBuf {
     std::env::temp_dir().join("gateway-unit-tests")
 }
 
-/// An error at `path` when the state directory cannot be written and `what` needs it.
-/// Reported at `state_dir` when the file sets it, else at `at` (the setting that makes
+/// An error when the state directory, which `what` needs, can be neither written nor
+/// created: at `state_dir` when the file sets it, else at `at` (the setting that makes
 /// the gateway write there).
 pub(super) fn check_state_dir(c: &mut Checker, state: &StateDir, at: &str, what: &str) {
     if let Err(e) = writable_dir(&state.path) {
@@ -72,7 +72,8 @@ pub(super) fn check_state_dir(c: &mut Checker, state: &StateDir, at: &str, what:
     }
 }
 
-/// A file the gateway appends to: writable, or creatable in a writable directory.
+/// A file the gateway appends to: writable, or one it can create in its directory,
+/// which must exist (the gateway makes no directory for it).
 pub(super) fn check_appendable(c: &mut Checker, at: &str, file: &Path) {
     let result = match std::fs::metadata(file) {
         Ok(meta) if meta.is_dir() => Err(format!("{} is a directory", file.display())),
@@ -80,12 +81,22 @@ pub(super) fn check_appendable(c: &mut Checker, at: &str, file: &Path) {
             .map_err(|e| format!("{} is not writable ({e})", file.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
-            writable_dir(dir.unwrap_or(Path::new(".")))
+            writable(dir.unwrap_or(Path::new(".")))
         }
         Err(e) => Err(format!("cannot use {}: {e}", file.display())),
     };
     if let Err(e) = result {
         c.error(at, format!("{e}; the gateway runs as {}", run_as()));
+    }
+}
+
+/// An existing directory the gateway can write.
+fn writable(dir: &Path) -> Result<(), String> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Err(format!("{} is not a directory", dir.display())),
+        Ok(_) => access(dir, AccessFlags::W_OK | AccessFlags::X_OK)
+            .map_err(|e| format!("{} is not writable ({e})", dir.display())),
+        Err(e) => Err(format!("cannot use {}: {e}", dir.display())),
     }
 }
 
@@ -96,13 +107,7 @@ pub(super) fn writable_dir(path: &Path) -> Result<(), String> {
     let ancestors = path.ancestors().filter(|p| !p.as_os_str().is_empty());
     for at in ancestors.chain(std::iter::once(here)) {
         match std::fs::metadata(at) {
-            Ok(meta) if !meta.is_dir() => {
-                return Err(format!("{} is not a directory", at.display()));
-            }
-            Ok(_) => {
-                return access(at, AccessFlags::W_OK | AccessFlags::X_OK)
-                    .map_err(|e| format!("{} is not writable ({e})", at.display()));
-            }
+            Ok(_) => return writable(at),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(format!("cannot use {}: {e}", at.display())),
         }

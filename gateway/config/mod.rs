@@ -12,6 +12,7 @@ mod error;
 mod files;
 mod limits;
 mod model;
+mod names;
 mod password;
 mod pool;
 mod raw;
