@@ -11,12 +11,12 @@ BUILD_TOOLS := cmake:cmake perl:perl make:make cc:gcc
 # in Python (standard library only); the ACME tests, Pebble (an ACME server and its
 # test DNS, pebble-challtestsrv); the scale-out tests, a real Redis server and redis-cli;
 # the security tests, a Node app (and Python app servers, which tests/apps/setup installs
-# into a virtualenv from PyPI).
+# into a virtualenv from PyPI); the limits tests, curl (the HTTP/2 413 as curl sees it).
 TEST_TOOLS := $(BUILD_TOOLS) promtool:prometheus prometheus:prometheus testssl:testssl.sh \
   htpasswd:apache2-utils python3:python3 pebble:pebble redis-server:redis-server \
-  redis-cli:redis-tools node:nodejs
+  redis-cli:redis-tools node:nodejs curl:curl
 
-.PHONY: run test check build dist deb package-test prereqs test-prereqs
+.PHONY: run test check build dist deb image package-test prereqs test-prereqs
 
 # What the gateway writes (the self-signed certificate, ACME's files) goes to the state
 # directory: /var/lib/gateway for a service; target/state for these developer commands,
@@ -62,7 +62,16 @@ dist: prereqs
 # target/debian/gateway_VERSION-1_amd64.deb.
 deb: prereqs
 	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked --version 3.8.0
-	$(CARGO) deb
+	$(CARGO) deb --strip
+
+# The container image (packaging/container/Containerfile, FROM scratch): the static
+# binary of `make dist`, the image's routes.yaml, an empty state directory.
+PODMAN ?= podman
+image: dist
+	rm -rf $(TARGET_DIR)/image && mkdir -p $(TARGET_DIR)/image/empty
+	cp $(TARGET_DIR)/dist/$(DIST)/gateway packaging/container/Containerfile \
+	  packaging/container/routes.yaml packaging/container/nsswitch.conf $(TARGET_DIR)/image/
+	$(PODMAN) build -t gateway:$(VERSION) -t gateway:latest -f $(TARGET_DIR)/image/Containerfile $(TARGET_DIR)/image
 
 # Builds the package, the tarball and the container image and uses each in a clean
 # Debian 12 root and under podman (packaging/test). As root; about 20 min cold.

@@ -310,3 +310,59 @@ impl BackgroundService for ReloadService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Every setting a reload refuses is in the lists of configuration.md and
+    /// operations.md, which tell the operator what needs a restart.
+    #[test]
+    fn the_docs_list_every_setting_a_reload_refuses() {
+        let parse = |text: &str| {
+            crate::config::parse(Path::new("routes.yaml"), text)
+                .unwrap_or_else(|e| panic!("{}", crate::config::render(&e)))
+        };
+        let old = parse("routes: []\n");
+        let new = parse(
+            "listen: { https: 1, http: 2, metrics: 3, http_mode: proxy }\nthreads: 3\n\
+             tls: { min_version: \"1.3\" }\naccess_log: off\nlimits: { max_header_bytes: 8K }\n\
+             shutdown_timeout: 5s\nupgrade_grace: 5s\nroutes: []\n",
+        );
+        let mut other_sock = new.clone();
+        other_sock.listen.https = old.listen.https;
+        other_sock.upgrade_sock = "/elsewhere.sock".into();
+        let keys: Vec<String> = super::fixed_changes(&old, &new)
+            .into_iter()
+            .chain(super::fixed_changes(&old, &other_sock))
+            .filter_map(|d| d.message.split(" changed").next().map(str::to_string))
+            .collect();
+        assert!(keys.len() >= 10, "{keys:?}");
+        let configuration = include_str!("../docs/configuration.md");
+        let operations = include_str!("../docs/operations.md");
+        let listed = |doc: &str, key: &str| {
+            let shown = format!("`{key}`");
+            doc.contains(&shown) || (key.starts_with("listen.") && doc.contains("`listen.*`"))
+        };
+        let reload_rule = configuration
+            .split("A reload (SIGHUP")
+            .nth(1)
+            .and_then(|t| t.split("\n\n").next())
+            .unwrap_or_default();
+        let reload_list = operations
+            .split("Reload cannot change")
+            .nth(1)
+            .and_then(|t| t.split("\n\n").next())
+            .unwrap_or_default();
+        for key in &keys {
+            assert!(
+                listed(reload_rule, key),
+                "configuration.md's reload rule lacks {key}"
+            );
+            assert!(
+                listed(reload_list, key),
+                "operations.md's reload list lacks {key}"
+            );
+        }
+    }
+}
