@@ -143,8 +143,10 @@ fn check(path: &std::path::Path) -> ExitCode {
         .and_then(|config| {
             let default = gateway::tls::default_cert(&config, false)?;
             let self_signed = config.tls.default_cert.is_none();
-            // A self-signed default is generated on first start: nothing to load before that.
-            let default = (!self_signed || default.cert.exists()).then_some(&default);
+            // A self-signed default is made on start when missing, stale or for other
+            // hosts: only one that run would serve as it is can be loaded now.
+            let reused = self_signed && gateway::tls::self_signed_reusable(&config);
+            let default = (!self_signed || reused).then_some(&default);
             let store = gateway::tls::CertStore::build(&config, default)?;
             Ok((config, store.route_certs(), self_signed))
         });

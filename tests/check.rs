@@ -251,17 +251,20 @@ fn check_fails_where_run_would_as_the_user_it_runs_as() {
     chmod("certs", 0o755);
     chmod("certs/default.pem", 0o644);
     chmod("certs/default.key", if root { 0o600 } else { 0o000 });
-    let gateway = |command: &str| {
+    // The gateway as the user under test: `nobody` when the test runs as root.
+    let as_user = || {
         let bin = env!("CARGO_BIN_EXE_gateway");
-        let mut c = match root {
+        match root {
             true => {
                 let mut c = std::process::Command::new("setpriv");
                 c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin]);
                 c
             }
             false => std::process::Command::new(bin),
-        };
-        let out = c
+        }
+    };
+    let gateway = |command: &str| {
+        let out = as_user()
             .args([command, "-c"])
             .arg(env.path("routes.yaml"))
             .env("STATE_DIRECTORY", env.path("state"))
@@ -292,6 +295,66 @@ fn check_fails_where_run_would_as_the_user_it_runs_as() {
         "{err}"
     );
     assert_eq!(gateway("run"), (code, err), "run refuses it the same way");
+    // ACME's default storage, `acme/` of a writable state directory, left to root by an
+    // earlier `sudo gateway run`: checked where run writes, not only its parent.
+    let state = env.path("state2");
+    std::fs::create_dir_all(state.join("acme")).expect("mkdir");
+    if root {
+        std::os::unix::fs::chown(&state, Some(65534), Some(65534)).expect("chown");
+        chmod("state2/acme", 0o700);
+    } else {
+        chmod("state2/acme", 0o555);
+    }
+    env.write_config(&format!(
+        "{listen}  http: \"127.0.0.1:{}\"\nstate_dir: state2\ntls: {{ cert: certs/b.pem, key: certs/b.key }}\nroutes:\n  - host: a.test\n    upstream: 1\n    tls: acme\n",
+        env.http
+    ));
+    chmod("certs/b.key", 0o644);
+    let (code, err) = gateway("check");
+    assert_eq!(code, Some(78), "{err}");
+    assert!(
+        err.contains("state_dir: state2/acme is not writable (EACCES: Permission denied); the gateway writes the ACME account and certificates there"),
+        "{err}"
+    );
+    // A stale self-signed pair the user cannot write (left by root, say) in a directory
+    // it can: check passes, so run must replace the pair (by rename) and serve.
+    let state = env.path("state3");
+    std::fs::create_dir_all(&state).expect("mkdir");
+    for file in ["selfsigned.pem", "selfsigned.key"] {
+        std::fs::write(state.join(file), "stale").expect("write");
+    }
+    if root {
+        std::os::unix::fs::chown(&state, Some(65534), Some(65534)).expect("chown");
+        chmod("state3/selfsigned.key", 0o600);
+    } else {
+        chmod("state3/selfsigned.key", 0o400);
+    }
+    env.write_config(&format!(
+        "{listen}state_dir: state3\nroutes:\n  - host: a.test\n    upstream: 1\n"
+    ));
+    let (code, err) = gateway("check");
+    assert_eq!(code, Some(0), "{err}");
+    let mut child = as_user()
+        .args(["run", "-c"])
+        .arg(env.path("routes.yaml"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let listening = loop {
+        if std::net::TcpStream::connect(("127.0.0.1", env.https)).is_ok() {
+            break true;
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listening, "run did not replace the stale pair and serve");
+    let key = std::fs::read_to_string(state.join("selfsigned.key")).expect("key");
+    assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "{key}");
     // A key the user cannot read.
     env.write_config(&format!(
         "{listen}tls: {{ cert: certs/default.pem, key: certs/default.key }}\nroutes:\n  - host: a.test\n    upstream: 1\n"

@@ -157,6 +157,58 @@ fn curl_over_http2_shows_the_413() {
     }
 }
 
+/// After an early answer over HTTP/2 the stream is drained (so that the client reads the
+/// answer before the reset), but not for long: a client that ignores the 413 and keeps
+/// sending is let go after 256 KiB, its stream reset, well before the 5 s a drain may
+/// last at most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_ignoring_its_413_is_let_go_after_256_kib() {
+    let a = Upstream::start("A").await;
+    let env = Env::new();
+    let _gw = env.start(&config(
+        &env,
+        "",
+        &route("a.test", &a, "    max_body: 1K\n"),
+    ));
+    let mut send = env.h2_connect("a.test").await;
+    let req = http::Request::post(format!("https://a.test:{}/upload", env.https))
+        .header("content-length", "104857600")
+        .body(())
+        .expect("request");
+    let (response, mut body) = send.send_request(req, false).expect("send");
+    let response = response.await.expect("response");
+    assert_eq!(response.status(), 413);
+    let started = Instant::now();
+    let piece = bytes::Bytes::from(vec![b'x'; 16 << 10]);
+    let mut sent = 0usize;
+    let ended = loop {
+        if started.elapsed() > Duration::from_secs(4) {
+            break false;
+        }
+        body.reserve_capacity(piece.len());
+        let capacity = tokio::time::timeout(
+            Duration::from_secs(1),
+            std::future::poll_fn(|cx| body.poll_capacity(cx)),
+        )
+        .await;
+        match capacity {
+            Ok(Some(Ok(n))) if n > 0 => {
+                match body.send_data(piece.slice(..n.min(piece.len())), false) {
+                    Ok(()) => sent += n.min(piece.len()),
+                    Err(_) => break true,
+                }
+            }
+            Ok(Some(Ok(_))) | Err(_) => continue,
+            Ok(Some(Err(_)) | None) => break true,
+        }
+    };
+    assert!(
+        ended,
+        "the stream was still drained after 4 s ({sent} bytes sent)"
+    );
+    assert!(sent >= 256 << 10, "let go before its 256 KiB: {sent} bytes");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_body_off_is_unlimited_and_routes_inherit_defaults() {
     let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);

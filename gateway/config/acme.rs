@@ -89,7 +89,7 @@ pub(super) fn settings(
                 Some(_) => "acme".to_string(),
                 None => format!("routes[{first}].tls"),
             };
-            files::check_state_dir(c, state, &at, what);
+            files::check_state_dir(c, state, Some(DEFAULT_STORAGE), &at, what);
             state.path.join(DEFAULT_STORAGE)
         }
     };

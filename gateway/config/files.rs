@@ -52,11 +52,18 @@ fn default_state_dir() -> PathBuf {
     std::env::temp_dir().join("gateway-unit-tests")
 }
 
-/// An error when the state directory, which `what` needs, can be neither written nor
-/// created: at `state_dir` when the file sets it, else at `at` (the setting that makes
-/// the gateway write there).
-pub(super) fn check_state_dir(c: &mut Checker, state: &StateDir, at: &str, what: &str) {
-    if let Err(e) = writable_dir(&state.path) {
+/// An error when `dir` of the state directory (`None`: the directory itself), which
+/// `what` needs, can be neither written nor created: at `state_dir` when the file sets
+/// it, else at `at` (the setting that makes the gateway write there).
+pub(super) fn check_state_dir(
+    c: &mut Checker,
+    state: &StateDir,
+    dir: Option<&str>,
+    at: &str,
+    what: &str,
+) {
+    let path = dir.map_or_else(|| state.path.clone(), |d| state.path.join(d));
+    if let Err(e) = writable_dir(&path) {
         let at = match state.from {
             STATE_DIR_KEY => STATE_DIR_KEY,
             _ => at,

@@ -153,8 +153,8 @@ pub fn upstream_addr(v: &Value) -> Result<SocketAddr, String> {
 }
 
 /// `localhost:PORT` (or `NAME.localhost:PORT`) as 127.0.0.1 when the system resolver
-/// gives nothing: a statically linked binary has no NSS modules to read /etc/hosts
-/// with, and such names are loopback by definition (RFC 6761, 6.3).
+/// gives nothing (a root without /etc/hosts, as debootstrap makes, resolves none): such
+/// names are loopback by definition (RFC 6761, 6.3).
 pub(super) fn loopback_name(text: &str) -> Option<SocketAddr> {
     let (host, port) = text.rsplit_once(':')?;
     let host = host.to_ascii_lowercase();

@@ -48,7 +48,7 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
     let state_dir = files::state_dir(&mut c, raw.state_dir.as_ref());
     if tls.default_cert.is_none() {
         let what = "the self-signed certificate (`tls` names none)";
-        files::check_state_dir(&mut c, &state_dir, "tls", what);
+        files::check_state_dir(&mut c, &state_dir, None, "tls", what);
     }
     let raw_limits = raw.limits.unwrap_or_default();
     let conn_limits = connections::conn_limits(&mut c, &raw_limits);

@@ -21,6 +21,8 @@ use crate::state::BodyDeadline;
 
 /// Longest the gateway keeps reading a rejected body so the client sees the answer.
 const LINGER: Duration = Duration::from_secs(5);
+/// What an HTTP/2 stream may still send after an early answer before it is let go.
+const H2_DRAIN: usize = 256 << 10;
 
 /// The request's declared body length, when it has a valid one.
 fn content_length(session: &Session) -> Option<u64> {
@@ -40,7 +42,9 @@ fn content_length(session: &Session) -> Option<u64> {
 /// RFC 9113 §8.1 says. Let go at once, the reset leaves in the same write as the answer,
 /// and curl 7.88 (Debian 12's) closes the stream before it reads the status: exit 92, no
 /// 413. Drained, the stream ends when the client stops sending (curl does on the answer)
-/// or finishes, and its reset comes after the answer was read.
+/// or finishes, and its reset comes after the answer was read. At most `H2_DRAIN` bytes:
+/// past them the stream is let go (a client that keeps sending after an answer is not
+/// reading it), so a refused client cannot keep a hundred streams busy for 5 s each.
 ///
 /// An `Expect: 100-continue` client that has not started its body will not send it: the
 /// connection is closed at once instead.
@@ -55,9 +59,19 @@ pub async fn discard_body(session: &mut Session) {
         return;
     }
     let deadline = tokio::time::Instant::now() + LINGER;
+    let limit = match session.as_downstream().is_http2() {
+        true => H2_DRAIN,
+        false => usize::MAX,
+    };
+    let mut drained = 0usize;
     loop {
         match tokio::time::timeout_at(deadline, session.read_request_body()).await {
-            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(Some(chunk))) => {
+                drained = drained.saturating_add(chunk.len());
+                if drained > limit {
+                    return;
+                }
+            }
             Ok(Ok(None)) => return,
             Ok(Err(_)) | Err(_) => {
                 session.set_keepalive(None);

@@ -21,8 +21,8 @@ use crate::router::HostMap;
 
 pub use accept::{Acceptor, Served, Tls, TICKET_KEY_LIFETIME};
 pub use selfsigned::{
-    ensure_self_signed, generate as generate_self_signed, SelfSignedError, SELF_SIGNED_CERT,
-    SELF_SIGNED_KEY,
+    ensure_self_signed, generate as generate_self_signed, self_signed_reusable, SelfSignedError,
+    SELF_SIGNED_CERT, SELF_SIGNED_KEY,
 };
 
 /// The default certificate: the configured one, or a self-signed pair generated (when

@@ -67,14 +67,7 @@ pub fn ensure_self_signed(
     config: &Config,
     write: bool,
 ) -> Result<(CertFiles, bool), SelfSignedError> {
-    let base = &config.state_dir.path;
-    let files = CertFiles {
-        cert: base.join(SELF_SIGNED_CERT),
-        key: base.join(SELF_SIGNED_KEY),
-        path: "tls".to_string(),
-        pos: None,
-        key_pos: None,
-    };
+    let files = self_signed_files(config);
     let names = wanted_names(config);
     if current(&files, &names) || !write {
         return Ok((files, false));
@@ -86,12 +79,44 @@ pub fn ensure_self_signed(
             source,
         })?;
     }
-    write_private(&files.key, &key_pem)?;
-    std::fs::write(&files.cert, cert_pem).map_err(|source| SelfSignedError::Write {
-        path: files.cert.clone(),
-        source,
-    })?;
+    replace(&files.key, &key_pem)?;
+    replace(&files.cert, &cert_pem)?;
     Ok((files, true))
+}
+
+/// Writes `pem` beside `path` (mode 0600) and renames it over `path`: the directory being
+/// writable is enough (what `gateway check` tests), whoever owns the old file, and no
+/// reader ever sees half a file.
+fn replace(path: &Path, pem: &[u8]) -> Result<(), SelfSignedError> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".new-{}", std::process::id()));
+    let new = path.with_file_name(name);
+    write_private(&new, pem)?;
+    std::fs::rename(&new, path).map_err(|source| {
+        let _ = std::fs::remove_file(&new);
+        SelfSignedError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// Where the self-signed pair lives: the state directory.
+fn self_signed_files(config: &Config) -> CertFiles {
+    let base = &config.state_dir.path;
+    CertFiles {
+        cert: base.join(SELF_SIGNED_CERT),
+        key: base.join(SELF_SIGNED_KEY),
+        path: "tls".to_string(),
+        pos: None,
+        key_pos: None,
+    }
+}
+
+/// True when `run` would serve the self-signed pair already on disk as it is (it exists,
+/// covers the route hosts and has 30 days left); otherwise it makes a new one.
+pub fn self_signed_reusable(config: &Config) -> bool {
+    current(&self_signed_files(config), &wanted_names(config))
 }
 
 /// True when the files exist, parse, cover exactly `names` and are not about to expire.
