@@ -481,7 +481,8 @@ def test_gradio_urls_on_port_443(stack):
     text = text.replace(f'metrics: "127.0.0.1:{stack.metrics}"', f'metrics: "127.0.0.1:{free_port()}"')
     config = stack.work / "routes-443.yaml"
     config.write_text(text.replace("access.log", "access-443.log"))
-    gw = stack.spawn([str(GATEWAY), "run", "-c", str(config)], dict(os.environ), "gateway-443.log")
+    env = dict(os.environ, STATE_DIRECTORY=str(stack.work / "state"))  # the same certificate
+    gw = stack.spawn([str(GATEWAY), "run", "-c", str(config)], env, "gateway-443.log")
     try:
         wait_port(443, gw, "gateway on 443", 30)
         origin = stack.origin("voice", port=443)
