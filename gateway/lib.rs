@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod acme;
 pub mod admin;
 pub mod admission;
+pub mod apps;
 pub mod auth;
 pub mod background;
 pub mod client;
