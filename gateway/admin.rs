@@ -1,6 +1,7 @@
 //! The metrics listener (`listen.metrics`, keep it on loopback): `GET /metrics` in the
 //! Prometheus text format, `GET /healthz` (200 while serving), `POST /-/reload` (200
-//! with a summary, 400 with the `FILE:LINE:COL: message` lines of `gateway check`).
+//! with a summary, 400 with the `FILE:LINE:COL: message` lines of `gateway check`),
+//! `GET /-/apps` (the managed apps, JSON) and `POST /-/apps/NAME/start|stop`.
 //! Never on the public listeners.
 //!
 //! A browser on the operator's machine can reach loopback too: a page of another site
@@ -39,6 +40,23 @@ impl ServeHttp for Admin {
         if let Err(why) = same_site(req, &self.shared.snapshot.load().metrics_hosts) {
             return plain(StatusCode::FORBIDDEN, format!("{why}\n").into());
         }
+        if let Some(action) = req.uri.path().strip_prefix("/-/apps/") {
+            if req.method != Method::POST {
+                return plain(StatusCode::METHOD_NOT_ALLOWED, b"Use POST.\n".to_vec());
+            }
+            let (name, start) = match action.rsplit_once('/') {
+                Some((name, "start")) => (name, true),
+                Some((name, "stop")) => (name, false),
+                _ => {
+                    let hint = b"Use POST /-/apps/NAME/start or /-/apps/NAME/stop.\n";
+                    return plain(StatusCode::NOT_FOUND, hint.to_vec());
+                }
+            };
+            return match self.shared.apps.operate(name, start).await {
+                Ok(text) => plain(StatusCode::OK, format!("{text}\n").into()),
+                Err(text) => plain(StatusCode::NOT_FOUND, format!("{text}\n").into()),
+            };
+        }
         if req.uri.path() == "/-/reload" {
             if req.method != Method::POST {
                 return plain(StatusCode::METHOD_NOT_ALLOWED, b"Use POST.\n".to_vec());
@@ -66,6 +84,14 @@ impl ServeHttp for Admin {
                 resp
             }
             "/healthz" => plain(StatusCode::OK, b"ok\n".to_vec()),
+            "/-/apps" => {
+                let mut resp = plain(StatusCode::OK, self.shared.apps.report().to_string().into());
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
+                resp
+            }
             _ => plain(
                 StatusCode::NOT_FOUND,
                 b"Not found: try /metrics or /healthz.\n".to_vec(),

@@ -1,4 +1,5 @@
-//! `gateway reload`: the operator's side of `POST /-/reload` on the metrics listener.
+//! `gateway reload` and `gateway apps`: the operator's side of `POST /-/reload` and
+//! `/-/apps` on the metrics listener.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
@@ -19,8 +20,8 @@ pub enum ReloadError {
     #[error("{}", config::render(.0).trim_end())]
     Config(Vec<Diagnostic>),
     #[error(
-        "{}: listen.metrics is not set, so there is no reload endpoint; \
-         send SIGHUP to the gateway instead (e.g. systemctl reload gateway)",
+        "{}: listen.metrics is not set, so the gateway has no admin endpoint (reload, apps); \
+         for a reload, send SIGHUP instead (e.g. systemctl reload gateway)",
         .0.display()
     )]
     NoEndpoint(PathBuf),
@@ -52,17 +53,76 @@ impl ReloadError {
 
 /// Asks the gateway configured by `path` to reload: its answer, or why not.
 pub fn reload(path: &Path) -> Result<String, ReloadError> {
-    let addr = config::metrics_address(path)
-        .map_err(ReloadError::Config)?
-        .ok_or_else(|| ReloadError::NoEndpoint(path.to_path_buf()))?;
-    let addr = reachable(addr);
-    let (status, body) =
-        post(addr, "/-/reload").map_err(|source| ReloadError::Unreachable { addr, source })?;
+    let (status, body) = ask(path, "POST", "/-/reload")?;
     match status {
         200 => Ok(body),
         400 => Err(ReloadError::Rejected(body)),
         _ => Err(ReloadError::Failed { status, text: body }),
     }
+}
+
+/// `gateway apps`: the managed apps as a table; with an action, `start` or `stop` one.
+pub fn apps(path: &Path, action: Option<(&str, &str)>) -> Result<String, ReloadError> {
+    let (method, target) = match action {
+        Some((verb, name)) => ("POST", format!("/-/apps/{name}/{verb}")),
+        None => ("GET", "/-/apps".to_string()),
+    };
+    let (status, body) = ask(path, method, &target)?;
+    if status != 200 {
+        return Err(ReloadError::Failed { status, text: body });
+    }
+    if action.is_some() {
+        return Ok(body);
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&body).map_err(|_| ReloadError::Failed {
+            status,
+            text: body.clone(),
+        })?;
+    Ok(table(&report))
+}
+
+/// One line per app: name, state, PID, uptime, idle time, requests, GPU.
+fn table(report: &serde_json::Value) -> String {
+    let mut out = format!(
+        "{:<20} {:<9} {:>8} {:>9} {:>8} {:>9} {:>8} {}\n",
+        "APP", "STATE", "PID", "UPTIME_S", "IDLE_S", "IN_FLIGHT", "WAITING", "GPU"
+    );
+    let empty = Vec::new();
+    for app in report["apps"].as_array().unwrap_or(&empty) {
+        let field = |key: &str| match &app[key] {
+            serde_json::Value::Null => "-".to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let gpu = match (&app["device"], app["memory_bytes"].as_u64()) {
+            (serde_json::Value::Null, _) | (_, None) => "-".to_string(),
+            (device, Some(bytes)) => format!("{device}: {} MiB", bytes >> 20),
+        };
+        out.push_str(&format!(
+            "{:<20} {:<9} {:>8} {:>9} {:>8} {:>9} {:>8} {gpu}\n",
+            field("name"),
+            field("state"),
+            field("pid"),
+            field("uptime_seconds"),
+            field("idle_seconds"),
+            field("in_flight"),
+            field("waiting"),
+        ));
+        if let Some(failure) = app["last_failure"].as_str() {
+            out.push_str(&format!("  last failed start: {failure}\n"));
+        }
+    }
+    out
+}
+
+/// Sends `method target` to the metrics listener of the gateway configured by `path`.
+fn ask(path: &Path, method: &str, target: &str) -> Result<(u16, String), ReloadError> {
+    let addr = config::metrics_address(path)
+        .map_err(ReloadError::Config)?
+        .ok_or_else(|| ReloadError::NoEndpoint(path.to_path_buf()))?;
+    let addr = reachable(addr);
+    request(addr, method, target).map_err(|source| ReloadError::Unreachable { addr, source })
 }
 
 /// A wildcard listening address is reached on loopback.
@@ -74,14 +134,14 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// A minimal HTTP/1.1 POST with no body: (status, response body).
-fn post(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+/// A minimal HTTP/1.1 request with no body: (status, response body).
+fn request(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;

@@ -37,6 +37,9 @@ pub enum StartError {
     /// The TLS library refused the listener's settings.
     #[error("TLS setup failed")]
     Tls(#[source] openssl::error::ErrorStack),
+    /// The thread that starts and stops the managed apps could not be made.
+    #[error("cannot start the apps coordinator")]
+    Apps(#[source] io::Error),
 }
 
 impl From<Vec<Diagnostic>> for StartError {

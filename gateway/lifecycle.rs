@@ -47,17 +47,29 @@ impl Drop for Ticket {
 /// Starts a thread that ends the process when a graceful shutdown has drained: on
 /// SIGTERM within `shutdown_timeout`, on a graceful upgrade (SIGQUIT) within
 /// `upgrade_grace`. Pingora's own grace period must be at least the larger of the two.
+/// `handing_over` runs when an upgrade begins (the next process takes the managed apps
+/// over); `last` runs once drained, just before the exit, told whether this was an
+/// upgrade or a stop.
 pub fn watch(
     mut phases: Receiver<ExecutionPhase>,
     in_flight: InFlight,
-    shutdown_timeout: Duration,
-    upgrade_grace: Duration,
+    (shutdown_timeout, upgrade_grace): (Duration, Duration),
+    handing_over: impl FnOnce() + Send + 'static,
+    last: impl FnOnce(bool) + Send + 'static,
 ) {
     std::thread::spawn(move || {
         let mut limit = shutdown_timeout;
+        let mut upgrade = false;
+        let mut handing_over = Some(handing_over);
         let deadline = loop {
             match phases.blocking_recv() {
-                Ok(ExecutionPhase::GracefulUpgradeTransferringFds) => limit = upgrade_grace,
+                Ok(ExecutionPhase::GracefulUpgradeTransferringFds) => {
+                    limit = upgrade_grace;
+                    upgrade = true;
+                    if let Some(hand_over) = handing_over.take() {
+                        hand_over();
+                    }
+                }
                 Ok(ExecutionPhase::ShutdownGracePeriod) => break Instant::now() + limit,
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -86,6 +98,7 @@ pub fn watch(
             }
             std::thread::sleep(POLL);
         }
+        last(upgrade);
         std::process::exit(0);
     });
 }

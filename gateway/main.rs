@@ -59,6 +59,17 @@ enum Command {
         #[command(flatten)]
         file: File,
     },
+    /// List the managed apps (state, PID, uptime, idle time, GPU), or start or stop one
+    /// (GET /-/apps, POST /-/apps/NAME/start|stop on the metrics listener)
+    Apps {
+        /// `start` or `stop`
+        #[arg(value_parser = ["start", "stop"], requires = "name")]
+        action: Option<String>,
+        /// The app to start or stop
+        name: Option<String>,
+        #[command(flatten)]
+        file: File,
+    },
     /// Read a password from standard input (not echoed on a terminal) and print its
     /// argon2id hash, for `basic_auth.users` or an htpasswd file (`NAME:HASH`)
     HashPassword,
@@ -83,6 +94,10 @@ fn main() -> ExitCode {
         Command::Check { file } => check(&path(file)),
         Command::Run { upgrade, file } => run(&path(file), upgrade),
         Command::Reload { file } => reload(&path(file)),
+        Command::Apps { action, name, file } => {
+            let action = action.as_deref().zip(name.as_deref());
+            answer(gateway::client::apps(&path(file), action))
+        }
         Command::HashPassword => hash_password(),
     }
 }
@@ -125,7 +140,12 @@ fn run(path: &std::path::Path, upgrade: bool) -> ExitCode {
 }
 
 fn reload(path: &std::path::Path) -> ExitCode {
-    match gateway::client::reload(path) {
+    answer(gateway::client::reload(path))
+}
+
+/// Prints the admin endpoint's answer, or why there is none.
+fn answer(result: Result<String, gateway::client::ReloadError>) -> ExitCode {
+    match result {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS

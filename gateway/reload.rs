@@ -157,6 +157,7 @@ impl Reloader {
             &config,
             Some(&*self.shared.snapshot.load_full()),
             self.metrics.as_deref(),
+            &self.shared.apps,
         );
         if let Some(m) = &self.metrics {
             m.set_cert_expiry(certs.expiry());

@@ -22,6 +22,7 @@ use pingora::services::listening::Service;
 use crate::access_log::{AccessLog, Target};
 use crate::acme::AcmeService;
 use crate::admin::Admin;
+use crate::apps::Apps;
 use crate::background::{ExposureWatch, LimitSweeper, LogReopener, TicketRotation};
 use crate::config::{AccessLogTarget, Config, HttpMode};
 use crate::exit::StartError;
@@ -90,12 +91,14 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), StartError>
         m.set_cert_expiry(certs.expiry());
     }
     let nofile = crate::conn::caps::raise_nofile();
-    let snapshot = Snapshot::build(&config, None, metrics.as_deref());
+    let apps = Apps::start(Some(config.state_dir.path.clone()), metrics.clone())
+        .map_err(StartError::Apps)?;
+    let snapshot = Snapshot::build(&config, None, metrics.as_deref(), &apps);
     crate::conn::caps::announce(&snapshot.conn_caps, nofile);
     let abuse = metrics
         .as_ref()
         .map_or_else(Abuse::unregistered, |m| m.abuse());
-    let shared = Shared::new(snapshot, certs, abuse);
+    let shared = Shared::new(snapshot, certs, abuse, apps);
     let reloader = Reloader::new(
         path,
         config.clone(),
@@ -118,11 +121,18 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), StartError>
     let acceptor = Acceptor::build(config.tls.min_version).map_err(StartError::Tls)?;
     add_listeners(&mut server, &config, &parts, &acceptor);
     add_background(&mut server, &parts, acceptor);
+    let apps = parts.shared.apps.clone();
+    let handed = parts.shared.apps.clone();
     lifecycle::watch(
         server.watch_execution_phase(),
         parts.in_flight,
-        config.shutdown_timeout,
-        config.upgrade_grace,
+        (config.shutdown_timeout, config.upgrade_grace),
+        move || handed.hand_over(),
+        move |upgrade| {
+            if !upgrade {
+                apps.stop_all();
+            }
+        },
     );
     info!(
         "event=starting routes={} https={} http={} threads={threads}",

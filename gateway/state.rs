@@ -17,6 +17,7 @@ use ipnet::IpNet;
 
 use crate::acme::Challenges;
 use crate::admission::Admission;
+use crate::apps::{App, Apps};
 use crate::auth::{Failures, RouteAccess, Verifier};
 /// How slowly a request body may come: a plain value the snapshot holds for the proxy.
 pub use crate::config::BodyDeadline;
@@ -52,6 +53,8 @@ pub struct ActiveRoute {
     pub prefix: Option<Prefix>,
     /// The `Host` the app gets instead of the client's (`upstream_host`).
     pub upstream_host: Option<HeaderValue>,
+    /// The managed app behind the route (`app:`), started on demand.
+    pub app: Option<Arc<App>>,
 }
 
 impl ActiveRoute {
@@ -61,6 +64,7 @@ impl ActiveRoute {
         rate_limit: Option<Arc<RateLimiter>>,
         metrics: Option<Arc<RouteMetrics>>,
         access: Option<RouteAccess>,
+        app: Option<Arc<App>>,
     ) -> ActiveRoute {
         ActiveRoute {
             name: route.name.clone(),
@@ -72,6 +76,7 @@ impl ActiveRoute {
             access: access.map(Arc::new),
             prefix: Prefix::new(&route.path, route.strip_prefix, &route.upstreams),
             upstream_host: route.upstream_host.clone(),
+            app,
         }
     }
 
@@ -89,6 +94,7 @@ impl ActiveRoute {
             access: self.access.clone(),
             prefix: self.prefix.clone(),
             upstream_host: self.upstream_host.clone(),
+            app: self.app.clone(),
         }
     }
 }
@@ -160,6 +166,7 @@ impl Snapshot {
         config: &Config,
         previous: Option<&Snapshot>,
         metrics: Option<&Metrics>,
+        apps: &Apps,
     ) -> Snapshot {
         let mut routes = RouteTable::default();
         let proxy_http = config.listen.http.is_some() && config.listen.http_mode == HttpMode::Proxy;
@@ -171,6 +178,7 @@ impl Snapshot {
         let mut handed_on = previous.map_or_else(Kept::default, |p| p.kept.handed_on());
         let store = limits_store(config, previous, metrics);
         let store = store.as_ref();
+        let managed = apps.resolve(&config.apps);
         for route in &config.routes {
             let (limiter, counter) = route_limits(route, config, previous, store);
             if let Some(l) = &limiter {
@@ -183,7 +191,11 @@ impl Snapshot {
             let series = metrics.map(|m| m.route(&route.name));
             let pool = Arc::new(Pool::build(route, &mut kept, &mut handed_on, metrics));
             pools.push(pool.clone());
-            let active = ActiveRoute::build(route, pool, limiter, series, access);
+            let app = route
+                .app
+                .as_ref()
+                .and_then(|name| managed.get(name).cloned());
+            let active = ActiveRoute::build(route, pool, limiter, series, access, app);
             if let Some(plain) = &mut plain_routes {
                 let table = plain.entry(&route.host);
                 table.insert(&route.path, Arc::new(active.for_plain_http()));
@@ -321,6 +333,8 @@ pub struct Shared {
     pub verifier: Verifier,
     /// Open client connections by address, HTTP/2 connections' reset counts.
     pub conns: Connections,
+    /// The managed apps and their coordinator.
+    pub apps: Arc<Apps>,
     /// Connections the gateway makes itself (forward-auth checks, upgraded connections,
     /// see `proxy::upgrade`); made on first use (building one loads the system's trusted
     /// certificates).
@@ -333,7 +347,7 @@ impl Shared {
         self.connector.get_or_init(|| Connector::new(None))
     }
 
-    pub fn new(snapshot: Snapshot, certs: CertStore, abuse: Abuse) -> Arc<Shared> {
+    pub fn new(snapshot: Snapshot, certs: CertStore, abuse: Abuse, apps: Arc<Apps>) -> Arc<Shared> {
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             certs: Arc::new(ArcSwap::from_pointee(certs)),
@@ -341,6 +355,7 @@ impl Shared {
             challenges: Arc::default(),
             verifier: Verifier::default(),
             conns: Connections::new(abuse),
+            apps,
             connector: OnceLock::new(),
         })
     }

@@ -41,7 +41,7 @@ fn known_keys(text: &str) -> BTreeSet<String> {
 fn every_key_is_in_the_configuration_reference() {
     let doc = read("docs/configuration.md");
     let route = "routes:\n  - host: a.example.com\n    upstream: 7860\n";
-    let places: [(&str, String); 11] = [
+    let places: [(&str, String); 16] = [
         ("", format!("zzz: 1\n{route}")),
         ("listen", format!("listen: {{ zzz: 1 }}\n{route}")),
         ("tls", format!("tls: {{ zzz: 1 }}\n{route}")),
@@ -59,11 +59,25 @@ fn every_key_is_in_the_configuration_reference() {
             "forward_auth",
             format!("{route}    forward_auth: {{ url: http://127.0.0.1:9/, zzz: 1 }}\n"),
         ),
+        ("apps.NAME", format!("apps: {{ x: {{ zzz: 1 }} }}\n{route}")),
+        (
+            "apps.NAME.gpu",
+            format!("apps: {{ x: {{ gpu: {{ zzz: 1 }} }} }}\n{route}"),
+        ),
+        (
+            "apps.NAME.wake",
+            format!("apps: {{ x: {{ wake: {{ zzz: 1 }} }} }}\n{route}"),
+        ),
+        (
+            "groups.NAME",
+            format!("groups: {{ g: {{ zzz: 1 }} }}\n{route}"),
+        ),
+        ("gpus.N", format!("gpus: {{ 0: {{ zzz: 1 }} }}\n{route}")),
     ];
     let mut missing = Vec::new();
     for (parent, text) in &places {
         let keys = known_keys(text);
-        assert!(keys.len() > 1, "{parent}: {keys:?}");
+        assert!(!keys.is_empty(), "{parent}: {keys:?}");
         for key in keys {
             // The first cell of a row names one key, or several (`allow`, `basic_auth`…).
             let row = |name: &str| {

@@ -254,7 +254,7 @@ fn auth_timeout(v: &Value) -> Result<Duration, String> {
 }
 
 /// `http://127.0.0.1:4180/oauth2/auth` or `https://auth.internal/api/verify`, resolved now.
-fn auth_url(v: &Value) -> Result<AuthUrl, String> {
+pub(super) fn auth_url(v: &Value) -> Result<AuthUrl, String> {
     let err = || {
         format!(
             "invalid url {}; expected http:// or https:// with a host and a path, e.g. http://127.0.0.1:4180/oauth2/auth",

@@ -60,6 +60,11 @@ impl<'a> Checker<'a> {
         self.spans.find(path)
     }
 
+    /// The directory relative paths resolve against.
+    pub(super) fn base(&self) -> &Path {
+        &self.base
+    }
+
     /// A problem in another file the configuration names (an htpasswd file).
     pub(super) fn error_in(&mut self, file: &Path, pos: Option<Pos>, message: impl Display) {
         self.errors

@@ -6,6 +6,7 @@
 mod access;
 mod acme;
 mod across;
+mod apps;
 mod checker;
 mod connections;
 mod error;

@@ -8,6 +8,10 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 pub use ipnet::IpNet;
 
+pub use super::apps::{
+    App, Apps, Control, GpuNeed, Group, Ready, RunSpec, Wake, DEFAULT_MAX_WAITING,
+    DEFAULT_READY_INTERVAL, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT,
+};
 pub use super::connections::ConnLimits;
 use super::error::Pos;
 pub use super::limits::{BodyDeadline, HeadLimits, RateKey, RateLimit};
@@ -74,6 +78,8 @@ pub struct Config {
     /// each replica keeps its own.
     pub limits_store: Option<LimitsStoreSettings>,
     pub routes: Vec<Route>,
+    /// `apps`, `groups` and `gpus`: the apps started on demand.
+    pub apps: Apps,
 }
 
 /// The state directory and which setting named it, for messages.
@@ -232,6 +238,8 @@ pub struct Route {
     pub access: Access,
     /// Failed logins per client before 429; `None`: not counted.
     pub auth_failures: Option<FailureLimit>,
+    /// The managed app behind the route (`app:`, a name in `Config::apps`).
+    pub app: Option<String>,
 }
 
 /// `balance`, `health`, `sticky`, `max_concurrent` and `queue`: how a route's replicas

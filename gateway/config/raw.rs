@@ -182,6 +182,9 @@ pub struct RawConfig {
     pub upgrade_grace: Option<Value>,
     pub upgrade_sock: Option<Value>,
     pub state_dir: Option<Value>,
+    pub apps: Option<Value>,
+    pub groups: Option<Value>,
+    pub gpus: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -271,6 +274,7 @@ pub struct RawRoute {
     pub forward_auth: Option<RawForwardAuth>,
     pub pass_authorization: Option<Value>,
     pub auth_failures: Option<Value>,
+    pub app: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

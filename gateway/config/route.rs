@@ -11,6 +11,7 @@ use serde_yaml::Value;
 use super::access;
 use super::acme;
 use super::across;
+use super::apps;
 use super::checker::Checker;
 use super::error::Pos;
 use super::limits;
@@ -30,6 +31,8 @@ pub(super) struct Inherited {
     headers: Vec<(HeaderName, HeaderValue)>,
     rate_limit: Option<RateLimit>,
     auth_failures: Option<FailureLimit>,
+    /// The app names `apps` declares, which a route's `app` must be one of.
+    pub(super) apps: Vec<String>,
 }
 
 impl Inherited {
@@ -128,6 +131,7 @@ pub(super) fn defaults(c: &mut Checker, raw: RawDefaults) -> Inherited {
             Some(v) => access::failure_limit(c, "defaults.auth_failures", v).flatten(),
             None => Some(DEFAULT_AUTH_FAILURES),
         },
+        apps: Vec::new(),
     }
 }
 
@@ -162,6 +166,16 @@ fn route(c: &mut Checker, path: &str, mut raw: RawRoute, inherited: &Inherited) 
         Some(v) => access::failure_limit(c, &at("auth_failures"), v),
         None => Some(inherited.auth_failures),
     };
+    let app = raw
+        .app
+        .as_ref()
+        .and_then(|v| c.value(&at("app"), Some(v), apps::route_app(&inherited.apps)));
+    if app.is_some() && raw.health.as_ref().is_some_and(|v| !units::is_off(v)) {
+        c.error(
+            &at("health"),
+            "a route with `app` is checked by the app's `ready` URL, not by `health`; remove one",
+        );
+    }
     let (tls, acme) = match &raw.tls {
         None => (None, false),
         Some(v) => route_tls(c, &at("tls"), v, host.as_ref()),
@@ -189,6 +203,7 @@ fn route(c: &mut Checker, path: &str, mut raw: RawRoute, inherited: &Inherited) 
         rate_limit: rate_limit?,
         access: access?,
         auth_failures: auth_failures?,
+        app,
     })
 }
 

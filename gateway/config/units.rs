@@ -20,6 +20,21 @@ pub fn shown(v: &Value) -> String {
     }
 }
 
+/// Bytes as an operator writes them: `12 GiB`, `512 MiB`, `1000 bytes`.
+pub fn bytes_shown(bytes: u64) -> String {
+    const UNITS: [(u32, &str); 4] = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
+    for (shift, unit) in UNITS {
+        if bytes >= 1 << shift {
+            let value = bytes as f64 / (1u64 << shift) as f64;
+            return match bytes % (1 << shift) {
+                0 => format!("{} {unit}", bytes >> shift),
+                _ => format!("{value:.1} {unit}"),
+            };
+        }
+    }
+    format!("{bytes} bytes")
+}
+
 /// `true` or `false`.
 pub fn flag(v: &Value) -> Result<bool, String> {
     v.as_bool()

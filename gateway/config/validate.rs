@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_yaml::Value;
 
 use super::acme;
+use super::apps;
 use super::checker::Checker;
 use super::connections;
 use super::error::Diagnostic;
@@ -53,11 +54,18 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
     let raw_limits = raw.limits.unwrap_or_default();
     let conn_limits = connections::conn_limits(&mut c, &raw_limits);
     let (head_limits, body_deadline, ipv6_prefix) = limits::limits(&mut c, raw_limits);
-    let inherited = route::defaults(&mut c, raw.defaults.unwrap_or_default());
+    let mut inherited = route::defaults(&mut c, raw.defaults.unwrap_or_default());
+    inherited.apps = apps::names(raw.apps.as_ref());
 
     let mut routes = route::routes(&mut c, raw.routes.unwrap_or_default(), &inherited, spans);
     let acme = acme::settings(&mut c, raw.acme.as_ref(), &listen, &state_dir, &mut routes);
     let limits_store = store::settings(&mut c, raw.limits_store.as_ref());
+    let apps = apps::apps(
+        &mut c,
+        (raw.apps.as_ref(), raw.groups.as_ref(), raw.gpus.as_ref()),
+        &routes,
+        &state_dir,
+    );
 
     warnings::rate_keys(&mut c, &routes, head_limits.underscores_in_headers);
     let upgrade_sock = upgrade_sock.unwrap_or_else(|| default_upgrade_sock(&listen));
@@ -83,6 +91,7 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
             acme,
             limits_store,
             routes,
+            apps,
         })
     } else {
         Err(c.errors)

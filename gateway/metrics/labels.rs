@@ -36,10 +36,19 @@ pub enum Reject {
     QueueTimeout,
     /// 503: every replica of the route is down.
     UpstreamDown,
+    /// 503: the route's app is starting (a browser's waiting page), or is stopped and the
+    /// request is one that must not start it (`wake`).
+    AppStarting,
+    /// 503: `max_waiting` requests are already held while the app starts.
+    AppWaitingFull,
+    /// 502: the app's start failed (it exited, or never became ready).
+    AppFailed,
+    /// 504: the app was not ready within `start_timeout`.
+    AppTimeout,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 15] = [
+    pub const ALL: [Reject; 19] = [
         Reject::RateLimit,
         Reject::BodyTooLarge,
         Reject::NoRoute,
@@ -55,6 +64,10 @@ impl Reject {
         Reject::QueueFull,
         Reject::QueueTimeout,
         Reject::UpstreamDown,
+        Reject::AppStarting,
+        Reject::AppWaitingFull,
+        Reject::AppFailed,
+        Reject::AppTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +87,10 @@ impl Reject {
             Reject::QueueFull => "queue_full",
             Reject::QueueTimeout => "queue_timeout",
             Reject::UpstreamDown => "upstream_down",
+            Reject::AppStarting => "app_starting",
+            Reject::AppWaitingFull => "app_waiting_full",
+            Reject::AppFailed => "app_failed",
+            Reject::AppTimeout => "app_timeout",
         }
     }
 }

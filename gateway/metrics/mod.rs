@@ -8,6 +8,7 @@
 
 mod abuse;
 mod acme;
+mod apps;
 mod labels;
 mod pool;
 mod route;
@@ -22,6 +23,7 @@ use prometheus::core::Collector;
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub use abuse::Abuse;
+pub use apps::AppSeries;
 pub use labels::{HandshakeFailure, HandshakeFailures, Reject, UpstreamError};
 pub use pool::{QueueSeries, ReplicaSeries};
 pub use route::RouteMetrics;
@@ -37,6 +39,7 @@ pub struct Metrics {
     server: server::ServerFamilies,
     pool: pool::PoolFamilies,
     acme: acme::AcmeFamilies,
+    apps: apps::AppFamilies,
     store_errors: IntCounterVec,
     abuse: Abuse,
     /// Each route's resolved series by route name, reused across reloads.
@@ -90,6 +93,7 @@ impl Metrics {
         let server = server::ServerFamilies::new(&register, version)?;
         let pool = pool::PoolFamilies::new(&registry)?;
         let acme = acme::AcmeFamilies::new(&registry)?;
+        let apps = apps::AppFamilies::new(&registry)?;
         let store_errors = store::family(&registry)?;
         let abuse = Abuse::new(&registry)?;
         #[cfg(target_os = "linux")]
@@ -102,6 +106,7 @@ impl Metrics {
             server,
             pool,
             acme,
+            apps,
             store_errors,
             abuse,
             routes: Mutex::new(HashMap::new()),
@@ -115,6 +120,21 @@ impl Metrics {
             .entry(name.to_string())
             .or_insert_with(|| Arc::new(RouteMetrics::new(self, name)))
             .clone()
+    }
+
+    /// The series of a managed app, with its state and stop-reason labels in order.
+    pub fn app(&self, app: &str, states: [&str; 5], reasons: [&str; 6]) -> AppSeries {
+        self.apps.app(app, states, reasons)
+    }
+
+    /// `gateway_gpu_memory_bytes{device, kind}`.
+    pub fn set_gpu_memory(&self, device: u32, kind: &str, bytes: u64) {
+        let device = device.to_string();
+        let gauge = self
+            .apps
+            .gpu_memory
+            .with_label_values(&[device.as_str(), kind]);
+        gauge.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// The series of one replica of a route.

@@ -61,6 +61,8 @@ pub struct RequestCtx {
     pub(super) upstream_error: Option<crate::metrics::UpstreamError>,
     /// The replica this request holds (counted in its in-flight requests).
     pub(super) lease: Option<Lease>,
+    /// The managed app this request is in flight on (`app:` routes).
+    pub(super) app: Option<crate::apps::InFlight>,
     /// The last replica tried, when its connect failed and none was left (for the log).
     pub(super) failed: Option<Arc<crate::pool::Replica>>,
     /// The sticky cookie for the response, when the request lacked it.
@@ -99,6 +101,7 @@ impl RequestCtx {
             auth_fields: Vec::new(),
             upstream_error: None,
             lease: None,
+            app: None,
             failed: None,
             set_cookie: None,
             retried: false,

@@ -12,6 +12,8 @@
 //!        ├── rate limit (client key) ─────────────────> 429 ─────┤
 //!        ├── an upgrade with a body ──────────────────> 400 ─────┤ (other than a WebSocket
 //!        │                                                       │  GET: `Upgrade` removed)
+//!        ├── a managed app not ready (`on_demand`) ──> 503 page ─┤ (navigations; others held
+//!        │       failed start 502, start_timeout 504 ───────────┤  until it is ready)
 //!        ├── first chunk of a chunked body malformed ─> 400 ─────┤ (before any upstream)
 //!        ├── a replica (`upstream::place`; may queue) ─> 503 ─────┤ (down, queue full/timeout)
 //!        ├── a WebSocket: `upgrade::tunnel` ─────────────────────┤ (its own connection; the
@@ -37,11 +39,13 @@ mod forwarded;
 mod headers;
 mod limits;
 mod observe;
+mod on_demand;
 mod page;
 mod routing;
 mod step;
 mod upgrade;
 mod upstream;
+mod ws_frames;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -188,6 +192,7 @@ impl ProxyHttp for Gateway {
         check!(ctx, limits::declared_body(session, route, &reply).await);
         check!(ctx, limits::rate(session, ctx, route, &reply).await);
         check!(ctx, upgrade::screen(session, ctx, &reply).await);
+        check!(ctx, on_demand::admit(session, ctx, route, &reply).await);
         check!(ctx, admission::read_first_chunk(session, &reply).await);
         check!(ctx, upstream::place(session, ctx, route, &reply).await);
         if ctx.websocket {
@@ -227,6 +232,9 @@ impl ProxyHttp for Gateway {
             return Ok(());
         };
         let counted = limits::count_body(session, route, &mut ctx.body_seen, body.as_ref());
+        if let Some(app) = &ctx.app {
+            app.touch();
+        }
         if let Some(upload) = &ctx.upload {
             upload.progress(ctx.body_seen, end_of_stream);
         }
@@ -301,6 +309,9 @@ impl ProxyHttp for Gateway {
     ) -> Result<Option<std::time::Duration>> {
         if let (Some(body), Some(timeout)) = (body, ctx.send_timeout) {
             conn::pace_h2(session, timeout, body.len());
+        }
+        if let Some(app) = &ctx.app {
+            app.touch();
         }
         Ok(None)
     }

@@ -42,8 +42,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use super::context::RequestCtx;
 use super::page::Reply;
 use super::step::{Checked, Step};
+use super::ws_frames::{Frames, GOING_AWAY};
 use super::{admission, headers, upstream};
 use crate::admission::Fault;
+use crate::apps::Tunnel;
 use crate::conn::socket::{client_left, reset_on_close};
 
 /// The most the tunnel reads from the app at once: one TLS record's worth. Only what a
@@ -158,8 +160,10 @@ pub async fn tunnel(
         }
         return session.write_response_body(None, true).await;
     }
-    // From now on a tunnel of its replica, no longer a request under `max_concurrent`.
+    // From now on a tunnel of its replica, no longer a request under `max_concurrent`,
+    // nor one in flight on its app (whose stop closes it).
     ctx.lease = ctx.lease.take().map(crate::pool::Lease::into_tunnel);
+    let mut app_tunnel = ctx.app.take().map(crate::apps::InFlight::into_tunnel);
     // Bytes the app sent right behind its `101` are already in Pingora's reader: take
     // them without waiting for more, then keep only the bare connection.
     let early = super::context::poll_once(app.read_body_bytes());
@@ -174,7 +178,7 @@ pub async fn tunnel(
     // Either side may be silent for long (a tab left open); the app's read timeout,
     // restarted by traffic either way, closes a tunnel silent both ways for that long.
     session.as_downstream_mut().set_read_timeout(None);
-    copy_both_ways(session, &mut app, timeouts).await
+    copy_both_ways(session, &mut app, timeouts, app_tunnel.as_mut()).await
 }
 
 /// A connection to the request's replica, with the route's timeouts. A failed connect is
@@ -223,6 +227,7 @@ async fn copy_both_ways(
     session: &mut Session,
     app: &mut Stream,
     (read_timeout, write_timeout): (Option<Duration>, Option<Duration>),
+    mut managed: Option<&mut Tunnel>,
 ) -> Result<()> {
     let client = session.as_downstream().stream().map(|s| s.id());
     let app_fd = app.id();
@@ -232,7 +237,16 @@ async fn copy_both_ways(
     let mut check = tokio::time::interval(CLIENT_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = BytesMut::new();
+    // The app's frames, followed only on a managed app's tunnel (closed between frames
+    // when the app stops).
+    let mut frames = managed.as_ref().map(|_| Frames::default());
+    let mut closing = false;
     loop {
+        if closing && frames.as_ref().is_none_or(Frames::at_boundary) {
+            let close = Bytes::from_static(&GOING_AWAY);
+            session.write_response_body(Some(close), false).await?;
+            break;
+        }
         buf.clear();
         buf.reserve(APP_READ);
         let busy = writing.is_some();
@@ -247,6 +261,9 @@ async fn copy_both_ways(
                 let Some(mut half) = idle.take() else { break };
                 match from_client? {
                     Some(data) => {
+                        if let Some(m) = &managed {
+                            m.touch();
+                        }
                         writing = Some(Box::pin(async move {
                             let done = within(write_timeout, ErrorType::WriteTimedout, write_all(&mut half, &data)).await;
                             (half, done)
@@ -270,9 +287,16 @@ async fn copy_both_ways(
                         .map_err(|e| e.into_down());
                 }
             },
+            _ = stopped(&mut managed), if !closing => closing = true,
             read = within(read_timeout, ErrorType::ReadTimedout, read_some(&mut from_app, &mut buf)) => match read? {
                 0 => break,
                 _ => {
+                    if let Some(m) = &managed {
+                        m.touch();
+                    }
+                    if let Some(frames) = &mut frames {
+                        frames.feed(&buf);
+                    }
                     let data = Bytes::copy_from_slice(&buf);
                     session.write_response_body(Some(data), false).await?;
                 }
@@ -280,6 +304,14 @@ async fn copy_both_ways(
         }
     }
     session.write_response_body(None, true).await
+}
+
+/// Resolves when the tunnel's app stops; never for a tunnel to an unmanaged app.
+async fn stopped(managed: &mut Option<&mut Tunnel>) {
+    match managed {
+        Some(tunnel) => tunnel.closing().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn read_some(app: &mut (impl AsyncRead + Unpin), buf: &mut BytesMut) -> Result<usize> {

@@ -16,7 +16,7 @@ use super::page::Reply;
 use super::step::{answered, Checked, Step};
 use super::{limits, observe};
 use crate::metrics::Reject;
-use crate::pool::{Pending, Placed, Pool, Unavailable};
+use crate::pool::{Pending, Pool, Unavailable};
 use crate::state::ActiveRoute;
 
 /// Places the request on a replica of its route, or answers 503 when none can be given.
@@ -50,14 +50,14 @@ pub async fn place(
     }
 }
 
-/// The queue's wait, given up when the client leaves meanwhile (its place goes to the
+/// A wait (the queue's, an app's start), given up when the client leaves meanwhile (its place goes to the
 /// next waiter, and no app works for nobody): an HTTP/2 stream reset, or an HTTP/1.1
 /// connection closed by a request without a body (one with a body cannot be watched
 /// without reading the body).
-async fn wait_for_client(
+pub async fn wait_for_client<T>(
     session: &mut Session,
-    wait: impl std::future::Future<Output = std::result::Result<Placed, Unavailable>>,
-) -> Result<std::result::Result<Placed, Unavailable>> {
+    wait: impl std::future::Future<Output = T>,
+) -> Result<T> {
     let downstream = session.as_downstream_mut();
     if downstream.is_http2() {
         if let Some(closed) = downstream.watch_h2_stream_close() {
