@@ -1,0 +1,227 @@
+//! The coordinator: one loop that makes every decision about every app, one event at a
+//! time, so that no two decisions race (a request arriving while its app stops restarts
+//! it after the stop; a start joins the one under way). Long operations run as tasks
+//! (`tasks`) that report back; requests wait on each app's published `Status`.
+//!
+//! ```text
+//! stopped ──demand (room: plan)──> starting ──ready──> ready ──idle / room / operator──>
+//!    ^  ^                            │ exit, timeout        draining (no new requests)
+//!    │  └── backoff 1 s … 30 s <─────┘ (502 with reason)       │ in flight = 0
+//!    └──────────────────────────── stopping <──────────────────┘
+//! ```
+//!
+//! `schedule`: which app starts next and what stops for it; `lifecycle`: one app's
+//! transitions; `control`: operators, reloads, adoption, the gateway's own stop.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::info;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+mod control;
+mod lifecycle;
+mod schedule;
+
+use super::app::App;
+use super::process::Identity;
+use super::state_file::StateFile;
+use super::tasks::Events;
+use crate::config;
+
+/// How often idle apps, expired demands and drained apps are looked at.
+const TICK: Duration = Duration::from_millis(200);
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+pub enum Event {
+    /// A request wants the app.
+    Demand(Arc<str>),
+    /// A draining app's last request ended.
+    Drained(Arc<str>),
+    Ready {
+        name: Arc<str>,
+        token: u64,
+    },
+    StartFailed {
+        name: Arc<str>,
+        token: u64,
+        reason: String,
+    },
+    /// A `run` app's process ended without being told to.
+    Exited {
+        name: Arc<str>,
+        token: u64,
+        status: Option<String>,
+    },
+    /// A stop is done.
+    Stopped {
+        name: Arc<str>,
+        token: u64,
+        how: String,
+    },
+    /// What `adopt` found.
+    Adopted {
+        name: Arc<str>,
+        known: Option<Identity>,
+        serving: bool,
+    },
+    /// `POST /-/apps/NAME/start|stop`.
+    Operator {
+        name: String,
+        start: bool,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// A new configuration's apps (all of them, as built by `Apps::resolve`).
+    Configure {
+        apps: Vec<Arc<App>>,
+        settings: Arc<config::Apps>,
+    },
+    /// The gateway stops: stop the `run` apps that ask for it, then answer.
+    Shutdown(std::sync::mpsc::Sender<()>),
+    /// A binary upgrade: the next process decides from now on.
+    HandOver,
+}
+
+/// Why an app stops, as counted in `gateway_app_stops_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Idle,
+    Room,
+    Exclusive,
+    Failed,
+    Operator,
+    /// The gateway itself stops, or a reload removed the app.
+    Exit,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 6] = [
+        Reason::Idle,
+        Reason::Room,
+        Reason::Exclusive,
+        Reason::Failed,
+        Reason::Operator,
+        Reason::Exit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Idle => "idle",
+            Reason::Room => "room",
+            Reason::Exclusive => "exclusive",
+            Reason::Failed => "failed",
+            Reason::Operator => "operator",
+            Reason::Exit => "exit",
+        }
+    }
+}
+
+/// The coordinator's own record of one app.
+struct Managed {
+    app: Arc<App>,
+    spec: Arc<config::App>,
+    /// Names this start (and its process); reports of older ones are ignored.
+    token: u64,
+    /// Tells the process's keeper to stop it.
+    stop: Option<oneshot::Sender<Duration>>,
+    pid: Option<Identity>,
+    /// The ready checks or the start command under way.
+    starting: Option<JoinHandle<()>>,
+    started_at: Option<Instant>,
+    /// A request wants it: since when (the order of starts), until when.
+    wanted: Option<(Instant, Instant)>,
+    backoff: Duration,
+    /// Why it is draining or stopping.
+    stopping: Option<Reason>,
+    /// The first look (`adopt`) is under way: no start before it answers.
+    adopting: bool,
+    /// Removed from the configuration: forgotten once stopped.
+    removed: bool,
+}
+
+pub struct Coordinator {
+    apps: HashMap<Arc<str>, Managed>,
+    settings: Arc<config::Apps>,
+    events: Events,
+    state_file: StateFile,
+    shutdown: Option<std::sync::mpsc::Sender<()>>,
+    /// Handed over to the next process (binary upgrade): no more starts, stops or
+    /// state-file writes.
+    handed_over: bool,
+}
+
+impl Coordinator {
+    pub fn new(events: Events, state_file: StateFile) -> Coordinator {
+        Coordinator {
+            apps: HashMap::new(),
+            settings: Arc::default(),
+            events,
+            state_file,
+            shutdown: None,
+            handed_over: false,
+        }
+    }
+
+    pub async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Event>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = inbox.recv() => match event {
+                    Some(Event::HandOver) => {
+                        info!("event=apps_handed_over note=\"the new process adopts the running apps\"");
+                        self.handed_over = true;
+                    }
+                    // Only what a process that no longer decides must still do: answer.
+                    Some(Event::Operator { reply, .. }) if self.handed_over => {
+                        let _ = reply.send(Err("handed over to the new gateway process".to_string()));
+                    }
+                    Some(Event::Shutdown(done)) if self.handed_over => {
+                        let _ = done.send(());
+                    }
+                    Some(_) if self.handed_over => {}
+                    Some(event) => self.handle(event),
+                    None => return,
+                },
+                _ = tick.tick() => if !self.handed_over {
+                    self.tick();
+                },
+            }
+            self.schedule();
+            self.finish_shutdown();
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Demand(name) => self.demand(&name, false),
+            Event::Drained(name) => self.drained(&name),
+            Event::Ready { name, token } => self.ready(&name, token),
+            Event::StartFailed {
+                name,
+                token,
+                reason,
+            } => self.start_failed(&name, token, reason),
+            Event::Exited {
+                name,
+                token,
+                status,
+            } => self.exited(&name, token, status),
+            Event::Stopped { name, token, how } => self.stopped(&name, token, &how),
+            Event::Adopted {
+                name,
+                known,
+                serving,
+            } => self.adopted(&name, known, serving),
+            Event::Operator { name, start, reply } => {
+                let _ = reply.send(self.operator(&name, start));
+            }
+            Event::Configure { apps, settings } => self.configure(apps, settings),
+            Event::Shutdown(done) => self.begin_shutdown(done),
+            Event::HandOver => {}
+        }
+    }
+}
