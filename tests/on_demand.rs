@@ -34,8 +34,13 @@ impl TestApp {
 
     /// Its `apps:` entry: it loads for `delay` seconds; `more` adds keys.
     fn entry(&self, delay: f64, more: &str) -> String {
+        self.entry_stopping(delay, 0.0, more)
+    }
+
+    /// The same, for an app that takes `stop_delay` seconds to exit after SIGTERM.
+    fn entry_stopping(&self, delay: f64, stop_delay: f64, more: &str) -> String {
         format!(
-            "  {}:\n    run: [python3, {}, {}, \"{}\", \"{delay}\", {}]\n    ready: \"http://127.0.0.1:{}/\"\n{more}",
+            "  {}:\n    run: [python3, {}, {}, \"{}\", \"{delay}\", {}, \"{stop_delay}\"]\n    ready: \"http://127.0.0.1:{}/\"\n{more}",
             self.name,
             script(),
             self.name,
@@ -43,6 +48,12 @@ impl TestApp {
             self.dir.display(),
             self.port
         )
+    }
+
+    /// When it began to listen (seconds since the epoch), once it has.
+    fn listening_at(&self) -> Option<f64> {
+        let path = self.dir.join(format!("{}.listening", self.name));
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
     }
 
     fn route(&self, host: &str) -> String {
@@ -535,7 +546,13 @@ async fn reloads_and_a_binary_upgrade_keep_the_app_running() {
     let pid = voice.pid().expect("pid");
     let (mut ws, _) = env.ws_connect("a.test", "/ws").await.expect("websocket");
     for i in 0..10 {
+        // One at a time: signals sent faster than reloads run would merge.
         old.signal(libc::SIGHUP);
+        let done = (i + 1) as f64;
+        env.metrics_until("the reload", |m| {
+            sample(m, "gateway_config_reloads_total{result=\"success\"}") == Some(done)
+        })
+        .await;
         ws.send(Message::text(format!("m{i}"))).await.expect("send");
         let got = ws.next().await.expect("frame").expect("message");
         assert_eq!(
@@ -544,10 +561,6 @@ async fn reloads_and_a_binary_upgrade_keep_the_app_running() {
         );
         assert_eq!(c.get(&url).send().await.expect("get").status(), 200);
     }
-    env.metrics_until("10 reloads", |m| {
-        sample(m, "gateway_config_reloads_total{result=\"success\"}") == Some(10.0)
-    })
-    .await;
     let sock = env.path("upgrade.sock");
     let mut new = env.spawn(&env.path("routes.yaml"), &["--upgrade"], "gateway-new.log");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -637,4 +650,185 @@ async fn a_silent_websocket_lets_its_app_go_idle_and_is_closed_with_1001() {
         other => panic!("expected a 1001 close, got {other:?}"),
     }
     until("the idle stop", Duration::from_secs(10), || !alive(pid)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_requests_during_one_cold_start_all_succeed() {
+    use futures_util::{SinkExt, StreamExt};
+    use sha2::Digest;
+    use tokio_tungstenite::tungstenite::Message;
+    let env = Env::new();
+    let voice = TestApp::new(&env, "voice");
+    let _cleanup = Cleanup(voice.dir.clone());
+    let _gw = env.start(&config(
+        &env,
+        &[voice.entry(3.0, "    max_waiting: 300\n")],
+        &[voice.route("a.test")],
+        "",
+    ));
+    let c = client(&env, &["a.test"], false);
+    let base = format!("https://a.test:{}", env.https);
+    let body: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let digest = hex(&sha2::Sha256::digest(&body));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let (c, url) = (c.clone(), format!("{base}/get/{i}"));
+        tasks.spawn(async move {
+            let resp = c.get(&url).send().await.map_err(|e| format!("GET {i}: {e}"))?;
+            match resp.status().as_u16() {
+                200 => Ok("get"),
+                s => Err(format!("GET {i}: {s}")),
+            }
+        });
+    }
+    for i in 0..50 {
+        let (c, url, body, digest) = (c.clone(), format!("{base}/upload"), body.clone(), digest.clone());
+        tasks.spawn(async move {
+            let resp = c.post(&url).body(body).send().await.map_err(|e| format!("POST {i}: {e}"))?;
+            let status = resp.status().as_u16();
+            let text = resp.text().await.map_err(|e| format!("POST {i}: {e}"))?;
+            match (status, text == digest) {
+                (200, true) => Ok("post"),
+                _ => Err(format!("POST {i}: {status} {text}")),
+            }
+        });
+    }
+    for i in 0..25 {
+        let (c, url) = (c.clone(), format!("{base}/sse?every=0.1&count=3"));
+        tasks.spawn(async move {
+            let resp = c.get(&url).send().await.map_err(|e| format!("SSE {i}: {e}"))?;
+            let text = resp.text().await.map_err(|e| format!("SSE {i}: {e}"))?;
+            match text.contains("data: voice 2") {
+                true => Ok("sse"),
+                false => Err(format!("SSE {i}: {text}")),
+            }
+        });
+    }
+    let env = std::sync::Arc::new(env);
+    for i in 0..25 {
+        let env = env.clone();
+        tasks.spawn(async move {
+            let (mut ws, _) = env.ws_connect("a.test", "/ws").await.map_err(|e| format!("WS {i}: {e}"))?;
+            ws.send(Message::text(format!("w{i}"))).await.map_err(|e| format!("WS {i}: {e}"))?;
+            let got = ws.next().await.ok_or(format!("WS {i}: closed"))?.map_err(|e| format!("WS {i}: {e}"))?;
+            match got.into_text().map(|t| t.to_string()) {
+                Ok(text) if text == format!("voice: w{i}") => Ok("ws"),
+                other => Err(format!("WS {i}: {other:?}")),
+            }
+        });
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    let mut failures = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        match done.expect("task") {
+            Ok(kind) => *counts.entry(kind).or_insert(0) += 1,
+            Err(e) => failures.push(e),
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(counts.values().sum::<i32>(), 200, "{counts:?}");
+    let (_, metrics) = env.metrics_get("/metrics").await;
+    assert_eq!(sample(&metrics, "gateway_app_starts_total{app=\"voice\",result=\"ok\"}"), Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_while_its_app_stops_is_served_after_a_restart() {
+    let env = Env::new();
+    let voice = TestApp::new(&env, "voice");
+    let _cleanup = Cleanup(voice.dir.clone());
+    // The app takes 2 s to exit after SIGTERM.
+    let _gw = env.start(&config(
+        &env,
+        &[voice.entry_stopping(0.2, 2.0, "    idle_stop: 1s\n    stop_timeout: 5s\n")],
+        &[voice.route("a.test")],
+        "",
+    ));
+    let c = client(&env, &["a.test"], false);
+    let url = format!("https://a.test:{}/x", env.https);
+    assert_eq!(c.get(&url).send().await.expect("start").status(), 200);
+    let first = voice.pid().expect("pid");
+    env.metrics_until("the idle stop under way", |m| {
+        sample(m, "gateway_app_state{app=\"voice\",state=\"stopping\"}") == Some(1.0)
+    })
+    .await;
+    assert!(alive(first), "already gone: the test cannot ask during the stop");
+    let resp = c.get(&url).send().await.expect("during the stop");
+    assert_eq!(resp.status(), 200);
+    assert!(!alive(first));
+    let second = voice.pid().expect("pid");
+    assert_ne!(first, second, "served by the stopping process");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_with_30_s_between_events_keeps_its_app_and_it_stops_10_s_after() {
+    let env = Env::new();
+    let voice = TestApp::new(&env, "voice");
+    let _cleanup = Cleanup(voice.dir.clone());
+    let _gw = env.start(&config(
+        &env,
+        &[voice.entry(0.2, "    idle_stop: 10s\n")],
+        &[voice.route("a.test")],
+        "",
+    ));
+    let c = client(&env, &["a.test"], false);
+    let stream = c
+        .get(format!("https://a.test:{}/sse?every=30&count=2", env.https))
+        .send()
+        .await
+        .expect("sse");
+    let pid = voice.pid().expect("pid");
+    let body = stream.text().await.expect("both events");
+    assert!(body.contains("data: voice 1"), "{body}");
+    let ended = Instant::now();
+    assert!(alive(pid), "stopped under the stream");
+    until("the idle stop", Duration::from_secs(20), || !alive(pid)).await;
+    let after = ended.elapsed();
+    assert!(
+        (Duration::from_secs(9)..Duration::from_secs(13)).contains(&after),
+        "stopped {after:?} after the stream ended"
+    );
+}
+
+/// Issue 29's cold-start figure: over 20 cold starts of an app that loads for 3 s, the
+/// time to first byte minus the app's own readiness time. A measurement, not a test
+/// of the suite (`make cold-start`): it takes a minute and its figure depends on the
+/// machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn cold_start_latency() {
+    let env = Env::new();
+    let voice = TestApp::new(&env, "voice");
+    let _cleanup = Cleanup(voice.dir.clone());
+    let _gw = env.start(&config(&env, &[voice.entry(3.0, "")], &[voice.route("a.test")], ""));
+    let c = client(&env, &["a.test"], false);
+    let url = format!("https://a.test:{}/x", env.https);
+    let mut lags = Vec::new();
+    for _ in 0..20 {
+        let _ = std::fs::remove_file(voice.dir.join("voice.listening"));
+        let resp = c.get(&url).send().await.expect("cold");
+        let first_byte = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs_f64();
+        assert_eq!(resp.status(), 200);
+        let listening = voice.listening_at().expect("listening time");
+        lags.push(first_byte - listening);
+        let pid = voice.pid().expect("pid");
+        cli(&env, &["apps", "stop", "voice"]);
+        until("the stop", Duration::from_secs(10), || !alive(pid)).await;
+        env.metrics_until("stopped", |m| {
+            sample(m, "gateway_app_state{app=\"voice\",state=\"stopped\"}") == Some(1.0)
+        })
+        .await;
+    }
+    lags.sort_by(f64::total_cmp);
+    let ms = |s: f64| s * 1000.0;
+    eprintln!(
+        "cold start, first byte after the app listens: min {:.1} ms, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms(lags[0]),
+        ms(lags[lags.len() / 2]),
+        ms(lags[(lags.len() * 99).div_ceil(100) - 1]),
+        ms(lags[lags.len() - 1])
+    );
+    assert!(ms(lags[lags.len() - 1]) <= 150.0, "{lags:?}");
 }

@@ -70,6 +70,8 @@ pub struct Status {
     pub failures: u64,
     /// Why the last start failed.
     pub failure: Option<Arc<str>>,
+    /// The last start failed by not being ready within `start_timeout`.
+    pub timed_out: bool,
     /// Until when a new start is not tried after a failure.
     pub retry_at: Option<Instant>,
     pub pid: Option<u32>,
@@ -84,6 +86,7 @@ impl Status {
             since: Instant::now(),
             failures: 0,
             failure: None,
+            timed_out: false,
             retry_at: None,
             pid: None,
             ready_at: None,

@@ -5,7 +5,8 @@
 //!   its requests in flight and held, its last use.
 //! - `coordinator`: the one loop that decides every start and stop, on a thread of its
 //!   own (it outlives reloads; it ends with the process).
-//! - `room`: whether an app fits on its GPU, and which apps stop to make room.
+//! - `room`: whether an app fits on its GPU, and which apps stop to make room;
+//!   `gpu`: the memory the driver reports (NVML), when there is a driver.
 //! - `tasks`, `process`, `ready`: starting, watching and stopping an app; its readiness.
 //! - `state_file`: the processes handed over to the next gateway process.
 //! - `page`: the waiting page a browser gets while its app starts.
@@ -14,6 +15,7 @@
 
 mod app;
 mod coordinator;
+mod gpu;
 pub mod page;
 pub mod process;
 mod ready;
@@ -57,7 +59,8 @@ impl Apps {
         metrics: Option<Arc<Metrics>>,
     ) -> std::io::Result<Arc<Apps>> {
         let (events, inbox) = mpsc::unbounded_channel();
-        let coordinator = Coordinator::new(events.clone(), StateFile::new(state_dir));
+        let state_file = StateFile::new(state_dir);
+        let coordinator = Coordinator::new(events.clone(), state_file, metrics.clone());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .thread_name("apps")

@@ -60,6 +60,7 @@ mod tests {
             since: Instant::now() - std::time::Duration::from_secs(7),
             failures: 0,
             failure: Some("exited with status 1 <oops>".into()),
+            timed_out: false,
             retry_at: None,
             pid: Some(42),
             ready_at: None,

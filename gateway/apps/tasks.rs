@@ -81,6 +81,7 @@ pub async fn await_ready(
                 name,
                 token,
                 reason,
+                timed_out: true,
             });
             return;
         }
@@ -141,6 +142,7 @@ pub async fn start_command(
             name,
             token,
             reason,
+            timed_out: false,
         });
         return;
     }

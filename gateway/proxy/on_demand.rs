@@ -130,8 +130,12 @@ fn backing_off(status: &Status) -> bool {
     status.state == State::Stopped && status.retry_at.is_some_and(|at| at > Instant::now())
 }
 
-/// 502 with the failed start's reason; `Retry-After` says when a start is tried again.
+/// 502 with the failed start's reason (504 when it was not ready within
+/// `start_timeout`); `Retry-After` says when a start is tried again.
 async fn failed(session: &mut Session, app: &App, status: &Status, reply: &Reply<'_>) -> Checked {
+    if status.timed_out {
+        return timed_out(session, app, reply).await;
+    }
     let retry = status.retry_at.map_or(1, |at| {
         at.saturating_duration_since(Instant::now()).as_secs() + 1
     });

@@ -1,11 +1,13 @@
 """An app the gateway starts on demand (tests/on_demand.rs): sleeps DELAY seconds, as a
 model loads, then serves HTTP/1.1 on 127.0.0.1:PORT until SIGTERM.
 
-  python3 ondemand.py NAME PORT DELAY [DIR]
+  python3 ondemand.py NAME PORT DELAY [DIR [STOP_DELAY]]
 
 While it runs it "holds its memory": the file DIR/NAME.token exists (removed on exit),
 so the test sees which apps were loaded at once. Exits with status 3 at once when the
-file DIR/NAME.fail exists (a start that fails).
+file DIR/NAME.fail exists (a start that fails). On SIGTERM it takes STOP_DELAY seconds
+(default 0) to exit, as an app that saves its state does. Once it listens it writes the
+time (seconds since the epoch) to DIR/NAME.listening.
   /                 HTML naming the app
   /slow?ms=N        answers after N ms
   /upload (POST)    the SHA-256 of the body, in hex
@@ -26,6 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 NAME, PORT, DELAY = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 DIR = sys.argv[4] if len(sys.argv) > 4 else "."
+STOP_DELAY = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
 TOKEN = os.path.join(DIR, f"{NAME}.token")
 
 if os.path.exists(os.path.join(DIR, f"{NAME}.fail")):
@@ -34,6 +37,7 @@ if os.path.exists(os.path.join(DIR, f"{NAME}.fail")):
 
 
 def leave(*_):
+    time.sleep(STOP_DELAY)
     try:
         os.remove(TOKEN)
     except FileNotFoundError:
@@ -133,6 +137,11 @@ class Handler(BaseHTTPRequestHandler):
 
 ThreadingHTTPServer.daemon_threads = True
 ThreadingHTTPServer.allow_reuse_address = True
+# A model server takes many connections at once when the held requests go (uvicorn:
+# 2048); socketserver's default backlog of 5 would refuse most of them.
+ThreadingHTTPServer.request_queue_size = 1024
 server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
+with open(os.path.join(DIR, f"{NAME}.listening"), "w") as f:
+    f.write(repr(time.time()))
 print(f"{NAME}: serving on {PORT}", flush=True)
 server.serve_forever()

@@ -31,7 +31,7 @@ impl Coordinator {
                     Ok(running) => running,
                     Err(reason) => {
                         m.app.set(State::Starting, |s| s.pid = None);
-                        self.start_failed(&name, token, reason);
+                        self.start_failed(&name, token, reason, false);
                         return;
                     }
                 };
@@ -95,7 +95,13 @@ impl Coordinator {
 
     /// A start failed: the app stops (its process, if any), waiting requests get the
     /// reason, and no new start is tried before the backoff.
-    pub(super) fn start_failed(&mut self, name: &str, token: u64, reason: String) {
+    pub(super) fn start_failed(
+        &mut self,
+        name: &str,
+        token: u64,
+        reason: String,
+        timed_out: bool,
+    ) {
         let Some(m) = self.apps.get_mut(name) else {
             return;
         };
@@ -128,6 +134,7 @@ impl Coordinator {
         m.app.set(next, |s| {
             s.failures += 1;
             s.failure = Some(failure);
+            s.timed_out = timed_out;
             s.retry_at = Some(retry_at);
         });
         if let Some(stop) = m.stop.take() {
@@ -144,10 +151,17 @@ impl Coordinator {
             return;
         }
         m.stop = None;
+        let device = m.spec.gpu.map(|g| g.device);
         let status = status.unwrap_or_else(|| "ended".to_string());
+        if let Some(device) = device {
+            self.gpu_released(device);
+        }
+        let Some(m) = self.apps.get_mut(name) else {
+            return;
+        };
         if m.app.state() == State::Starting {
             let reason = format!("the app {status} while starting");
-            self.start_failed(name, token, reason);
+            self.start_failed(name, token, reason, false);
             if let Some(m) = self.apps.get_mut(name) {
                 m.pid = None;
                 m.app.set(State::Stopped, |s| s.pid = None);
@@ -175,8 +189,12 @@ impl Coordinator {
             m.stopping.map_or("-", Reason::as_str)
         );
         Self::now_stopped(m);
+        let device = m.spec.gpu.map(|g| g.device);
         if m.removed {
             self.apps.remove(name);
+        }
+        if let Some(device) = device {
+            self.gpu_released(device);
         }
         self.save();
     }

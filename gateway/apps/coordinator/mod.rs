@@ -22,10 +22,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 mod control;
+mod gpus;
 mod lifecycle;
 mod schedule;
 
 use super::app::App;
+use super::gpu::{Gpus, Measured};
 use super::process::Identity;
 use super::state_file::StateFile;
 use super::tasks::Events;
@@ -49,6 +51,8 @@ pub enum Event {
         name: Arc<str>,
         token: u64,
         reason: String,
+        /// Not ready within `start_timeout` (else it failed outright).
+        timed_out: bool,
     },
     /// A `run` app's process ended without being told to.
     Exited {
@@ -83,6 +87,10 @@ pub enum Event {
     Shutdown(std::sync::mpsc::Sender<()>),
     /// A binary upgrade: the next process decides from now on.
     HandOver,
+    /// NVML was loaded (or found missing).
+    GpusProbed(Arc<Gpus>),
+    /// The devices' memory as measured.
+    Measured(HashMap<u32, Measured>),
 }
 
 /// Why an app stops, as counted in `gateway_app_stops_total`.
@@ -151,10 +159,23 @@ pub struct Coordinator {
     /// Handed over to the next process (binary upgrade): no more starts, stops or
     /// state-file writes.
     handed_over: bool,
+    /// The driver's view (`None` until probed, on the first app that declares a GPU).
+    gpus: Option<Arc<Gpus>>,
+    probing: bool,
+    /// Each device's last measurement, and when an app on it last stopped.
+    measured: HashMap<u32, Measured>,
+    last_stop: HashMap<u32, Instant>,
+    /// When the devices were last measured (or a measurement was asked for).
+    measuring_since: Option<Instant>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Coordinator {
-    pub fn new(events: Events, state_file: StateFile) -> Coordinator {
+    pub fn new(
+        events: Events,
+        state_file: StateFile,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) -> Coordinator {
         Coordinator {
             apps: HashMap::new(),
             settings: Arc::default(),
@@ -162,6 +183,12 @@ impl Coordinator {
             state_file,
             shutdown: None,
             handed_over: false,
+            gpus: None,
+            probing: false,
+            measured: HashMap::new(),
+            last_stop: HashMap::new(),
+            measuring_since: None,
+            metrics,
         }
     }
 
@@ -204,7 +231,8 @@ impl Coordinator {
                 name,
                 token,
                 reason,
-            } => self.start_failed(&name, token, reason),
+                timed_out,
+            } => self.start_failed(&name, token, reason, timed_out),
             Event::Exited {
                 name,
                 token,
@@ -222,6 +250,11 @@ impl Coordinator {
             Event::Configure { apps, settings } => self.configure(apps, settings),
             Event::Shutdown(done) => self.begin_shutdown(done),
             Event::HandOver => {}
+            Event::GpusProbed(gpus) => {
+                self.probing = false;
+                self.gpus = Some(gpus);
+            }
+            Event::Measured(measured) => self.measured(measured),
         }
     }
 }

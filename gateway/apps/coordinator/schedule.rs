@@ -40,6 +40,7 @@ impl Coordinator {
         for (_, name) in wanted {
             let decision = self.plan(&name);
             match decision {
+                Decided::Start if !self.gpu_settled(&name) => {}
                 Decided::Start => self.start(&name),
                 Decided::Stop(victims) => {
                     for (victim, why) in victims {
@@ -82,6 +83,7 @@ impl Coordinator {
     }
 
     pub(super) fn tick(&mut self) {
+        self.watch_gpus();
         let now = Instant::now();
         let mut idle = Vec::new();
         for (name, m) in &mut self.apps {
