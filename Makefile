@@ -16,7 +16,7 @@ TEST_TOOLS := $(BUILD_TOOLS) promtool:prometheus prometheus:prometheus testssl:t
   htpasswd:apache2-utils python3:python3 pebble:pebble redis-server:redis-server \
   redis-cli:redis-tools node:nodejs curl:curl
 
-.PHONY: run test check build dist deb image package-test prereqs test-prereqs
+.PHONY: run test check build dist deb image package-test cold-start prereqs test-prereqs
 
 # What the gateway writes (the self-signed certificate, ACME's files) goes to the state
 # directory: /var/lib/gateway for a service; target/state for these developer commands,
@@ -78,6 +78,11 @@ image: dist
 # (two release builds), under 2 min when they are done. Not in .ci/run (see there).
 package-test: prereqs
 	packaging/test
+
+# Issue 29's cold-start figure (docs/on-demand.md): 20 cold starts of an app that loads
+# for 3 s, time to first byte after the app listens; about a minute, on a release build.
+cold-start: test-prereqs
+	$(CARGO) test --release --test on_demand -- --ignored cold_start_latency --nocapture
 
 prereqs:
 	@./.ci/install-missing $(BUILD_TOOLS)

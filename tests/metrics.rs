@@ -362,7 +362,13 @@ fn alert_exprs() -> Vec<(String, String)> {
 async fn prometheus_evaluates_every_dashboard_and_alert_expression() {
     let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);
     let env = Env::new();
-    let _gw = env.start(&config(&env, &a, &b, ""));
+    // A managed app (already serving, so adopted) and a GPU budget: the app panels and
+    // the app alert have series too.
+    let apps = format!(
+        "gpus:\n  0: {{ memory: 24GiB }}\napps:\n  studio: {{ start: [/bin/true], stop: [/bin/true], ready: \"http://{}/\", gpu: {{ memory: 1GiB }} }}\n",
+        b.addr
+    );
+    let _gw = env.start(&config(&env, &a, &b, &apps));
     traffic(&env, true).await;
     let prom = Prometheus::start(&env);
 

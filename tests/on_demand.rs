@@ -674,7 +674,11 @@ async fn two_hundred_requests_during_one_cold_start_all_succeed() {
     for i in 0..100 {
         let (c, url) = (c.clone(), format!("{base}/get/{i}"));
         tasks.spawn(async move {
-            let resp = c.get(&url).send().await.map_err(|e| format!("GET {i}: {e}"))?;
+            let resp = c
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| format!("GET {i}: {e}"))?;
             match resp.status().as_u16() {
                 200 => Ok("get"),
                 s => Err(format!("GET {i}: {s}")),
@@ -682,9 +686,19 @@ async fn two_hundred_requests_during_one_cold_start_all_succeed() {
         });
     }
     for i in 0..50 {
-        let (c, url, body, digest) = (c.clone(), format!("{base}/upload"), body.clone(), digest.clone());
+        let (c, url, body, digest) = (
+            c.clone(),
+            format!("{base}/upload"),
+            body.clone(),
+            digest.clone(),
+        );
         tasks.spawn(async move {
-            let resp = c.post(&url).body(body).send().await.map_err(|e| format!("POST {i}: {e}"))?;
+            let resp = c
+                .post(&url)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| format!("POST {i}: {e}"))?;
             let status = resp.status().as_u16();
             let text = resp.text().await.map_err(|e| format!("POST {i}: {e}"))?;
             match (status, text == digest) {
@@ -696,7 +710,11 @@ async fn two_hundred_requests_during_one_cold_start_all_succeed() {
     for i in 0..25 {
         let (c, url) = (c.clone(), format!("{base}/sse?every=0.1&count=3"));
         tasks.spawn(async move {
-            let resp = c.get(&url).send().await.map_err(|e| format!("SSE {i}: {e}"))?;
+            let resp = c
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| format!("SSE {i}: {e}"))?;
             let text = resp.text().await.map_err(|e| format!("SSE {i}: {e}"))?;
             match text.contains("data: voice 2") {
                 true => Ok("sse"),
@@ -708,9 +726,18 @@ async fn two_hundred_requests_during_one_cold_start_all_succeed() {
     for i in 0..25 {
         let env = env.clone();
         tasks.spawn(async move {
-            let (mut ws, _) = env.ws_connect("a.test", "/ws").await.map_err(|e| format!("WS {i}: {e}"))?;
-            ws.send(Message::text(format!("w{i}"))).await.map_err(|e| format!("WS {i}: {e}"))?;
-            let got = ws.next().await.ok_or(format!("WS {i}: closed"))?.map_err(|e| format!("WS {i}: {e}"))?;
+            let (mut ws, _) = env
+                .ws_connect("a.test", "/ws")
+                .await
+                .map_err(|e| format!("WS {i}: {e}"))?;
+            ws.send(Message::text(format!("w{i}")))
+                .await
+                .map_err(|e| format!("WS {i}: {e}"))?;
+            let got = ws
+                .next()
+                .await
+                .ok_or(format!("WS {i}: closed"))?
+                .map_err(|e| format!("WS {i}: {e}"))?;
             match got.into_text().map(|t| t.to_string()) {
                 Ok(text) if text == format!("voice: w{i}") => Ok("ws"),
                 other => Err(format!("WS {i}: {other:?}")),
@@ -728,7 +755,13 @@ async fn two_hundred_requests_during_one_cold_start_all_succeed() {
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(counts.values().sum::<i32>(), 200, "{counts:?}");
     let (_, metrics) = env.metrics_get("/metrics").await;
-    assert_eq!(sample(&metrics, "gateway_app_starts_total{app=\"voice\",result=\"ok\"}"), Some(1.0));
+    assert_eq!(
+        sample(
+            &metrics,
+            "gateway_app_starts_total{app=\"voice\",result=\"ok\"}"
+        ),
+        Some(1.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -751,7 +784,10 @@ async fn a_request_while_its_app_stops_is_served_after_a_restart() {
         sample(m, "gateway_app_state{app=\"voice\",state=\"stopping\"}") == Some(1.0)
     })
     .await;
-    assert!(alive(first), "already gone: the test cannot ask during the stop");
+    assert!(
+        alive(first),
+        "already gone: the test cannot ask during the stop"
+    );
     let resp = c.get(&url).send().await.expect("during the stop");
     assert_eq!(resp.status(), 200);
     assert!(!alive(first));
@@ -799,7 +835,12 @@ async fn cold_start_latency() {
     let env = Env::new();
     let voice = TestApp::new(&env, "voice");
     let _cleanup = Cleanup(voice.dir.clone());
-    let _gw = env.start(&config(&env, &[voice.entry(3.0, "")], &[voice.route("a.test")], ""));
+    let _gw = env.start(&config(
+        &env,
+        &[voice.entry(3.0, "")],
+        &[voice.route("a.test")],
+        "",
+    ));
     let c = client(&env, &["a.test"], false);
     let url = format!("https://a.test:{}/x", env.https);
     let mut lags = Vec::new();

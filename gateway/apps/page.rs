@@ -21,7 +21,8 @@ pub fn waiting(app: &str, status: &Status) -> String {
         State::Starting => format!("is starting ({seconds} s so far)"),
         State::Ready => "is ready".to_string(),
         State::Draining | State::Stopping => "is stopping; it starts again right after".to_string(),
-        State::Stopped => "is about to start".to_string(),
+        // Asked to start a moment ago: the coordinator has not picked the demand up yet.
+        State::Stopped => "is starting (0 s so far)".to_string(),
     };
     let failure = status
         .failure

@@ -35,27 +35,29 @@ impl Frames {
         }
     }
 
-    /// The payload length once the header read so far is complete.
+    /// The payload length once the header read so far is complete: 2 bytes, then 2 or 8
+    /// of extended length (for 126 and 127), then 4 of mask if the mask bit is set.
     fn header_done(&self) -> Option<u64> {
         if self.have < 2 {
             return None;
         }
-        let masked = self.head[1] & 0x80 != 0;
-        let (extended, len_at) = match self.head[1] & 0x7F {
-            126 => (2, 2),
-            127 => (8, 2),
-            short => (0, u64::from(short) as usize),
+        let short = self.head[1] & 0x7F;
+        let extended = match short {
+            126 => 2,
+            127 => 8,
+            _ => 0,
         };
-        let needed = 2 + extended + if masked { 4 } else { 0 };
-        if self.have < needed {
+        let masked = if self.head[1] & 0x80 != 0 { 4 } else { 0 };
+        if self.have < 2 + extended + masked {
             return None;
         }
-        Some(match extended {
-            0 => len_at as u64,
-            _ => self.head[len_at..len_at + extended]
+        let length = match extended {
+            0 => u64::from(short),
+            _ => self.head[2..2 + extended]
                 .iter()
                 .fold(0u64, |n, b| (n << 8) | u64::from(*b)),
-        })
+        };
+        Some(length)
     }
 
     /// Between two frames.

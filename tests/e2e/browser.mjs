@@ -35,6 +35,7 @@ try {
   if (scenario === "streamlit") await streamlit(page);
   else if (scenario === "gradio") await gradio(page);
   else if (scenario === "gradio-pool") await gradioPool();
+  else if (scenario === "gradio-ondemand") await gradioOnDemand(page);
   else throw new Error(`unknown scenario ${scenario}`);
 } finally {
   await browser.close();
@@ -86,6 +87,27 @@ async function gradio(page) {
   report.values = await generated(page, []);
   await uploadAndMeasure(page);
   report.measured = await textValue(page.locator("#measured textarea"), /^\d+ [0-9a-f]{64}$/);
+  await page.screenshot({ path: shot, fullPage: true });
+}
+
+/** Gradio as an app the gateway starts on demand: the first visit gets the gateway's
+ * waiting page (503, reloading itself every 2 s), then the app once it serves; a
+ * generation streams. Screenshots: SHOT with "-waiting" for the waiting page. */
+async function gradioOnDemand(page) {
+  const asked = Date.now();
+  const first = await page.goto(origin + "/", { waitUntil: "domcontentloaded" });
+  report.first_status = first.status();
+  report.first_ms = Date.now() - asked;
+  report.first_title = await page.title();
+  report.first_heading = await page.locator("h1").first().innerText();
+  await page.screenshot({ path: shot.replace(/\.png$/, "-waiting.png") });
+  let loads = 0;
+  page.on("load", () => (loads += 1));
+  await page.locator("#generate").waitFor({ timeout: 180000 });
+  report.reloads = loads;
+  report.app_after_ms = Date.now() - asked;
+  await page.locator("#generate").click();
+  report.values = await generated(page, []);
   await page.screenshot({ path: shot, fullPage: true });
 }
 

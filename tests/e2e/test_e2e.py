@@ -495,3 +495,114 @@ def test_gradio_urls_on_port_443(stack):
     finally:
         gw.terminate()
         gw.wait(10)
+
+
+class OnDemandStack:
+    """The Gradio app as an app the gateway runs itself, started by the first request
+    and stopped after 20 s unused (docs/on-demand.md): nothing runs it before."""
+
+    paths = False
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.procs = []
+        self.https = free_port()
+        self.metrics = free_port()
+        self.port = free_port()
+        self.config = work / "routes.yaml"
+        self.config.write_text(
+            f"""listen:
+  https: "127.0.0.1:{self.https}"
+  metrics: "127.0.0.1:{self.metrics}"
+routes:
+  - host: {VOICE}
+    name: voice
+    upstream: 127.0.0.1:{self.port}
+    app: voice
+apps:
+  voice:
+    run: [{sys.executable}, {HERE / "apps/gradio_app.py"}]
+    env: {{ PORT: "{self.port}", GRADIO_ANALYTICS_ENABLED: "False", HF_HUB_OFFLINE: "1", GRADIO_TEMP_DIR: "{work / "gradio-tmp"}" }}
+    workdir: {work}
+    log: {work / "voice.log"}
+    start_timeout: 3m
+    idle_stop: 20s
+"""
+        )
+        out = open(work / "gateway.log", "wb")
+        self.gateway = subprocess.Popen(
+            [str(GATEWAY), "run", "-c", str(self.config)],
+            env=dict(os.environ, RUST_LOG="info", STATE_DIRECTORY=str(work / "state")),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=work,
+        )
+        self.procs.append(self.gateway)
+        wait_port(self.https, self.gateway, "gateway", 30)
+        wait_port(self.metrics, self.gateway, "gateway metrics", 30)
+        self.ca = work / "state/selfsigned.pem"
+
+    def host(self, app):
+        return VOICE
+
+    def origin(self, app, port=None):
+        return f"https://{VOICE}:{self.https}"
+
+    def app(self):
+        """The app as GET /-/apps reports it."""
+        apps = httpx.get(f"http://127.0.0.1:{self.metrics}/-/apps").json()["apps"]
+        return next(a for a in apps if a["name"] == "voice")
+
+    def stop(self):
+        # SIGTERM: the gateway stops the app it runs, then exits.
+        self.gateway.terminate()
+        try:
+            self.gateway.wait(30)
+        except subprocess.TimeoutExpired:
+            self.gateway.kill()
+
+
+def running(pid):
+    """Whether `pid` runs (not a zombie left for init to reap)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_gradio_on_demand_waiting_page_then_app_then_idle_stop(tmp_path):
+    stack = OnDemandStack(tmp_path)
+    try:
+        assert stack.app()["state"] == "stopped"
+        report = browser(stack, "gradio-ondemand")
+        assert report["first_status"] == 503, report
+        assert report["first_heading"].startswith("voice is"), report
+        assert report["first_ms"] < 1000, report
+        assert report["values"][-1].strip().endswith("token7"), report
+        app = stack.app()
+        assert app["state"] == "ready", app
+        pid = app["pid"]
+        assert running(pid)
+        # Unused for idle_stop (20 s): stopped, its process gone.
+        deadline = time.time() + 60
+        while stack.app()["state"] != "stopped":
+            assert time.time() < deadline, stack.app()
+            time.sleep(0.5)
+        assert not running(pid)
+        # The next visit starts it again: the waiting page, then the app.
+        c = client(stack)
+        page = c.get(stack.origin("voice") + "/", headers={"Accept": "text/html", "Sec-Fetch-Mode": "navigate"})
+        assert page.status_code == 503 and "voice is" in page.text, page.text[:500]
+        deadline = time.time() + 180
+        while True:
+            page = c.get(stack.origin("voice") + "/", headers={"Accept": "text/html"})
+            if page.status_code == 200:
+                break
+            assert page.status_code == 503 and time.time() < deadline, page.status_code
+            time.sleep(1)
+        assert stack.app()["pid"] != pid
+    finally:
+        stack.stop()
+    log = (tmp_path / "gateway.log").read_text()
+    assert "event=app_stop app=voice reason=idle" in log, log[-3000:]

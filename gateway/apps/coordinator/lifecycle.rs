@@ -95,13 +95,7 @@ impl Coordinator {
 
     /// A start failed: the app stops (its process, if any), waiting requests get the
     /// reason, and no new start is tried before the backoff.
-    pub(super) fn start_failed(
-        &mut self,
-        name: &str,
-        token: u64,
-        reason: String,
-        timed_out: bool,
-    ) {
+    pub(super) fn start_failed(&mut self, name: &str, token: u64, reason: String, timed_out: bool) {
         let Some(m) = self.apps.get_mut(name) else {
             return;
         };

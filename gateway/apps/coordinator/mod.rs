@@ -213,7 +213,8 @@ impl Coordinator {
                     Some(event) => self.handle(event),
                     None => return,
                 },
-                _ = tick.tick() => if !self.handed_over {
+                // No apps, no wake-ups: a gateway without `apps` never runs this loop.
+                _ = tick.tick(), if !self.apps.is_empty() => if !self.handed_over {
                     self.tick();
                 },
             }
