@@ -268,8 +268,31 @@ async fn an_idle_app_stops_and_the_next_request_starts_it_again() {
         idle >= Duration::from_millis(1500),
         "stopped after {idle:?}"
     );
-    // The next request starts it again.
-    assert_eq!(c.get(&url).send().await.expect("get").status(), 200);
+    // The next request starts it again: curl's POST is held, then answered by the app.
+    let body = env.path("body.bin");
+    std::fs::write(&body, vec![5u8; 64 << 10]).expect("body");
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "-o", "-", "-w", " %{http_code}", "--cacert"])
+        .arg(env.path("certs/default.pem"))
+        .arg("--resolve")
+        .arg(format!("a.test:{}:127.0.0.1", env.https))
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg(format!("https://a.test:{}/upload", env.https))
+        .output()
+        .await
+        .expect("curl");
+    let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+    let expected = {
+        use sha2::Digest;
+        hex(&sha2::Sha256::digest(vec![5u8; 64 << 10]))
+    };
+    assert_eq!(
+        answer,
+        format!("{expected} 200"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let second = voice.pid().expect("pid");
     assert_ne!(first, second);
     let (_, metrics) = env.metrics_get("/metrics").await;
