@@ -91,6 +91,15 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), StartError>
         m.set_cert_expiry(certs.expiry());
     }
     let nofile = crate::conn::caps::raise_nofile();
+    let acceptor = Acceptor::build(config.tls.min_version).map_err(StartError::Tls)?;
+    let threads = match config.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    // The listening sockets first (in a binary upgrade, taken from the old process,
+    // which hands its managed apps over at that moment), then the apps: the state file
+    // then names every app the old process ran.
+    let mut server = pingora_server(&config, threads, upgrade);
     let apps = Apps::start(Some(config.state_dir.path.clone()), metrics.clone())
         .map_err(StartError::Apps)?;
     let snapshot = Snapshot::build(&config, None, metrics.as_deref(), &apps);
@@ -113,12 +122,6 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), StartError>
         reloader,
         in_flight: InFlight::default(),
     };
-    let threads = match config.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    let mut server = pingora_server(&config, threads, upgrade);
-    let acceptor = Acceptor::build(config.tls.min_version).map_err(StartError::Tls)?;
     add_listeners(&mut server, &config, &parts, &acceptor);
     add_background(&mut server, &parts, acceptor);
     let apps = parts.shared.apps.clone();

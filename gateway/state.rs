@@ -178,7 +178,7 @@ impl Snapshot {
         let mut handed_on = previous.map_or_else(Kept::default, |p| p.kept.handed_on());
         let store = limits_store(config, previous, metrics);
         let store = store.as_ref();
-        let managed = apps.resolve(&config.apps);
+        let managed = apps.resolve(&config.apps, config.upgrade_grace);
         for route in &config.routes {
             let (limiter, counter) = route_limits(route, config, previous, store);
             if let Some(l) = &limiter {

@@ -61,6 +61,30 @@ async fn a_stop_reaches_the_whole_group_and_the_log_keeps_the_output() {
 }
 
 #[tokio::test]
+async fn a_worker_ignoring_sigterm_is_killed_though_its_leader_exits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The leader exits on SIGTERM; its worker ignores it and would keep the app's port.
+    let script = "sh -c 'trap \"\" TERM; echo $$ > worker; while :; do sleep 0.1; done' & wait";
+    let mut app = spawn(&launch(dir.path(), script)).expect("spawn");
+    let worker: u32 = wait_for(&dir.path().join("worker"))
+        .trim()
+        .parse()
+        .expect("pid");
+    let worker = Identity::of(worker).expect("the worker runs");
+    let asked = Instant::now();
+    assert_eq!(app.stop(Duration::from_secs(1)).await, Stopped::Killed);
+    assert!(
+        asked.elapsed() >= Duration::from_millis(900),
+        "killed before the grace ended"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while worker.alive() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!worker.alive(), "the worker outlived the stop");
+}
+
+#[tokio::test]
 async fn a_process_ignoring_sigterm_is_killed_after_the_grace_period() {
     let dir = tempfile::tempdir().expect("tempdir");
     let script = "trap '' TERM; echo ready > ready; while :; do sleep 1; done";

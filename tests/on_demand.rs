@@ -164,10 +164,8 @@ async fn a_cold_app_holds_requests_and_shows_browsers_a_waiting_page() {
         html.contains("voice is") && html.contains("http-equiv=\"refresh\""),
         "{html}"
     );
-    assert!(
-        took < Duration::from_millis(500),
-        "waiting page took {took:?}"
-    );
+    // The first request of this client: its TLS handshake is in this time too.
+    assert!(took < Duration::from_secs(1), "waiting page took {took:?}");
     // An API call is held until the app serves, then answered by it.
     let held = c
         .post(format!("https://a.test:{}/upload", env.https))
@@ -407,7 +405,7 @@ async fn start_timeout_is_a_504_and_max_waiting_a_503() {
         &env,
         &[slow.entry(
             30.0,
-            "    start_timeout: 2s\n    stop_timeout: 1s\n    max_waiting: 2\n",
+            "    start_timeout: 6s\n    stop_timeout: 1s\n    max_waiting: 2\n",
         )],
         &[slow.route("a.test")],
         "",
@@ -638,7 +636,7 @@ async fn a_silent_websocket_lets_its_app_go_idle_and_is_closed_with_1001() {
     let _cleanup = Cleanup(voice.dir.clone());
     let _gw = env.start(&config(
         &env,
-        &[voice.entry(0.2, "    idle_stop: 1s\n")],
+        &[voice.entry(0.2, "    idle_stop: 3s\n")],
         &[voice.route("a.test")],
         "",
     ));
@@ -895,4 +893,116 @@ async fn cold_start_latency() {
         ms(lags[lags.len() - 1])
     );
     assert!(ms(lags[lags.len() - 1]) <= 150.0, "{lags:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reload_that_removes_an_app_stops_it_and_one_that_adds_it_back_serves_it() {
+    let env = Env::new();
+    let voice = TestApp::new(&env, "voice");
+    let _cleanup = Cleanup(voice.dir.clone());
+    let with = config(&env, &[voice.entry(0.2, "")], &[voice.route("a.test")], "");
+    let gw = env.start(&with);
+    let c = client(&env, &["a.test"], false);
+    let url = format!("https://a.test:{}/x", env.https);
+    assert_eq!(c.get(&url).send().await.expect("get").status(), 200);
+    let pid = voice.pid().expect("pid");
+    // A browser form's POST is held, not answered with the waiting page.
+    let without = format!(
+        "{}routes:\n  - host: up.test\n    upstream: \"127.0.0.1:{}\"\n",
+        env.listen_and_tls(),
+        free_port()
+    );
+    env.write_config(&without);
+    gw.signal(libc::SIGHUP);
+    until("the removed app's stop", Duration::from_secs(10), || {
+        !alive(pid)
+    })
+    .await;
+    assert!(gw.log_text().contains("event=app_removed app=voice"));
+    env.write_config(&with);
+    gw.signal(libc::SIGHUP);
+    env.metrics_until("two reloads", |m| {
+        sample(m, "gateway_config_reloads_total{result=\"success\"}") == Some(2.0)
+    })
+    .await;
+    let form = c
+        .post(&url)
+        .header("sec-fetch-mode", "navigate")
+        .header("accept", "text/html")
+        .body("field=1")
+        .send()
+        .await
+        .expect("form");
+    assert_eq!(form.status(), 200, "a form POST got the waiting page");
+    assert_ne!(voice.pid(), Some(pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_start_command_that_never_gets_ready_is_stopped_with_its_stop_command() {
+    let env = Env::new();
+    let dir = env.path("apps");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let port = free_port();
+    let app = format!(
+        "  svc:\n    start: [/bin/sh, -c, \"touch {0}/started\"]\n    stop: [/bin/sh, -c, \"touch {0}/stopped\"]\n    ready: \"http://127.0.0.1:{port}/\"\n    start_timeout: 1s\n",
+        dir.display()
+    );
+    let route = format!("  - host: a.test\n    upstream: \"127.0.0.1:{port}\"\n    app: svc\n");
+    let _gw = env.start(&config(&env, &[app], &[route], ""));
+    let c = client(&env, &["a.test"], false);
+    let resp = c
+        .get(format!("https://a.test:{}/", env.https))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 504);
+    assert!(dir.join("started").exists());
+    until("the stop command", Duration::from_secs(10), || {
+        dir.join("stopped").exists()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_exclusive_apps_wanted_at_once_both_serve_their_requests() {
+    let env = Env::new();
+    let x = TestApp::new(&env, "x");
+    let y = TestApp::new(&env, "y");
+    let _cleanup = Cleanup(x.dir.clone());
+    let _gw = env.start(&config(
+        &env,
+        &[
+            x.entry(0.5, "    group: studio\n    start_timeout: 1m\n"),
+            y.entry(0.5, "    group: studio\n    start_timeout: 1m\n"),
+        ],
+        &[x.route("a.test"), y.route("slow.test")],
+        "groups:\n  studio: { exclusive: true }\n",
+    ));
+    let c = client(&env, &["a.test", "slow.test"], false);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let host = if i % 2 == 0 { "a.test" } else { "slow.test" };
+        let url = format!("https://{host}:{}/slow?ms=200", env.https);
+        let c = c.clone();
+        tasks.spawn(async move { c.get(&url).send().await.map(|r| r.status().as_u16()) });
+    }
+    let mut codes = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        codes.push(done.expect("task").expect("answer"));
+    }
+    assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
+    // Each started once: the app that became ready first served its held requests
+    // before it was stopped for the other (not stopped under them, to start again).
+    let (_, metrics) = env.metrics_get("/metrics").await;
+    let starts = |app: &str| {
+        sample(
+            &metrics,
+            &format!("gateway_app_starts_total{{app=\"{app}\",result=\"ok\"}}"),
+        )
+    };
+    assert_eq!(
+        (starts("x"), starts("y")),
+        (Some(1.0), Some(1.0)),
+        "{metrics}"
+    );
 }

@@ -262,6 +262,8 @@ impl App {
             return true;
         }
         self.state.store(State::Ready as u8, SeqCst);
+        // A request that saw it closed meanwhile waits on the status: wake it.
+        self.status.send_modify(|_| {});
         false
     }
 

@@ -41,7 +41,12 @@ use crate::metrics::Metrics;
 
 /// Every managed app of this process, by name, across reloads.
 pub struct Apps {
+    /// Every app ever configured: one removed by a reload keeps its `App` (the
+    /// coordinator may still be stopping it), and gets it back if a later reload
+    /// names it again.
     by_name: Mutex<HashMap<String, Arc<App>>>,
+    /// The names of the configuration in force.
+    configured: Mutex<Vec<String>>,
     events: mpsc::UnboundedSender<Event>,
     metrics: Option<Arc<Metrics>>,
 }
@@ -70,6 +75,7 @@ impl Apps {
             .spawn(move || runtime.block_on(coordinator.run(inbox)))?;
         Ok(Arc::new(Apps {
             by_name: Mutex::new(HashMap::new()),
+            configured: Mutex::new(Vec::new()),
             events,
             metrics,
         }))
@@ -77,8 +83,13 @@ impl Apps {
 
     /// The apps of a configuration: those already known keep their state (their settings
     /// replaced), new ones start stopped (or adopted, when they serve already), and
-    /// those no longer configured are stopped.
-    pub fn resolve(&self, settings: &config::Apps) -> HashMap<String, Arc<App>> {
+    /// those no longer configured are stopped. `upgrade_grace` is how long a previous
+    /// gateway process may still serve an app found running.
+    pub fn resolve(
+        &self,
+        settings: &config::Apps,
+        upgrade_grace: Duration,
+    ) -> HashMap<String, Arc<App>> {
         let mut by_name = self.by_name.lock();
         let mut resolved = HashMap::new();
         for spec in &settings.apps {
@@ -98,7 +109,7 @@ impl Apps {
             app.spec.store(Arc::new(spec.clone()));
             resolved.insert(spec.name.clone(), app);
         }
-        by_name.retain(|name, _| resolved.contains_key(name));
+        *self.configured.lock() = settings.apps.iter().map(|a| a.name.clone()).collect();
         if let Some(m) = &self.metrics {
             for (device, budget) in &settings.gpus {
                 m.set_gpu_memory(*device, "budget", *budget);
@@ -107,13 +118,19 @@ impl Apps {
         let _ = self.events.send(Event::Configure {
             apps: resolved.values().cloned().collect(),
             settings: Arc::new(settings.clone()),
+            upgrade_grace,
         });
         resolved
     }
 
-    /// Every app, by name.
+    /// Every app of the configuration in force, by name.
     pub fn list(&self) -> Vec<Arc<App>> {
-        let mut apps: Vec<_> = self.by_name.lock().values().cloned().collect();
+        let configured = self.configured.lock().clone();
+        let by_name = self.by_name.lock();
+        let mut apps: Vec<_> = configured
+            .iter()
+            .filter_map(|name| by_name.get(name).cloned())
+            .collect();
         apps.sort_by(|a, b| a.name.cmp(&b.name));
         apps
     }

@@ -69,20 +69,42 @@ impl Identity {
 }
 
 fn read_stat(pid: u32) -> Option<(u8, u64)> {
+    let (state, _, start_ticks) = read_full_stat(pid)?;
+    Some((state, start_ticks))
+}
+
+fn read_full_stat(pid: u32) -> Option<(u8, u32, u64)> {
     parse_stat(&std::fs::read(format!("/proc/{pid}/stat")).ok()?)
 }
 
-/// The state and the start time of a `/proc/PID/stat` line. The command name, in
-/// parentheses, may hold spaces and parentheses itself: the fields are counted from the
-/// last `)`.
-fn parse_stat(stat: &[u8]) -> Option<(u8, u64)> {
+/// The state, the process group and the start time of a `/proc/PID/stat` line. The
+/// command name, in parentheses, may hold spaces and parentheses itself: the fields are
+/// counted from the last `)`.
+fn parse_stat(stat: &[u8]) -> Option<(u8, u32, u64)> {
     let close = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
     let mut fields = rest.split_whitespace();
     let state = *fields.next()?.as_bytes().first()?;
-    // Fields 3 (state) to 22 (starttime): starttime is the 19th after the state.
-    let start_ticks = fields.nth(18)?.parse().ok()?;
-    Some((state, start_ticks))
+    // Fields 3 (state), 4 (ppid), 5 (pgrp) … 22 (starttime).
+    let group = fields.nth(1)?.parse().ok()?;
+    let start_ticks = fields.nth(16)?.parse().ok()?;
+    Some((state, group, start_ticks))
+}
+
+/// Whether processes of the group `leader` led (by its PID, the group's ID) are still
+/// running: started no earlier than the leader, so a group of a recycled ID is never
+/// taken for it. A worker that ignored SIGTERM, or outlived a crashed leader, holds the
+/// app's port and GPU memory.
+fn group_left(leader: Identity) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(read_full_stat)
+        .any(|(state, group, start)| {
+            state != b'Z' && group == leader.pid && start >= leader.start_ticks
+        })
 }
 
 /// A running app process: a child of this gateway, or one adopted from the process that
@@ -172,16 +194,39 @@ impl Running {
         }
     }
 
-    /// SIGTERM to the process group, then SIGKILL to it if the process is still running
-    /// after `grace`. Returns once the process is gone.
+    /// SIGTERM to the process group, then SIGKILL to it if the process (or another
+    /// process of its group) is still running after `grace`. Returns once the process is
+    /// gone.
     pub async fn stop(&mut self, grace: Duration) -> Stopped {
+        let deadline = tokio::time::Instant::now() + grace;
         self.signal(Signal::SIGTERM);
-        if tokio::time::timeout(grace, self.exited()).await.is_ok() {
-            return Stopped::Terminated;
+        if tokio::time::timeout_at(deadline, self.exited())
+            .await
+            .is_ok()
+        {
+            // The leader is gone: the rest of its group gets the rest of the grace.
+            while group_left(self.identity) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(ADOPTED_POLL).await;
+            }
+            return match self.end_group() {
+                true => Stopped::Killed,
+                false => Stopped::Terminated,
+            };
         }
         self.signal(Signal::SIGKILL);
         self.exited().await;
+        self.end_group();
         Stopped::Killed
+    }
+
+    /// SIGKILL to what is left of the group once its leader has exited (a crash, or a
+    /// stop whose workers ignored SIGTERM); true if anything was left.
+    pub fn end_group(&self) -> bool {
+        if !group_left(self.identity) {
+            return false;
+        }
+        let _ = killpg(Pid::from_raw(self.identity.pid as i32), Signal::SIGKILL);
+        true
     }
 
     /// A signal to the process's group, only while the process is the one started (a

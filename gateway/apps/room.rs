@@ -21,8 +21,13 @@ pub struct Seen<'a> {
     pub gpu: Option<GpuNeed>,
     pub state: State,
     pub in_flight: u32,
+    /// Requests held for it (just woken by its start): it is not stopped under them.
+    pub waiting: u32,
     pub idle_for: Duration,
     pub keep_loaded: bool,
+    /// Not to be stopped at all now (adopted while a previous gateway process may
+    /// still serve it, or without a process to stop).
+    pub pinned: bool,
     /// The exclusive groups it belongs to.
     pub exclusive: Vec<&'a str>,
 }
@@ -67,11 +72,13 @@ pub fn plan<'a>(x: &Seen<'a>, others: &[Seen<'a>], budget: Option<u64>) -> Plan<
         .filter(|o| o.running() && o.exclusive.iter().any(|g| x.exclusive.contains(g)))
         .collect();
     if !rivals.is_empty() {
-        let to_stop: Vec<_> = rivals
-            .iter()
-            .filter(|o| !o.leaving())
-            .map(|o| (o.name, Why::Exclusive))
-            .collect();
+        let staying: Vec<&&Seen> = rivals.iter().filter(|o| !o.leaving()).collect();
+        // A rival with requests held for it serves them first (else two apps that
+        // cannot run together would stop each other the moment each is ready).
+        if staying.iter().any(|o| o.waiting > 0 || o.pinned) {
+            return Plan::Wait;
+        }
+        let to_stop: Vec<_> = staying.iter().map(|o| (o.name, Why::Exclusive)).collect();
         return match to_stop.is_empty() {
             true => Plan::Wait,
             false => Plan::Stop(to_stop),
@@ -99,7 +106,8 @@ pub fn plan<'a>(x: &Seen<'a>, others: &[Seen<'a>], budget: Option<u64>) -> Plan<
     }
     let mut candidates: Vec<&Seen> = others
         .iter()
-        .filter(|o| o.state == State::Ready && !o.keep_loaded && o.on(device).is_some())
+        .filter(|o| o.state == State::Ready && !o.keep_loaded && !o.pinned && o.waiting == 0)
+        .filter(|o| o.on(device).is_some())
         .collect();
     // Unused first, then the longest unused.
     candidates.sort_by_key(|o| (o.in_flight > 0, std::cmp::Reverse(o.idle_for)));
@@ -133,8 +141,10 @@ mod tests {
             }),
             state,
             in_flight: 0,
+            waiting: 0,
             idle_for: Duration::ZERO,
             keep_loaded: false,
+            pinned: false,
             exclusive: Vec::new(),
         }
     }
@@ -186,6 +196,27 @@ mod tests {
         // Only the kept app would free enough: wait.
         let only_kept = [app("x2", 10, State::Starting), others[3].clone()];
         assert_eq!(plan(&x, &only_kept, Some(22 * GIB)), Plan::Wait);
+    }
+
+    #[test]
+    fn never_stops_an_app_under_its_held_requests_nor_a_pinned_one() {
+        let x = app("x", 12, State::Stopped);
+        let mut woken = app("woken", 12, State::Ready);
+        woken.waiting = 3;
+        let mut pinned = app("pinned", 12, State::Ready);
+        pinned.pinned = true;
+        assert_eq!(plan(&x, &[woken.clone()], Some(20 * GIB)), Plan::Wait);
+        assert_eq!(plan(&x, &[pinned], Some(20 * GIB)), Plan::Wait);
+        let (mut xe, mut we) = (x.clone(), woken.clone());
+        xe.exclusive = vec!["g"];
+        we.exclusive = vec!["g"];
+        we.gpu = None;
+        assert_eq!(plan(&xe, &[we.clone()], None), Plan::Wait);
+        we.waiting = 0;
+        assert_eq!(
+            plan(&xe, &[we], None),
+            Plan::Stop(vec![("woken", Why::Exclusive)])
+        );
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub async fn keep(
 ) {
     tokio::select! {
         status = running.exited() => {
+            // Its group's other processes would hold the port and the GPU memory.
+            running.end_group();
             let _ = events.send(Event::Exited { name, token, status: status.map(describe) });
         }
         Ok(grace) = stop => {

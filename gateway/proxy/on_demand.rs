@@ -60,15 +60,18 @@ fn wakes_nothing(session: &Session, app: &App) -> bool {
     wake.ignores(agent, req.uri.path())
 }
 
-/// A browser loading a page: it gets the waiting page rather than a held request.
+/// A browser loading a page (a `GET` or `HEAD`: a form's `POST` is held, its body kept):
+/// it gets the waiting page rather than a held request.
 fn navigation(session: &Session) -> bool {
     let req = session.req_header();
+    if req.method != http::Method::GET && req.method != http::Method::HEAD {
+        return false;
+    }
     let field = |name| req.headers.get(name).map(HeaderValue::as_bytes);
     if let Some(mode) = field(header::HeaderName::from_static("sec-fetch-mode")) {
         return mode.eq_ignore_ascii_case(b"navigate");
     }
-    req.method == http::Method::GET
-        && !session.as_downstream().is_upgrade_req()
+    !session.as_downstream().is_upgrade_req()
         && field(header::ACCEPT).is_some_and(|accept| {
             accept
                 .windows(9)
@@ -89,11 +92,22 @@ async fn cold(
     let failures_before = status.borrow().failures;
     let mut held = None;
     loop {
+        // The status first, then the state: the coordinator stores the state before it
+        // publishes, so a Ready published after this read wakes `changed` below.
+        let now = status.borrow_and_update().clone();
         if let Some(entered) = app.enter(quiet) {
             ctx.app = Some(entered);
             return Ok(Step::Next);
         }
-        let now = status.borrow_and_update().clone();
+        if now.state == State::Ready {
+            // Closed for an instant (an idle check that found a request in flight and
+            // opened it again): look again shortly, within the deadline.
+            if tokio::time::Instant::now() >= deadline {
+                return timed_out(session, app, reply).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            continue;
+        }
         if now.failures > failures_before || backing_off(&now) {
             return failed(session, app, &now, reply).await;
         }

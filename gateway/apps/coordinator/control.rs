@@ -52,7 +52,13 @@ impl Coordinator {
         }
     }
 
-    pub(super) fn configure(&mut self, apps: Vec<Arc<App>>, settings: Arc<config::Apps>) {
+    pub(super) fn configure(
+        &mut self,
+        apps: Vec<Arc<App>>,
+        settings: Arc<config::Apps>,
+        upgrade_grace: Duration,
+    ) {
+        self.upgrade_grace = upgrade_grace;
         let first = self.apps.is_empty();
         let known = if first {
             self.state_file.read()
@@ -78,7 +84,7 @@ impl Coordinator {
                 name,
                 Managed {
                     app: app.clone(),
-                    spec,
+                    spec: spec.clone(),
                     token: 0,
                     stop: None,
                     pid: None,
@@ -89,6 +95,9 @@ impl Coordinator {
                     stopping: None,
                     adopting: true,
                     removed: false,
+                    started_with: spec,
+                    drained_for: None,
+                    protected_until: None,
                 },
             );
         }
@@ -109,10 +118,15 @@ impl Coordinator {
                     self.apps.remove(&name);
                 }
                 State::Stopping => {}
-                _ => {
+                State::Starting => {
                     info!("event=app_removed app={name} note=\"no longer in the configuration: stopped\"");
                     m.stopping = Some(Reason::Exit);
                     self.stop_now(&name);
+                }
+                State::Ready | State::Draining => {
+                    info!("event=app_removed app={name} note=\"no longer in the configuration: stopped once its requests are done\"");
+                    m.app.set(State::Ready, |_| {});
+                    self.drain(&name, Reason::Exit);
                 }
             }
         }
@@ -134,6 +148,7 @@ impl Coordinator {
         m.token += 1;
         let token = m.token;
         let app_name = m.app.name.clone();
+        m.started_with = m.spec.clone();
         if let Some(running) = process {
             let (stop, told) = oneshot::channel();
             m.stop = Some(stop);
@@ -153,6 +168,8 @@ impl Coordinator {
         );
         if serving {
             let now = Instant::now();
+            m.wanted = None;
+            m.protected_until = Some(now + self.upgrade_grace);
             m.app.set(State::Ready, |s| {
                 s.pid = pid;
                 s.ready_at = Some(now);
@@ -176,7 +193,8 @@ impl Coordinator {
             .apps
             .iter()
             .filter(|(_, m)| {
-                m.spec.stop_on_exit && matches!(m.spec.control, config::Control::Run(_))
+                let spec = &m.started_with;
+                spec.stop_on_exit && matches!(spec.control, config::Control::Run(_))
             })
             .filter(|(_, m)| !matches!(m.app.state(), State::Stopped | State::Stopping))
             .map(|(n, _)| n.clone())
@@ -202,8 +220,12 @@ impl Coordinator {
         }
     }
 
-    /// Records the processes of `run` apps, for the gateway process that takes over.
+    /// Records the processes of `run` apps, for the gateway process that takes over
+    /// (nothing once handed over: the new process writes it).
     pub(super) fn save(&self) {
+        if self.handed_over {
+            return;
+        }
         let running = self
             .apps
             .iter()

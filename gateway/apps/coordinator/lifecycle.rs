@@ -23,6 +23,9 @@ impl Coordinator {
         m.started_at = Some(now);
         m.stopping = None;
         let spec = m.spec.clone();
+        m.started_with = spec.clone();
+        m.protected_until = None;
+        m.drained_for = None;
         let name = m.app.name.clone();
         info!("event=app_start app={name}");
         match &spec.control {
@@ -105,7 +108,7 @@ impl Coordinator {
         if let Some(task) = m.starting.take() {
             task.abort();
         }
-        let reason = tasks::with_log(reason, &m.spec);
+        let reason = tasks::with_log(reason, &m.started_with);
         m.backoff = match m.backoff {
             Duration::ZERO => FIRST_BACKOFF,
             b => (b * 2).min(MAX_BACKOFF),
@@ -121,7 +124,13 @@ impl Coordinator {
             series.started(false, None);
         }
         let failure: Arc<str> = reason.into();
-        let next = match m.stop.is_some() {
+        // A `start` command may have started something (`docker compose up -d` done, the
+        // health URL late): its `stop` command runs as for any stop.
+        let stop_command = match &m.started_with.control {
+            config::Control::Commands { stop, .. } => Some(stop.clone()),
+            config::Control::Run(_) => None,
+        };
+        let next = match m.stop.is_some() || stop_command.is_some() {
             true => State::Stopping,
             false => State::Stopped,
         };
@@ -131,9 +140,15 @@ impl Coordinator {
             s.timed_out = timed_out;
             s.retry_at = Some(retry_at);
         });
+        let grace = m.started_with.stop_timeout;
         if let Some(stop) = m.stop.take() {
             m.stopping = Some(Reason::Failed);
-            let _ = stop.send(m.spec.stop_timeout);
+            let _ = stop.send(grace);
+        } else if let Some(stop) = stop_command {
+            m.stopping = Some(Reason::Failed);
+            let events = self.events.clone();
+            let name = m.app.name.clone();
+            tokio::spawn(tasks::stop_command(name, token, stop, grace, events));
         }
     }
 
@@ -145,7 +160,7 @@ impl Coordinator {
             return;
         }
         m.stop = None;
-        let device = m.spec.gpu.map(|g| g.device);
+        let device = m.started_with.gpu.map(|g| g.device);
         let status = status.unwrap_or_else(|| "ended".to_string());
         if let Some(device) = device {
             self.gpu_released(device);
@@ -183,7 +198,7 @@ impl Coordinator {
             m.stopping.map_or("-", Reason::as_str)
         );
         Self::now_stopped(m);
-        let device = m.spec.gpu.map(|g| g.device);
+        let device = m.started_with.gpu.map(|g| g.device);
         if m.removed {
             self.apps.remove(name);
         }
@@ -246,10 +261,11 @@ impl Coordinator {
         }
         m.app.set(State::Stopping, |_| {});
         m.app.close_tunnels();
-        match &m.spec.control {
+        let started_with = m.started_with.clone();
+        match &started_with.control {
             config::Control::Run(_) => match m.stop.take() {
                 Some(stop) => {
-                    let _ = stop.send(m.spec.stop_timeout);
+                    let _ = stop.send(started_with.stop_timeout);
                 }
                 None => {
                     // Adopted without a known process: it cannot be signalled.
@@ -263,7 +279,7 @@ impl Coordinator {
                     m.app.name.clone(),
                     m.token,
                     stop.clone(),
-                    m.spec.stop_timeout,
+                    started_with.stop_timeout,
                     events,
                 ));
             }

@@ -26,7 +26,7 @@ mod gpus;
 mod lifecycle;
 mod schedule;
 
-use super::app::App;
+use super::app::{App, State};
 use super::gpu::{Gpus, Measured};
 use super::process::Identity;
 use super::state_file::StateFile;
@@ -78,10 +78,12 @@ pub enum Event {
         start: bool,
         reply: oneshot::Sender<Result<String, String>>,
     },
-    /// A new configuration's apps (all of them, as built by `Apps::resolve`).
+    /// A new configuration's apps (all of them, as built by `Apps::resolve`), and its
+    /// `upgrade_grace` (how long adopted apps may still serve the previous process).
     Configure {
         apps: Vec<Arc<App>>,
         settings: Arc<config::Apps>,
+        upgrade_grace: Duration,
     },
     /// The gateway stops: stop the `run` apps that ask for it, then answer.
     Shutdown(std::sync::mpsc::Sender<()>),
@@ -148,6 +150,30 @@ struct Managed {
     adopting: bool,
     /// Removed from the configuration: forgotten once stopped.
     removed: bool,
+    /// The settings it was started (or adopted) with: it is stopped the way it was
+    /// started, whatever a reload changed since.
+    started_with: Arc<config::App>,
+    /// The app it is draining to make room for (reopened when that one is no longer
+    /// wanted).
+    drained_for: Option<Arc<str>>,
+    /// Adopted while serving: a previous gateway process may still serve its streams
+    /// (a binary upgrade's grace period), so it is neither idle- nor room-stopped
+    /// before this.
+    protected_until: Option<Instant>,
+}
+
+impl Managed {
+    /// A `run` app adopted without its process: nothing can stop it.
+    fn unstoppable(&self) -> bool {
+        matches!(self.started_with.control, config::Control::Run(_))
+            && self.stop.is_none()
+            && matches!(self.app.state(), State::Ready | State::Draining)
+    }
+
+    /// Not to be stopped to make room or for being idle now.
+    fn kept(&self, now: Instant) -> bool {
+        self.unstoppable() || self.protected_until.is_some_and(|t| t > now)
+    }
 }
 
 pub struct Coordinator {
@@ -168,6 +194,8 @@ pub struct Coordinator {
     /// When the devices were last measured (or a measurement was asked for).
     measuring_since: Option<Instant>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The configuration's `upgrade_grace` (see `Managed::protected_until`).
+    upgrade_grace: Duration,
 }
 
 impl Coordinator {
@@ -189,6 +217,7 @@ impl Coordinator {
             last_stop: HashMap::new(),
             measuring_since: None,
             metrics,
+            upgrade_grace: Duration::ZERO,
         }
     }
 
@@ -200,16 +229,19 @@ impl Coordinator {
                 event = inbox.recv() => match event {
                     Some(Event::HandOver) => {
                         info!("event=apps_handed_over note=\"the new process adopts the running apps\"");
+                        // What runs now, for the new process to adopt.
+                        self.save();
                         self.handed_over = true;
                     }
-                    // Only what a process that no longer decides must still do: answer.
+                    // A process that no longer decides still answers, and still follows
+                    // its starts and stops, so that its held requests see them.
                     Some(Event::Operator { reply, .. }) if self.handed_over => {
                         let _ = reply.send(Err("handed over to the new gateway process".to_string()));
                     }
                     Some(Event::Shutdown(done)) if self.handed_over => {
                         let _ = done.send(());
                     }
-                    Some(_) if self.handed_over => {}
+                    Some(Event::Demand(_) | Event::Drained(_) | Event::Configure { .. } | Event::Adopted { .. }) if self.handed_over => {}
                     Some(event) => self.handle(event),
                     None => return,
                 },
@@ -248,7 +280,11 @@ impl Coordinator {
             Event::Operator { name, start, reply } => {
                 let _ = reply.send(self.operator(&name, start));
             }
-            Event::Configure { apps, settings } => self.configure(apps, settings),
+            Event::Configure {
+                apps,
+                settings,
+                upgrade_grace,
+            } => self.configure(apps, settings, upgrade_grace),
             Event::Shutdown(done) => self.begin_shutdown(done),
             Event::HandOver => {}
             Event::GpusProbed(gpus) => {

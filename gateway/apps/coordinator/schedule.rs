@@ -16,6 +16,11 @@ impl Coordinator {
         };
         let now = Instant::now();
         let status = m.app.current();
+        // Ready or starting: nothing to do (a demand that arrives after the start it
+        // waited for must not start the app again after its next stop).
+        if matches!(status.state, State::Ready | State::Starting) {
+            return;
+        }
         let backing_off = status.retry_at.is_some_and(|at| at > now);
         if backing_off && !operator {
             return;
@@ -49,6 +54,9 @@ impl Coordinator {
                             Why::Exclusive => Reason::Exclusive,
                         };
                         self.drain(&victim, reason);
+                        if let Some(v) = self.apps.get_mut(victim.as_str()) {
+                            v.drained_for = Some(name.clone());
+                        }
                     }
                 }
                 Decided::Wait => {}
@@ -60,12 +68,13 @@ impl Coordinator {
         let Some(x) = self.apps.get(name) else {
             return Decided::Wait;
         };
-        let x = seen(x, &self.settings);
+        let now = Instant::now();
+        let x = seen(x, &self.settings, now);
         let others: Vec<Seen> = self
             .apps
             .iter()
             .filter(|(n, _)| &***n != name)
-            .map(|(_, m)| seen(m, &self.settings))
+            .map(|(_, m)| seen(m, &self.settings, now))
             .collect();
         let budget = x
             .gpu
@@ -94,6 +103,7 @@ impl Coordinator {
                 continue;
             };
             if m.app.state() == State::Ready
+                && !m.kept(now)
                 && m.app.in_flight() == 0
                 && m.app.idle_for() >= limit
                 && m.app.waiting() == 0
@@ -117,41 +127,49 @@ impl Coordinator {
         self.undrain_unneeded();
     }
 
-    /// Apps draining to make room for another that no request wants any more open
-    /// again.
+    /// Apps draining to make room for another that no request wants any more (or that
+    /// is gone) open again.
     pub(super) fn undrain_unneeded(&mut self) {
-        let someone_waits = self
+        let waiting: Vec<Arc<str>> = self
             .apps
-            .values()
-            .any(|m| m.wanted.is_some() && m.app.state() == State::Stopped);
-        if someone_waits {
-            return;
-        }
+            .iter()
+            .filter(|(_, m)| m.wanted.is_some() && m.app.state() == State::Stopped)
+            .map(|(name, _)| name.clone())
+            .collect();
         for m in self.apps.values_mut() {
             let for_room = matches!(m.stopping, Some(Reason::Room | Reason::Exclusive));
-            if m.app.state() == State::Draining && for_room {
+            let still_needed = m.drained_for.as_ref().is_some_and(|x| waiting.contains(x));
+            if m.app.state() == State::Draining && for_room && !still_needed {
                 m.stopping = None;
+                m.drained_for = None;
                 m.app.set(State::Ready, |_| {});
             }
         }
     }
 }
 
-/// An app as the room plan sees it.
-fn seen<'a>(m: &'a Managed, settings: &'a config::Apps) -> Seen<'a> {
+/// An app as the room plan sees it: a running app by the settings it was started with
+/// (the memory it holds), a stopped one by the configuration's.
+fn seen<'a>(m: &'a Managed, settings: &'a config::Apps, now: Instant) -> Seen<'a> {
+    let state = m.app.state();
+    let spec = match state {
+        State::Stopped => &m.spec,
+        _ => &m.started_with,
+    };
     let in_group = |pick: fn(&config::Group) -> bool| {
-        m.spec
-            .groups
+        spec.groups
             .iter()
             .filter(move |g| settings.group(g).is_some_and(pick))
     };
     Seen {
         name: &m.spec.name,
-        gpu: m.spec.gpu,
-        state: m.app.state(),
+        gpu: spec.gpu,
+        state,
         in_flight: m.app.in_flight(),
+        waiting: m.app.waiting(),
         idle_for: m.app.idle_for(),
         keep_loaded: in_group(|g| g.keep_loaded).next().is_some(),
+        pinned: m.kept(now),
         exclusive: in_group(|g| g.exclusive).map(String::as_str).collect(),
     }
 }

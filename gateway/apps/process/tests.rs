@@ -11,7 +11,7 @@ fn the_start_time_is_read_after_the_last_parenthesis() {
         line.extend_from_slice(format!(" {field}").as_bytes());
     }
     line.extend_from_slice(b" 987654 23 24\n");
-    assert_eq!(parse_stat(&line), Some((b'S', 987654)));
+    assert_eq!(parse_stat(&line), Some((b'S', 5, 987654)));
     assert_eq!(parse_stat(b"4242 (x) S 1 2"), None);
     let me = Identity::of(std::process::id()).expect("this process");
     assert!(me.alive());

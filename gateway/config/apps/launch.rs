@@ -80,6 +80,10 @@ fn run_spec(
             );
         }
     }
+    // By default the app starts in the configuration file's directory, where relative
+    // paths in its command are looked for.
+    let base = c.base().to_path_buf();
+    let workdir = workdir.or_else(|| (!base.as_os_str().is_empty()).then_some(base));
     let env = map
         .get("env")
         .and_then(|v| env(c, &at("env"), v))
@@ -102,7 +106,7 @@ fn run_spec(
         );
     }
     let mut argv = c.value(&at("run"), Some(run), argv)?;
-    let base = workdir.clone().unwrap_or_else(|| c.base().to_path_buf());
+    let base = workdir.clone().unwrap_or_default();
     let path_var = env
         .iter()
         .find(|(k, _)| k == "PATH")

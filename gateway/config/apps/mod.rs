@@ -127,6 +127,19 @@ const APP_KEYS: [&str; 16] = [
     "stop_on_exit",
 ];
 
+/// A timeout of at most a day (a start or stop that takes longer is stuck).
+fn within_a_day(v: &Value) -> Result<Duration, String> {
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    let d = units::required_duration(v)?;
+    match d <= DAY {
+        true => Ok(d),
+        false => Err(format!(
+            "{} is longer than a day; expected at most 24h",
+            shown(v)
+        )),
+    }
+}
+
 /// What an app is read against: the routes (for its default `ready`) and the state
 /// directory (its default log); the groups and GPU budgets it may name.
 type Context<'a> = (&'a [Route], &'a StateDir);
@@ -147,21 +160,13 @@ fn app(
     let control = control(c, &path, name, map, state);
     let ready = ready(c, &at("ready"), name, get("ready"), routes, &path);
     let start_timeout = c
-        .value(
-            &at("start_timeout"),
-            get("start_timeout"),
-            units::required_duration,
-        )
+        .value(&at("start_timeout"), get("start_timeout"), within_a_day)
         .unwrap_or(DEFAULT_START_TIMEOUT);
     let idle_stop = c
         .value(&at("idle_stop"), get("idle_stop"), units::duration)
         .unwrap_or(None);
     let stop_timeout = c
-        .value(
-            &at("stop_timeout"),
-            get("stop_timeout"),
-            units::required_duration,
-        )
+        .value(&at("stop_timeout"), get("stop_timeout"), within_a_day)
         .unwrap_or(DEFAULT_STOP_TIMEOUT);
     let gpu = get("gpu").and_then(|v| gpu_need(c, &at("gpu"), v));
     if let Some(need) = gpu {
