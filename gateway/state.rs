@@ -55,6 +55,8 @@ pub struct ActiveRoute {
     pub upstream_host: Option<HeaderValue>,
     /// The managed app behind the route (`app:`), started on demand.
     pub app: Option<Arc<App>>,
+    /// `app: [A, B]`: the apps that are the route's replicas (empty otherwise).
+    pub replica_apps: Box<[Arc<App>]>,
 }
 
 impl ActiveRoute {
@@ -64,7 +66,7 @@ impl ActiveRoute {
         rate_limit: Option<Arc<RateLimiter>>,
         metrics: Option<Arc<RouteMetrics>>,
         access: Option<RouteAccess>,
-        app: Option<Arc<App>>,
+        (app, replica_apps): (Option<Arc<App>>, Box<[Arc<App>]>),
     ) -> ActiveRoute {
         ActiveRoute {
             name: route.name.clone(),
@@ -77,6 +79,7 @@ impl ActiveRoute {
             prefix: Prefix::new(&route.path, route.strip_prefix, &route.upstreams),
             upstream_host: route.upstream_host.clone(),
             app,
+            replica_apps,
         }
     }
 
@@ -95,6 +98,7 @@ impl ActiveRoute {
             prefix: self.prefix.clone(),
             upstream_host: self.upstream_host.clone(),
             app: self.app.clone(),
+            replica_apps: self.replica_apps.clone(),
         }
     }
 }
@@ -189,13 +193,25 @@ impl Snapshot {
             }
             let access = RouteAccess::build(route, counter, config.ipv6_prefix);
             let series = metrics.map(|m| m.route(&route.name));
-            let pool = Arc::new(Pool::build(route, &mut kept, &mut handed_on, metrics));
+            let pool = Arc::new(Pool::build(
+                route,
+                &mut kept,
+                &mut handed_on,
+                metrics,
+                &managed,
+            ));
             pools.push(pool.clone());
             let app = route
                 .app
                 .as_ref()
                 .and_then(|name| managed.get(name).cloned());
-            let active = ActiveRoute::build(route, pool, limiter, series, access, app);
+            let replica_apps = route
+                .replica_apps
+                .iter()
+                .filter_map(|name| managed.get(name).cloned())
+                .collect();
+            let apps = (app, replica_apps);
+            let active = ActiveRoute::build(route, pool, limiter, series, access, apps);
             if let Some(plain) = &mut plain_routes {
                 let table = plain.entry(&route.host);
                 table.insert(&route.path, Arc::new(active.for_plain_http()));

@@ -1006,3 +1006,55 @@ async fn two_exclusive_apps_wanted_at_once_both_serve_their_requests() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_whose_replicas_are_apps_starts_them_all_and_uses_the_ready_ones() {
+    let env = Env::new();
+    let a = TestApp::new(&env, "a");
+    let b = TestApp::new(&env, "b");
+    let _cleanup = Cleanup(a.dir.clone());
+    let route = format!(
+        "  - host: a.test\n    upstream: [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n    app: [a, b]\n    sticky: off\n",
+        a.port, b.port
+    );
+    let _gw = env.start(&config(
+        &env,
+        &[a.entry(0.3, ""), b.entry(1.5, "")],
+        &[route],
+        "",
+    ));
+    let c = client(&env, &["a.test"], false);
+    let url = format!("https://a.test:{}/who", env.https);
+    // Cold: both start, the first ready answers.
+    let first = c.get(&url).send().await.expect("cold");
+    assert_eq!(first.status(), 200);
+    assert_eq!(
+        first.text().await.expect("body"),
+        "a",
+        "the faster app answers first"
+    );
+    until("both apps", Duration::from_secs(10), || {
+        a.running() && b.running()
+    })
+    .await;
+    env.metrics_until("b ready", |m| {
+        sample(m, "gateway_app_state{app=\"b\",state=\"ready\"}") == Some(1.0)
+    })
+    .await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        let resp = c.get(&url).send().await.expect("get");
+        assert_eq!(resp.status(), 200);
+        seen.insert(resp.text().await.expect("body"));
+    }
+    assert_eq!(seen.len(), 2, "both replicas serve: {seen:?}");
+    // One replica's app stops: the other takes every request.
+    let a_pid = a.pid().expect("pid");
+    cli(&env, &["apps", "stop", "a"]);
+    until("a's stop", Duration::from_secs(10), || !alive(a_pid)).await;
+    for _ in 0..10 {
+        let resp = c.get(&url).send().await.expect("get");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.expect("body"), "b");
+    }
+}

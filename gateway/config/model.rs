@@ -120,6 +120,22 @@ impl AcmeSettings {
     }
 }
 
+impl Route {
+    /// The addresses at which the managed app `name` serves this route: every upstream
+    /// for `app: NAME`, its replica's for `app: [.., NAME, ..]`.
+    pub fn upstreams_of(&self, name: &str) -> Vec<SocketAddr> {
+        if self.app.as_deref() == Some(name) {
+            return self.upstreams.clone();
+        }
+        self.replica_apps
+            .iter()
+            .zip(&self.upstreams)
+            .filter(|(app, _)| *app == name)
+            .map(|(_, addr)| *addr)
+            .collect()
+    }
+}
+
 impl Config {
     /// Every route's name with each of its upstreams (for the exposed-upstream check).
     pub fn upstreams(&self) -> Vec<(String, SocketAddr)> {
@@ -238,8 +254,11 @@ pub struct Route {
     pub access: Access,
     /// Failed logins per client before 429; `None`: not counted.
     pub auth_failures: Option<FailureLimit>,
-    /// The managed app behind the route (`app:`, a name in `Config::apps`).
+    /// The managed app behind the route (`app: NAME`, a name in `Config::apps`).
     pub app: Option<String>,
+    /// `app: [A, B]`: one managed app per replica, in `upstreams` order (empty
+    /// otherwise).
+    pub replica_apps: Vec<String>,
 }
 
 /// `balance`, `health`, `sticky`, `max_concurrent` and `queue`: how a route's replicas

@@ -166,16 +166,33 @@ fn route(c: &mut Checker, path: &str, mut raw: RawRoute, inherited: &Inherited) 
         Some(v) => access::failure_limit(c, &at("auth_failures"), v),
         None => Some(inherited.auth_failures),
     };
-    let app = raw
-        .app
-        .as_ref()
-        .and_then(|v| c.value(&at("app"), Some(v), apps::route_app(&inherited.apps)));
-    if app.is_some() && raw.health.as_ref().is_some_and(|v| !units::is_off(v)) {
+    let replicas = upstreams.as_ref().map(Vec::len);
+    let (app, replica_apps) = match &raw.app {
+        Some(Value::Sequence(items)) => (
+            None,
+            apps::replica_apps(c, &at("app"), items, replicas, &inherited.apps),
+        ),
+        Some(v) => (
+            c.value(&at("app"), Some(v), apps::route_app(&inherited.apps)),
+            Vec::new(),
+        ),
+        None => (None, Vec::new()),
+    };
+    let managed = app.is_some() || !replica_apps.is_empty();
+    if managed && raw.health.as_ref().is_some_and(|v| !units::is_off(v)) {
         c.error(
             &at("health"),
             "a route with `app` is checked by the app's `ready` URL, not by `health`; remove one",
         );
     }
+    // Replicas that are managed apps are used while their app is ready: no default
+    // health checks on them (a stopped app would be ejected).
+    let pool = pool.map(|mut p| {
+        if managed {
+            p.health = None;
+        }
+        p
+    });
     let (tls, acme) = match &raw.tls {
         None => (None, false),
         Some(v) => route_tls(c, &at("tls"), v, host.as_ref()),
@@ -204,6 +221,7 @@ fn route(c: &mut Checker, path: &str, mut raw: RawRoute, inherited: &Inherited) 
         access: access?,
         auth_failures: auth_failures?,
         app,
+        replica_apps,
     })
 }
 

@@ -33,10 +33,16 @@ impl Usable<'_> {
         &self.pool.members[i].replica
     }
 
-    /// Up (or due a trial, or the pool's only one), and not the one excluded.
+    /// Up (or due a trial, or the pool's only one), not the one excluded, and, for a
+    /// replica that is a managed app, ready.
     fn usable(&self, i: usize) -> bool {
         let r = self.replica(i);
-        self.exclude.is_none_or(|x| !Arc::ptr_eq(x, r))
+        let app_ready = self.pool.members[i]
+            .app
+            .as_ref()
+            .is_none_or(|a| a.state() == crate::apps::State::Ready);
+        app_ready
+            && self.exclude.is_none_or(|x| !Arc::ptr_eq(x, r))
             && (r.serving()
                 || (self.always && !r.retired())
                 || (self.retry.is_some() && r.trial_due()))

@@ -22,6 +22,7 @@ mod sticky;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -66,6 +67,8 @@ pub struct Pool {
 struct Member {
     peer: HttpPeer,
     replica: Arc<Replica>,
+    /// The managed app that is this replica (`app: [A, B]`): used only while ready.
+    app: Option<Arc<crate::apps::App>>,
     /// The sticky cookie's value for this replica.
     token: Box<[u8]>,
     set_cookie: Option<HeaderValue>,
@@ -113,6 +116,7 @@ impl Pool {
         kept: &mut Kept,
         old: &mut Kept,
         metrics: Option<&Metrics>,
+        apps: &HashMap<String, Arc<crate::apps::App>>,
     ) -> Pool {
         let name: Arc<str> = route.name.as_str().into();
         let settings = &route.pool;
@@ -121,7 +125,8 @@ impl Pool {
         let members = route
             .upstreams
             .iter()
-            .map(|&addr| {
+            .enumerate()
+            .map(|(i, &addr)| {
                 let key = (name.clone(), addr);
                 let replica = old
                     .replicas
@@ -136,9 +141,11 @@ impl Pool {
                 peer.options.idle_timeout = Some(UPSTREAM_IDLE);
                 let token = Sticky::token(&name, addr);
                 let set_cookie = sticky.as_ref().and_then(|s| s.set_cookie(&token));
+                let app = route.replica_apps.get(i).and_then(|a| apps.get(a)).cloned();
                 Member {
                     peer,
                     replica,
+                    app,
                     token,
                     set_cookie,
                 }
@@ -166,6 +173,15 @@ impl Pool {
             pool.queue.refill(&m.replica, cap);
         }
         pool
+    }
+
+    /// The managed app that is `replica` (`app: [A, B]`), if any.
+    pub fn app_of(&self, replica: &Arc<Replica>) -> Option<&Arc<crate::apps::App>> {
+        let member = self
+            .members
+            .iter()
+            .find(|m| Arc::ptr_eq(&m.replica, replica))?;
+        member.app.as_ref()
     }
 
     /// The replicas, for the health checks and the exposed-upstream check.

@@ -20,7 +20,7 @@ fn rebuild(yaml: &str, previous: &Kept) -> (Vec<Pool>, Kept) {
     let pools = config
         .routes
         .iter()
-        .map(|r| Pool::build(r, &mut kept, &mut old, None))
+        .map(|r| Pool::build(r, &mut kept, &mut old, None, &Default::default()))
         .collect();
     kept.finish(old);
     (pools, kept)

@@ -33,6 +33,9 @@ pub async fn admit(
     route: &ActiveRoute,
     reply: &Reply<'_>,
 ) -> Checked {
+    if !route.replica_apps.is_empty() {
+        return replicas(session, &route.replica_apps, reply).await;
+    }
     let Some(app) = &route.app else {
         return Ok(Step::Next);
     };
@@ -43,6 +46,85 @@ pub async fn admit(
     }
     // Boxed: the wait's state stays out of every warm request's future.
     Box::pin(cold(session, ctx, app, quiet, reply)).await
+}
+
+/// A pool whose replicas are each a managed app (`app: [A, B]`): on at once when one is
+/// ready (the placement takes a ready one, `enter_replica`); else every one of them is
+/// started and the request waits for the first ready.
+async fn replicas(session: &mut Session, apps: &[Arc<App>], reply: &Reply<'_>) -> Checked {
+    if apps.iter().any(|a| a.state() == State::Ready) {
+        return Ok(Step::Next);
+    }
+    Box::pin(cold_replicas(session, apps, reply)).await
+}
+
+async fn cold_replicas(session: &mut Session, apps: &[Arc<App>], reply: &Reply<'_>) -> Checked {
+    let Some(first) = apps.first() else {
+        return Ok(Step::Next);
+    };
+    let quiet = wakes_nothing(session, first);
+    let limit = apps.iter().map(|a| a.spec.load().start_timeout).max();
+    let deadline = tokio::time::Instant::now() + limit.unwrap_or_default();
+    let mut statuses: Vec<_> = apps.iter().map(|a| a.status()).collect();
+    let failures_before: Vec<u64> = statuses.iter().map(|s| s.borrow().failures).collect();
+    let mut held = None;
+    loop {
+        let now: Vec<Status> = statuses
+            .iter_mut()
+            .map(|s| s.borrow_and_update().clone())
+            .collect();
+        if apps.iter().any(|a| a.state() == State::Ready) {
+            return Ok(Step::Next);
+        }
+        let failed_since =
+            |(i, s): (usize, &Status)| s.failures > failures_before[i] || backing_off(s);
+        if now.iter().enumerate().all(failed_since) {
+            return failed(session, first, &now[0], reply).await;
+        }
+        if quiet {
+            let detail = format!("{} is not running.", first.name);
+            return busy(session, Reject::AppStarting, &detail, page::REFRESH, reply).await;
+        }
+        for app in apps {
+            app.demand();
+        }
+        if navigation(session) {
+            return waiting_page(session, first, &now[0], reply).await;
+        }
+        if held.is_none() {
+            held = first.hold();
+            if held.is_none() {
+                let detail = format!("{} is starting and its waiting line is full.", first.name);
+                return busy(session, Reject::AppWaitingFull, &detail, RETRY_LATER, reply).await;
+            }
+        }
+        let any =
+            futures_util::future::select_all(statuses.iter_mut().map(|s| Box::pin(s.changed())));
+        let changed = tokio::time::timeout_at(deadline, any);
+        match wait_for_client(session, changed).await {
+            Err(left) => return Err(left.into()),
+            Ok(Ok((Ok(()), _, _))) => continue,
+            Ok(Ok((Err(_), _, _))) | Ok(Err(_)) => return timed_out(session, first, reply).await,
+        }
+    }
+}
+
+/// Counts the request in flight on its replica's app (`app: [A, B]`); false when that
+/// app closed between the placement and now (the request is placed again).
+pub fn enter_replica(session: &Session, ctx: &mut RequestCtx, route: &ActiveRoute) -> bool {
+    let Some(lease) = &ctx.lease else {
+        return true;
+    };
+    let Some(app) = route.pool.app_of(lease.replica()) else {
+        return true;
+    };
+    match app.enter(wakes_nothing(session, app)) {
+        Some(entered) => {
+            ctx.app = Some(entered);
+            true
+        }
+        None => false,
+    }
 }
 
 /// A request `wake` says must neither start the app nor count as its use.

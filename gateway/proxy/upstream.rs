@@ -14,7 +14,7 @@ use pingora::{Error, ErrorType, Result};
 use super::context::RequestCtx;
 use super::page::Reply;
 use super::step::{answered, Checked, Step};
-use super::{limits, observe};
+use super::{limits, observe, on_demand};
 use crate::metrics::Reject;
 use crate::pool::{Pending, Pool, Unavailable};
 use crate::state::ActiveRoute;
@@ -39,6 +39,12 @@ pub async fn place(
         Ok(placed) => {
             ctx.lease = Some(placed.lease);
             ctx.set_cookie = placed.set_cookie;
+            if !on_demand::enter_replica(session, ctx, route) {
+                // Its app closed a moment ago (an idle stop): placed again, among the
+                // replicas whose app is ready.
+                ctx.lease = None;
+                return Box::pin(place_again(session, ctx, route, reply)).await;
+            }
             Ok(Step::Next)
         }
         Err(why) => {
@@ -48,6 +54,30 @@ pub async fn place(
             Ok(step)
         }
     }
+}
+
+/// `place` once more, after the app of the replica first placed closed (`app: [A,
+/// B]`): a few tries, then the "starting or down" page.
+async fn place_again(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    route: &ActiveRoute,
+    reply: &Reply<'_>,
+) -> Checked {
+    let client = ctx.client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    for _ in 0..3 {
+        if let Ok(placed) = route.pool.place(session.req_header(), client) {
+            ctx.lease = Some(placed.lease);
+            ctx.set_cookie = placed.set_cookie;
+            if on_demand::enter_replica(session, ctx, route) {
+                return Ok(Step::Next);
+            }
+            ctx.lease = None;
+        }
+    }
+    let why = Unavailable::Down;
+    let written = unavailable(session, route, why, reply).await;
+    answered(Some(reason(why)), written)
 }
 
 /// A wait (the queue's, an app's start), given up when the client leaves meanwhile (its place goes to the
@@ -148,8 +178,14 @@ pub fn connect_failed(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
                 placed.lease.replica().addr,
                 e.etype().as_str()
             );
+            let placed_replica = &placed.lease.replica().clone();
             ctx.lease = Some(placed.lease);
             ctx.set_cookie = placed.set_cookie;
+            // The other replica's app (`app: [A, B]`), if it is one.
+            ctx.app = None;
+            if let Some(app) = route.pool.app_of(placed_replica) {
+                ctx.app = app.enter(false);
+            }
             e.set_retry(true);
             return e;
         }

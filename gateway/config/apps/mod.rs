@@ -240,11 +240,7 @@ fn ready(
     let url = match url {
         Some(u) => c.value(path, Some(&u), ready_url)?,
         None => {
-            let mut upstreams: Vec<_> = routes
-                .iter()
-                .filter(|r| r.app.as_deref() == Some(name))
-                .flat_map(|r| r.upstreams.iter().copied())
-                .collect();
+            let mut upstreams: Vec<_> = routes.iter().flat_map(|r| r.upstreams_of(name)).collect();
             upstreams.dedup();
             match upstreams.as_slice() {
                 [addr] => AuthUrl {
@@ -332,6 +328,42 @@ pub(super) fn names(v: Option<&Value>) -> Vec<String> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// A pool's `app: [A, B]`: one known app per replica, each once.
+pub(super) fn replica_apps(
+    c: &mut Checker,
+    path: &str,
+    items: &[Value],
+    replicas: Option<usize>,
+    known: &[String],
+) -> Vec<String> {
+    if let Some(n) = replicas.filter(|n| *n != items.len()) {
+        c.error(
+            path,
+            format!(
+                "{} apps for {n} upstreams; expected one app per replica, in the order of `upstream`",
+                items.len()
+            ),
+        );
+        return Vec::new();
+    }
+    let mut names = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        match c.value(&at, Some(item), route_app(known)) {
+            Some(name) if names.contains(&name) => {
+                c.error(
+                    &at,
+                    format!("{name:?} is listed twice; expected one app per replica"),
+                );
+                return Vec::new();
+            }
+            Some(name) => names.push(name),
+            None => return Vec::new(),
+        }
+    }
+    names
 }
 
 /// A route's `app: NAME`, one of `known`.

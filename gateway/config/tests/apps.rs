@@ -202,3 +202,47 @@ apps:
         "{found:?}"
     );
 }
+
+#[test]
+fn a_pool_names_one_app_per_replica() {
+    let config = ok("\
+routes:
+  - host: a.example
+    upstream: [7860, 7861]
+    app: [one, two]
+apps:
+  one: { run: [sh] }
+  two: { run: [sh] }
+");
+    let route = &config.routes[0];
+    assert_eq!(route.app, None);
+    assert_eq!(route.replica_apps, ["one", "two"]);
+    // No default health checks on replicas that are apps; each app's `ready` is its
+    // replica's address.
+    assert_eq!(route.pool.health, None);
+    assert_eq!(
+        config.apps.get("two").expect("two").ready.url.text,
+        "http://127.0.0.1:7861/"
+    );
+    let found = errors(
+        "\
+routes:
+  - host: a.example
+    upstream: [7860, 7861]
+    app: [one]
+  - host: b.example
+    upstream: [7862, 7863]
+    app: [one, one]
+apps:
+  one: { run: [sh], ready: \"http://127.0.0.1:7860/\" }
+",
+    );
+    assert!(
+        found[0].starts_with("routes.yaml:4:10: routes[0].app: 1 apps for 2 upstreams"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].starts_with("routes.yaml:7:16: routes[1].app[1]: \"one\" is listed twice"),
+        "{found:?}"
+    );
+}
