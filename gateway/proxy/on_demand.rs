@@ -112,6 +112,9 @@ async fn cold_replicas(session: &mut Session, apps: &[Arc<App>], reply: &Reply<'
 /// Counts the request in flight on its replica's app (`app: [A, B]`); false when that
 /// app closed between the placement and now (the request is placed again).
 pub fn enter_replica(session: &Session, ctx: &mut RequestCtx, route: &ActiveRoute) -> bool {
+    if route.replica_apps.is_empty() {
+        return true;
+    }
     let Some(lease) = &ctx.lease else {
         return true;
     };

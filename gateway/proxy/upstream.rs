@@ -16,7 +16,7 @@ use super::page::Reply;
 use super::step::{answered, Checked, Step};
 use super::{limits, observe, on_demand};
 use crate::metrics::Reject;
-use crate::pool::{Pending, Pool, Unavailable};
+use crate::pool::{Pending, Placed, Pool, Unavailable};
 use crate::state::ActiveRoute;
 
 /// Places the request on a replica of its route, or answers 503 when none can be given.
@@ -36,28 +36,30 @@ pub async fn place(
         }
     };
     match placed {
-        Ok(placed) => {
-            ctx.lease = Some(placed.lease);
-            ctx.set_cookie = placed.set_cookie;
-            if !on_demand::enter_replica(session, ctx, route) {
-                // Its app closed a moment ago (an idle stop): placed again, among the
-                // replicas whose app is ready.
-                ctx.lease = None;
-                return Box::pin(place_again(session, ctx, route, reply)).await;
-            }
-            Ok(Step::Next)
-        }
-        Err(why) => {
-            let written = unavailable(session, route, why, reply).await;
-            let step = answered(Some(reason(why)), written)?;
-            limits::discard_body(session).await;
-            Ok(step)
-        }
+        Ok(placed) => match take(session, ctx, route, placed) {
+            true => Ok(Step::Next),
+            // Its replica's app closed a moment ago (an idle stop): placed again, among
+            // the replicas whose app is ready.
+            false => Box::pin(place_again(session, ctx, route, reply)).await,
+        },
+        Err(why) => refuse(session, route, why, reply).await,
     }
 }
 
-/// `place` once more, after the app of the replica first placed closed (`app: [A,
-/// B]`): a few tries, then the "starting or down" page.
+/// Takes the placed replica and, for a replica that is a managed app (`app: [A, B]`),
+/// counts the request in flight on that app; false when the app closed a moment ago.
+fn take(session: &Session, ctx: &mut RequestCtx, route: &ActiveRoute, placed: Placed) -> bool {
+    ctx.lease = Some(placed.lease);
+    ctx.set_cookie = placed.set_cookie;
+    if on_demand::enter_replica(session, ctx, route) {
+        return true;
+    }
+    ctx.lease = None;
+    false
+}
+
+/// `place` once more, after the app of the replica first placed closed: a few tries,
+/// then the "starting or down" page.
 async fn place_again(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -67,23 +69,31 @@ async fn place_again(
     let client = ctx.client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     for _ in 0..3 {
         if let Ok(placed) = route.pool.place(session.req_header(), client) {
-            ctx.lease = Some(placed.lease);
-            ctx.set_cookie = placed.set_cookie;
-            if on_demand::enter_replica(session, ctx, route) {
+            if take(session, ctx, route, placed) {
                 return Ok(Step::Next);
             }
-            ctx.lease = None;
         }
     }
-    let why = Unavailable::Down;
-    let written = unavailable(session, route, why, reply).await;
-    answered(Some(reason(why)), written)
+    refuse(session, route, Unavailable::Down, reply).await
 }
 
-/// A wait (the queue's, an app's start), given up when the client leaves meanwhile (its place goes to the
-/// next waiter, and no app works for nobody): an HTTP/2 stream reset, or an HTTP/1.1
-/// connection closed by a request without a body (one with a body cannot be watched
-/// without reading the body).
+/// The 503 for `why`, the rest of the body read and dropped.
+async fn refuse(
+    session: &mut Session,
+    route: &ActiveRoute,
+    why: Unavailable,
+    reply: &Reply<'_>,
+) -> Checked {
+    let written = unavailable(session, route, why, reply).await;
+    let step = answered(Some(reason(why)), written)?;
+    limits::discard_body(session).await;
+    Ok(step)
+}
+
+/// A wait (the queue's, an app's start), given up when the client leaves meanwhile (its
+/// place goes to the next waiter, and no app works for nobody): an HTTP/2 stream reset,
+/// or an HTTP/1.1 connection closed by a request without a body (one with a body cannot
+/// be watched without reading the body).
 pub async fn wait_for_client<T>(
     session: &mut Session,
     wait: impl std::future::Future<Output = T>,
