@@ -8,6 +8,10 @@
 //! - a failed start answers 502 with its reason, and so does every request in the
 //!   backoff that follows it;
 //! - a request `wake` lists (a monitor, a favicon) never starts the app: 503.
+//!
+//! A pool whose replicas are each an app (`app: [A, B]`) goes on when one of them is
+//! ready (the placement takes a ready one, `enter_replica`); when none is, all start
+//! and the request waits for the first.
 
 use std::sync::Arc;
 use std::time::Instant;
