@@ -17,6 +17,7 @@ pub mod conn;
 pub mod deadline;
 pub mod exit;
 pub mod exposure;
+pub mod keys;
 pub mod lifecycle;
 pub mod limits;
 pub mod limits_store;

@@ -70,9 +70,30 @@ enum Command {
         #[command(flatten)]
         file: File,
     },
+    /// API keys for programs (docs/access.md)
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Read a password from standard input (not echoed on a terminal) and print its
     /// argon2id hash, for `basic_auth.users` or an htpasswd file (`NAME:HASH`)
     HashPassword,
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Make a new key: print it once, and the entry (its SHA-256 only) to add to
+    /// `api_keys`
+    New {
+        /// The key's name: in logs and metrics, and to revoke it (letters, digits, `-`,
+        /// `_`, `.`)
+        name: String,
+        /// The routes it may use, by name or host pattern, separated by commas [default:
+        /// every route that accepts keys]
+        #[arg(long, value_delimiter = ',')]
+        routes: Vec<String>,
+        /// The last day it is valid, like 2027-06-30
+        #[arg(long)]
+        expires: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -99,6 +120,11 @@ fn main() -> ExitCode {
             answer(gateway::client::apps(&path(file), action))
         }
         Command::HashPassword => hash_password(),
+        Command::Key(KeyCommand::New {
+            name,
+            routes,
+            expires,
+        }) => new_key(&name, &routes, expires.as_deref()),
     }
 }
 
@@ -111,6 +137,23 @@ fn hash_password() -> ExitCode {
         Err(e) => {
             eprintln!("gateway hash-password: {}", chain(&e));
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn new_key(name: &str, routes: &[String], expires: Option<&str>) -> ExitCode {
+    match gateway::keys::issue::new_key(name, routes, expires) {
+        Ok(issued) => {
+            println!("# The key, shown this once: give it to the program (Authorization: Bearer KEY, or X-API-Key: KEY).");
+            println!("{}", issued.secret);
+            println!("# The entry for api_keys (its file, or api_keys.keys in routes.yaml): only the key's SHA-256.");
+            println!("{}", issued.entry);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gateway key new: {}", chain(&e));
+            // As for any other mistake on the command line (clap exits with 2).
+            ExitCode::from(2)
         }
     }
 }
