@@ -45,6 +45,7 @@ mod routing;
 mod step;
 mod upgrade;
 mod upstream;
+mod waiting;
 mod ws_frames;
 
 use std::net::{IpAddr, Ipv4Addr};

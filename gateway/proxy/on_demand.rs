@@ -22,7 +22,7 @@ use pingora::proxy::Session;
 use super::context::RequestCtx;
 use super::page::Reply;
 use super::step::{answered, Checked, Step};
-use super::upstream::wait_for_client;
+use super::waiting::wait_for_client;
 use crate::apps::{page, App, State, Status};
 use crate::metrics::Reject;
 use crate::state::ActiveRoute;
