@@ -14,8 +14,15 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch};
 
-use super::coordinator::Event;
 use crate::config;
+
+/// What an app tells the coordinator on behalf of its requests.
+pub enum Notice {
+    /// A request wants the app.
+    Demand(Arc<str>),
+    /// A draining app's last request ended.
+    Drained(Arc<str>),
+}
 
 /// An app's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -109,7 +116,7 @@ pub struct App {
     closing: watch::Sender<u64>,
     /// The app's settings, replaced by a reload.
     pub spec: ArcSwap<config::App>,
-    events: mpsc::UnboundedSender<Event>,
+    notices: mpsc::UnboundedSender<Notice>,
     pub(super) metrics: Option<crate::metrics::AppSeries>,
 }
 
@@ -125,7 +132,7 @@ impl std::fmt::Debug for App {
 impl App {
     pub(super) fn new(
         spec: config::App,
-        events: mpsc::UnboundedSender<Event>,
+        notices: mpsc::UnboundedSender<Notice>,
         metrics: Option<crate::metrics::AppSeries>,
     ) -> App {
         App {
@@ -138,7 +145,7 @@ impl App {
             status: watch::channel(Status::stopped()).0,
             closing: watch::channel(0).0,
             spec: ArcSwap::from_pointee(spec),
-            events,
+            notices,
             metrics,
         }
     }
@@ -167,7 +174,7 @@ impl App {
     fn leave(&self) {
         let before = self.in_flight.fetch_sub(1, SeqCst);
         if before == 1 && self.state.load(SeqCst) == State::Draining as u8 {
-            self.send(Event::Drained(self.name.clone()));
+            self.send(Notice::Drained(self.name.clone()));
         }
     }
 
@@ -195,12 +202,12 @@ impl App {
     /// A request wants the app: the coordinator starts it unless it runs (or restarts it
     /// after a stop under way).
     pub fn demand(&self) {
-        self.send(Event::Demand(self.name.clone()));
+        self.send(Notice::Demand(self.name.clone()));
     }
 
-    pub(super) fn send(&self, event: Event) {
+    fn send(&self, notice: Notice) {
         // The coordinator lives as long as the process; a send fails only at exit.
-        let _ = self.events.send(event);
+        let _ = self.notices.send(notice);
     }
 
     pub fn status(&self) -> watch::Receiver<Status> {

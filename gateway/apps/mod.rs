@@ -31,7 +31,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
-pub use app::{App, Held, InFlight, State, Status, Tunnel};
+pub use app::{App, Held, InFlight, Notice, State, Status, Tunnel};
 pub use coordinator::Reason;
 use coordinator::{Coordinator, Event};
 use state_file::StateFile;
@@ -48,6 +48,8 @@ pub struct Apps {
     /// The names of the configuration in force.
     configured: Mutex<Vec<String>>,
     events: mpsc::UnboundedSender<Event>,
+    /// What the apps send for their requests.
+    notices: mpsc::UnboundedSender<Notice>,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -64,6 +66,7 @@ impl Apps {
         metrics: Option<Arc<Metrics>>,
     ) -> std::io::Result<Arc<Apps>> {
         let (events, inbox) = mpsc::unbounded_channel();
+        let (notices, notices_in) = mpsc::unbounded_channel();
         let state_file = StateFile::new(state_dir);
         let coordinator = Coordinator::new(events.clone(), state_file, metrics.clone());
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -72,11 +75,12 @@ impl Apps {
             .build()?;
         std::thread::Builder::new()
             .name("apps".to_string())
-            .spawn(move || runtime.block_on(coordinator.run(inbox)))?;
+            .spawn(move || runtime.block_on(coordinator.run(inbox, notices_in)))?;
         Ok(Arc::new(Apps {
             by_name: Mutex::new(HashMap::new()),
             configured: Mutex::new(Vec::new()),
             events,
+            notices,
             metrics,
         }))
     }
@@ -103,7 +107,7 @@ impl Apps {
                             Reason::ALL.map(Reason::as_str),
                         )
                     });
-                    Arc::new(App::new(spec.clone(), self.events.clone(), series))
+                    Arc::new(App::new(spec.clone(), self.notices.clone(), series))
                 })
                 .clone();
             app.spec.store(Arc::new(spec.clone()));

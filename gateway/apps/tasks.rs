@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::coordinator::Event;
 use super::process::{self, Identity, Running, Stopped};
 use super::ready::ready;
 use crate::config;
@@ -18,7 +17,41 @@ use crate::config;
 /// Lines of an app's log quoted in a failed start's message.
 pub const LOG_LINES: usize = 5;
 
-pub type Events = mpsc::UnboundedSender<Event>;
+/// What a task reports to the coordinator, with the start's token.
+pub enum Report {
+    Ready {
+        name: Arc<str>,
+        token: u64,
+    },
+    StartFailed {
+        name: Arc<str>,
+        token: u64,
+        reason: String,
+        /// Not ready within `start_timeout` (else it failed outright).
+        timed_out: bool,
+    },
+    /// A `run` app's process ended without being told to.
+    Exited {
+        name: Arc<str>,
+        token: u64,
+        status: Option<String>,
+    },
+    /// A stop is done.
+    Stopped {
+        name: Arc<str>,
+        token: u64,
+        how: String,
+    },
+    /// What `adopt` found.
+    Adopted {
+        name: Arc<str>,
+        known: Option<Identity>,
+        serving: bool,
+    },
+}
+
+/// Where the tasks report.
+pub type Events = mpsc::UnboundedSender<Report>;
 
 /// Holds a running process until it exits or `stop` says to stop it.
 pub async fn keep(
@@ -32,7 +65,7 @@ pub async fn keep(
         status = running.exited() => {
             // Its group's other processes would hold the port and the GPU memory.
             running.end_group();
-            let _ = events.send(Event::Exited { name, token, status: status.map(describe) });
+            let _ = events.send(Report::Exited { name, token, status: status.map(describe) });
         }
         Ok(grace) = stop => {
             let how = running.stop(grace).await;
@@ -40,7 +73,7 @@ pub async fn keep(
                 Stopped::Terminated => "exited after SIGTERM",
                 Stopped::Killed => "killed after stop_timeout",
             };
-            let _ = events.send(Event::Stopped { name, token, how: how.to_string() });
+            let _ = events.send(Report::Stopped { name, token, how: how.to_string() });
         }
     }
 }
@@ -70,7 +103,7 @@ pub async fn await_ready(
     loop {
         tick.tick().await;
         if ready(&ready_check.url).await {
-            let _ = events.send(Event::Ready { name, token });
+            let _ = events.send(Report::Ready { name, token });
             return;
         }
         if Instant::now() >= deadline {
@@ -79,7 +112,7 @@ pub async fn await_ready(
                 humantime::format_duration(timeout),
                 ready_check.url.text
             );
-            let _ = events.send(Event::StartFailed {
+            let _ = events.send(Report::StartFailed {
                 name,
                 token,
                 reason,
@@ -140,7 +173,7 @@ pub async fn start_command(
 ) {
     let started = Instant::now();
     if let Err(reason) = command(&start, spec.start_timeout).await {
-        let _ = events.send(Event::StartFailed {
+        let _ = events.send(Report::StartFailed {
             name,
             token,
             reason,
@@ -167,7 +200,7 @@ pub async fn stop_command(
             format!("stop command failed: {reason}")
         }
     };
-    let _ = events.send(Event::Stopped { name, token, how });
+    let _ = events.send(Report::Stopped { name, token, how });
 }
 
 /// What the gateway finds of an app when it starts, reloads or takes over from another
@@ -180,7 +213,7 @@ pub async fn adopt(
 ) {
     let known = known.filter(Identity::alive);
     let serving = ready(&spec.ready.url).await;
-    let _ = events.send(Event::Adopted {
+    let _ = events.send(Report::Adopted {
         name,
         known,
         serving,

@@ -78,7 +78,7 @@ impl Coordinator {
                 name.clone(),
                 spec.clone(),
                 known.get(&*name).copied(),
-                self.events.clone(),
+                self.reports.clone(),
             ));
             self.apps.insert(
                 name,
@@ -135,7 +135,7 @@ impl Coordinator {
     /// The first look at an app: adopted when it serves (with its process when the
     /// state file names one still alive), else left stopped.
     pub(super) fn adopted(&mut self, name: &str, known: Option<Identity>, serving: bool) {
-        let events = self.events.clone();
+        let events = self.reports.clone();
         let Some(m) = self.apps.get_mut(name) else {
             return;
         };

@@ -13,7 +13,7 @@ use crate::config;
 
 impl Coordinator {
     pub(super) fn start(&mut self, name: &str) {
-        let events = self.events.clone();
+        let events = self.reports.clone();
         let Some(m) = self.apps.get_mut(name) else {
             return;
         };
@@ -146,7 +146,7 @@ impl Coordinator {
             let _ = stop.send(grace);
         } else if let Some(stop) = stop_command {
             m.stopping = Some(Reason::Failed);
-            let events = self.events.clone();
+            let events = self.reports.clone();
             let name = m.app.name.clone();
             tokio::spawn(tasks::stop_command(name, token, stop, grace, events));
         }
@@ -246,7 +246,7 @@ impl Coordinator {
 
     /// Stops the app's process (or runs its `stop` command) now.
     pub(super) fn stop_now(&mut self, name: &str) {
-        let events = self.events.clone();
+        let events = self.reports.clone();
         let Some(m) = self.apps.get_mut(name) else {
             return;
         };

@@ -26,11 +26,12 @@ mod gpus;
 mod lifecycle;
 mod schedule;
 
+use super::app::Notice;
 use super::app::{App, State};
 use super::gpu::{Gpus, Measured};
 use super::process::Identity;
 use super::state_file::StateFile;
-use super::tasks::Events;
+use super::tasks::{Events, Report};
 use crate::config;
 
 /// How often idle apps, expired demands and drained apps are looked at.
@@ -38,40 +39,8 @@ const TICK: Duration = Duration::from_millis(200);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// What the gateway (not the app's own tasks, not its requests) asks of the coordinator.
 pub enum Event {
-    /// A request wants the app.
-    Demand(Arc<str>),
-    /// A draining app's last request ended.
-    Drained(Arc<str>),
-    Ready {
-        name: Arc<str>,
-        token: u64,
-    },
-    StartFailed {
-        name: Arc<str>,
-        token: u64,
-        reason: String,
-        /// Not ready within `start_timeout` (else it failed outright).
-        timed_out: bool,
-    },
-    /// A `run` app's process ended without being told to.
-    Exited {
-        name: Arc<str>,
-        token: u64,
-        status: Option<String>,
-    },
-    /// A stop is done.
-    Stopped {
-        name: Arc<str>,
-        token: u64,
-        how: String,
-    },
-    /// What `adopt` found.
-    Adopted {
-        name: Arc<str>,
-        known: Option<Identity>,
-        serving: bool,
-    },
     /// `POST /-/apps/NAME/start|stop`.
     Operator {
         name: String,
@@ -179,7 +148,11 @@ impl Managed {
 pub struct Coordinator {
     apps: HashMap<Arc<str>, Managed>,
     settings: Arc<config::Apps>,
-    events: Events,
+    /// Its own inbox, for its measurement tasks.
+    events: mpsc::UnboundedSender<Event>,
+    /// Where the tasks it starts report (`tasks::Report`).
+    reports: Events,
+    reports_in: Option<mpsc::UnboundedReceiver<Report>>,
     state_file: StateFile,
     shutdown: Option<std::sync::mpsc::Sender<()>>,
     /// Handed over to the next process (binary upgrade): no more starts, stops or
@@ -200,14 +173,17 @@ pub struct Coordinator {
 
 impl Coordinator {
     pub fn new(
-        events: Events,
+        events: mpsc::UnboundedSender<Event>,
         state_file: StateFile,
         metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Coordinator {
+        let (reports, reports_in) = mpsc::unbounded_channel();
         Coordinator {
             apps: HashMap::new(),
             settings: Arc::default(),
             events,
+            reports,
+            reports_in: Some(reports_in),
             state_file,
             shutdown: None,
             handed_over: false,
@@ -221,7 +197,17 @@ impl Coordinator {
         }
     }
 
-    pub async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Event>) {
+    /// Runs until the process ends: `inbox` brings the gateway's requests (`Event`),
+    /// `notices` the apps' (`Notice`: a request wants an app, a drained app's last
+    /// request ended), and the tasks it starts report on a channel of its own.
+    pub async fn run(
+        mut self,
+        mut inbox: mpsc::UnboundedReceiver<Event>,
+        mut notices: mpsc::UnboundedReceiver<Notice>,
+    ) {
+        let Some(mut reports) = self.reports_in.take() else {
+            return;
+        };
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -241,9 +227,18 @@ impl Coordinator {
                     Some(Event::Shutdown(done)) if self.handed_over => {
                         let _ = done.send(());
                     }
-                    Some(Event::Demand(_) | Event::Drained(_) | Event::Configure { .. } | Event::Adopted { .. }) if self.handed_over => {}
+                    Some(Event::Configure { .. }) if self.handed_over => {}
                     Some(event) => self.handle(event),
                     None => return,
+                },
+                Some(notice) = notices.recv() => match notice {
+                    _ if self.handed_over => {}
+                    Notice::Demand(name) => self.demand(&name, false),
+                    Notice::Drained(name) => self.drained(&name),
+                },
+                Some(report) = reports.recv() => match report {
+                    Report::Adopted { .. } if self.handed_over => {}
+                    report => self.report(report),
                 },
                 // No apps, no wake-ups: a gateway without `apps` never runs this loop.
                 _ = tick.tick(), if !self.apps.is_empty() => if !self.handed_over {
@@ -255,28 +250,31 @@ impl Coordinator {
         }
     }
 
-    fn handle(&mut self, event: Event) {
-        match event {
-            Event::Demand(name) => self.demand(&name, false),
-            Event::Drained(name) => self.drained(&name),
-            Event::Ready { name, token } => self.ready(&name, token),
-            Event::StartFailed {
+    fn report(&mut self, report: Report) {
+        match report {
+            Report::Ready { name, token } => self.ready(&name, token),
+            Report::StartFailed {
                 name,
                 token,
                 reason,
                 timed_out,
             } => self.start_failed(&name, token, reason, timed_out),
-            Event::Exited {
+            Report::Exited {
                 name,
                 token,
                 status,
             } => self.exited(&name, token, status),
-            Event::Stopped { name, token, how } => self.stopped(&name, token, &how),
-            Event::Adopted {
+            Report::Stopped { name, token, how } => self.stopped(&name, token, &how),
+            Report::Adopted {
                 name,
                 known,
                 serving,
             } => self.adopted(&name, known, serving),
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
             Event::Operator { name, start, reply } => {
                 let _ = reply.send(self.operator(&name, start));
             }
