@@ -28,8 +28,9 @@ use crate::metrics::Metrics;
 use crate::state::{Shared, Snapshot};
 use crate::tls::{self, CertStore};
 
-/// How often certificate and htpasswd files are checked for replacement.
-pub const CERT_CHECK_EVERY: Duration = Duration::from_secs(10);
+/// How often certificate, htpasswd and `api_keys` files are checked for replacement: a
+/// revoked key is refused within this and a reload.
+pub const CERT_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// What identifies one version of a file on disk (symlinks followed, as certbot's
 /// `live/` links are).
@@ -52,12 +53,13 @@ fn fingerprint(path: &Path) -> Fingerprint {
     }
 }
 
-/// The configuration in force and the certificate and htpasswd files it was loaded from.
+/// The configuration in force and the certificate and login files it was loaded from.
 struct Current {
     config: Config,
     default_cert: CertFiles,
     files: Vec<Fingerprint>,
-    htpasswd: Vec<Fingerprint>,
+    /// The htpasswd and `api_keys` files.
+    logins: Vec<Fingerprint>,
 }
 
 impl Current {
@@ -68,9 +70,9 @@ impl Current {
             .collect()
     }
 
-    fn htpasswd_files(config: &Config) -> Vec<Fingerprint> {
+    fn login_files(config: &Config) -> Vec<Fingerprint> {
         config
-            .htpasswd_files()
+            .login_files()
             .iter()
             .map(|p| fingerprint(p))
             .collect()
@@ -96,7 +98,7 @@ impl Reloader {
         metrics: Option<Arc<Metrics>>,
     ) -> Arc<Reloader> {
         let files = Current::cert_files(&config, &default_cert);
-        let htpasswd = Current::htpasswd_files(&config);
+        let logins = Current::login_files(&config);
         let (acme, _) = watch::channel(acme::Plan::of(&config).map(Arc::new));
         Arc::new(Reloader {
             acme,
@@ -107,7 +109,7 @@ impl Reloader {
                 config,
                 default_cert,
                 files,
-                htpasswd,
+                logins,
             }),
         })
     }
@@ -177,7 +179,7 @@ impl Reloader {
             changed
         });
         current.files = Current::cert_files(&config, &default_cert);
-        current.htpasswd = Current::htpasswd_files(&config);
+        current.logins = Current::login_files(&config);
         current.config = config;
         current.default_cert = default_cert;
         Ok(summary)
@@ -185,17 +187,18 @@ impl Reloader {
 
     /// Applies files of the configuration in force that changed on disk: certificates
     /// (certbot renewals) are reloaded on their own; a changed htpasswd file (users added
-    /// or removed) reloads the whole configuration, which reads it. A file caught
+    /// or removed) or `api_keys` file (keys added or revoked) reloads the whole
+    /// configuration, which reads it. A file caught
     /// half-written fails to load and is tried again on the next check; until then the
     /// old certificates and users stay in force.
     pub fn check_files(&self) {
-        let htpasswd_changed = {
+        let logins_changed = {
             let mut current = self.current.lock();
             self.check_certificates(&mut current);
-            Current::htpasswd_files(&current.config) != current.htpasswd
+            Current::login_files(&current.config) != current.logins
         };
-        if htpasswd_changed {
-            info!("event=htpasswd_changed");
+        if logins_changed {
+            info!("event=login_files_changed");
             let _ = self.reload();
         }
     }
@@ -278,7 +281,7 @@ fn fixed_changes(old: &Config, new: &Config) -> Vec<Diagnostic> {
     changed
 }
 
-/// Reloads on SIGHUP and checks certificate and htpasswd files every `CERT_CHECK_EVERY`.
+/// Reloads on SIGHUP and checks certificate and login files every `CERT_CHECK_EVERY`.
 pub struct ReloadService {
     pub reloader: Arc<Reloader>,
 }

@@ -24,6 +24,7 @@ pub use crate::config::BodyDeadline;
 use crate::config::{Config, HttpMode, Route};
 use crate::conn::caps::Caps;
 use crate::conn::Connections;
+use crate::keys::Keys;
 use crate::limits::RateLimiter;
 use crate::limits_store::LimitsStore;
 use crate::metrics::{Abuse, Metrics, RouteMetrics, UNMATCHED};
@@ -53,6 +54,8 @@ pub struct ActiveRoute {
     pub prefix: Option<Prefix>,
     /// The `Host` the app gets instead of the client's (`upstream_host`).
     pub upstream_host: Option<HeaderValue>,
+    /// The field that tells the app who the request is from (`identity_header`).
+    pub identity_header: Option<HeaderName>,
     /// The managed app behind the route (`app:`), started on demand.
     pub app: Option<Arc<App>>,
     /// `app: [A, B]`: the apps that are the route's replicas (empty otherwise).
@@ -78,6 +81,7 @@ impl ActiveRoute {
             access: access.map(Arc::new),
             prefix: Prefix::new(&route.path, route.strip_prefix, &route.upstreams),
             upstream_host: route.upstream_host.clone(),
+            identity_header: route.access.identity_header.clone(),
             app,
             replica_apps,
         }
@@ -97,6 +101,7 @@ impl ActiveRoute {
             access: self.access.clone(),
             prefix: self.prefix.clone(),
             upstream_host: self.upstream_host.clone(),
+            identity_header: self.identity_header.clone(),
             app: self.app.clone(),
             replica_apps: self.replica_apps.clone(),
         }
@@ -160,6 +165,8 @@ pub struct Snapshot {
     /// The store shared with other replicas (`limits_store`), handed on with its
     /// connection while its settings are unchanged.
     limits_store: Option<Arc<LimitsStore>>,
+    /// The API keys, handed on by name (their buckets and requests in progress).
+    keys: Arc<Keys>,
 }
 
 impl Snapshot {
@@ -183,6 +190,11 @@ impl Snapshot {
         let store = limits_store(config, previous, metrics);
         let store = store.as_ref();
         let managed = apps.resolve(&config.apps, config.upgrade_grace);
+        let keys = Arc::new(Keys::build(
+            &config.api_keys,
+            previous.map(|p| &*p.keys),
+            store,
+        ));
         for route in &config.routes {
             let (limiter, counter) = route_limits(route, config, previous, store);
             if let Some(l) = &limiter {
@@ -191,7 +203,8 @@ impl Snapshot {
             if let Some(f) = &counter {
                 failures.insert(route.name.clone(), f.clone());
             }
-            let access = RouteAccess::build(route, counter, config.ipv6_prefix);
+            let route_keys = keys.for_route(route, metrics);
+            let access = RouteAccess::build(route, counter, config.ipv6_prefix, route_keys);
             let series = metrics.map(|m| m.route(&route.name));
             let pool = Arc::new(Pool::build(
                 route,
@@ -243,6 +256,7 @@ impl Snapshot {
             limiters,
             failures,
             limits_store: store.cloned(),
+            keys,
         }
     }
 
@@ -266,7 +280,7 @@ impl Snapshot {
 
     /// Every route's rate limiter.
     pub fn limiters(&self) -> impl Iterator<Item = &Arc<RateLimiter>> {
-        self.limiters.values()
+        self.limiters.values().chain(self.keys.limiters())
     }
 }
 
@@ -287,7 +301,7 @@ fn route_limits(
             || RateLimiter::new(settings, prefix, &route.name, store),
         )
     });
-    let counted = route.access.basic_auth.is_some();
+    let counted = route.access.basic_auth.is_some() || route.access.api_keys.is_some();
     let counter = route.auth_failures.filter(|_| counted).map(|settings| {
         let kept = previous.and_then(|p| p.failures.get(&route.name));
         kept_or(

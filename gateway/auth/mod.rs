@@ -1,6 +1,6 @@
 //! Access control of a route: an address allowlist, password logins (`basic`), an
-//! external sign-on service (`forward`), and a count of failed logins per client
-//! (`failures`). Built once per configuration from `config` (which has read the htpasswd
+//! external sign-on service (`forward`), API keys (`crate::keys`), and a count of failed
+//! logins per client (`failures`). Built once per configuration from `config` (which has read the htpasswd
 //! files too), held by the snapshot; the proxy asks (`proxy/access.rs`).
 
 pub mod basic;
@@ -15,6 +15,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::config::Route;
+use crate::keys::RouteKeys;
 pub use basic::{Basic, Outcome};
 pub use failures::Failures;
 pub use forward::{Forward, Verdict};
@@ -28,9 +29,11 @@ pub struct RouteAccess {
     pub allow: Option<Vec<IpNet>>,
     pub basic: Option<Basic>,
     pub forward: Option<Forward>,
+    /// The API keys the route accepts (`api_keys`); `None`: none.
+    pub keys: Option<RouteKeys>,
     /// Keep the client's `Authorization` header on the way to the app.
     pub pass_authorization: bool,
-    /// Failed Basic logins per client; `None`: not counted.
+    /// Failed Basic logins and refused keys per client; `None`: not counted.
     pub failures: Option<Arc<Failures>>,
     /// IPv6 clients' logins are bounded by this prefix (`limits.ipv6_prefix`).
     pub ipv6_prefix: u8,
@@ -44,6 +47,7 @@ impl RouteAccess {
         route: &Route,
         failures: Option<Arc<Failures>>,
         ipv6_prefix: u8,
+        keys: Option<RouteKeys>,
     ) -> Option<RouteAccess> {
         let access = &route.access;
         if access.is_public() {
@@ -53,11 +57,13 @@ impl RouteAccess {
             .basic_auth
             .as_ref()
             .map(|b| Basic::new(&b.realm, b.users.clone()));
+        let counted = basic.is_some() || keys.is_some();
         Some(RouteAccess {
             allow: access.allow.clone(),
-            failures: basic.as_ref().and(failures),
+            failures: failures.filter(|_| counted),
             basic,
             forward: access.forward_auth.as_ref().map(Forward::build),
+            keys,
             pass_authorization: access.pass_authorization,
             ipv6_prefix,
         })

@@ -1,6 +1,7 @@
 //! The access-control keys of a route: `allow`, `basic_auth`, `forward_auth`,
-//! `pass_authorization`, and `auth_failures` (in `defaults` and routes). Password
-//! hashes and htpasswd files are `password`'s.
+//! `api_keys`, `pass_authorization`, `identity_header`, and `auth_failures` (in
+//! `defaults` and routes). Password hashes and htpasswd files are `password`'s; the
+//! keys themselves are `keys`'.
 
 use std::net::ToSocketAddrs;
 use std::time::Duration;
@@ -18,8 +19,8 @@ use super::units::{self, is_off, shown};
 /// Longest realm accepted: it is shown in the browser's login prompt.
 const MAX_REALM: usize = 128;
 
-/// A route's `allow`, `basic_auth`, `forward_auth` and `pass_authorization`; `None`
-/// after an error (recorded).
+/// A route's `allow`, `basic_auth`, `forward_auth`, `api_keys`, `pass_authorization`
+/// and `identity_header`; `None` after an error (recorded).
 pub(super) fn access(c: &mut Checker, path: &str, raw: &mut RawRoute) -> Option<Access> {
     let at = |key: &str| format!("{path}.{key}");
     let allow = match raw.allow.take() {
@@ -41,12 +42,92 @@ pub(super) fn access(c: &mut Checker, path: &str, raw: &mut RawRoute) -> Option<
             units::flag,
         )
         .unwrap_or(false);
+    let api_keys = match raw.api_keys.take() {
+        Some(v) => c.value(&at("api_keys"), Some(&v), key_choice),
+        None => Some(None),
+    };
+    let identity_header = match raw.identity_header.take() {
+        Some(v) => Some(c.value(&at("identity_header"), Some(&v), identity_header)?),
+        None => None,
+    };
     Some(Access {
         allow,
         basic_auth,
         forward_auth,
         pass_authorization,
+        api_keys: api_keys?,
+        identity_header,
     })
+}
+
+/// `api_keys: true`, or the names of the keys the route accepts (`false`: none).
+fn key_choice(v: &Value) -> Result<Option<KeyChoice>, String> {
+    let err = || {
+        format!(
+            "invalid api_keys {}; expected true, or a list of key names like [ci-bot, notebook]",
+            shown(v)
+        )
+    };
+    match v {
+        Value::Bool(true) => Ok(Some(KeyChoice::Any)),
+        Value::Bool(false) => Ok(None),
+        Value::Sequence(items) if !items.is_empty() => items
+            .iter()
+            .map(|item| {
+                item.as_str()
+                    .filter(|s| super::keys::valid_key_name(s))
+                    .map(str::to_string)
+                    .ok_or_else(err)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|names| Some(KeyChoice::Named(names))),
+        _ => Err(err()),
+    }
+}
+
+/// Fields the gateway sets or frames itself, which cannot carry an identity.
+const NOT_IDENTITY: &[&str] = &[
+    "host",
+    "connection",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "keep-alive",
+    "proxy-authorization",
+    "authorization",
+    "cookie",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "forwarded",
+    "x-request-id",
+    "x-api-key",
+];
+
+/// `identity_header: X-Forwarded-User`: a field name of the app's choosing, not one the
+/// gateway or HTTP itself gives another meaning.
+fn identity_header(v: &Value) -> Result<HeaderName, String> {
+    let name = v
+        .as_str()
+        .and_then(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok())
+        .ok_or_else(|| {
+            format!(
+                "invalid identity_header {}; expected a header name like X-Forwarded-User",
+                shown(v)
+            )
+        })?;
+    if NOT_IDENTITY.contains(&name.as_str()) {
+        return Err(format!(
+            "identity_header {name} is a field the gateway or HTTP gives another meaning; \
+             choose the one the app reads, like X-Forwarded-User"
+        ));
+    }
+    Ok(name)
 }
 
 /// `allow: ["10.0.0.0/8", "203.0.113.7", "2001:db8::/32"]`.

@@ -55,6 +55,12 @@ impl<'a> Checker<'a> {
         self.errors.push(Diagnostic::new(self.file, pos, text));
     }
 
+    /// A warning about another file the configuration names (the `api_keys` file).
+    pub(super) fn warn_in(&mut self, file: &Path, pos: Option<Pos>, message: impl Display) {
+        let text = format!("warning: {message}");
+        self.warnings.push(Diagnostic::new(file, pos, text));
+    }
+
     /// Where the value at a YAML path is written.
     pub(super) fn pos(&self, path: &str) -> Option<Pos> {
         self.spans.find(path)

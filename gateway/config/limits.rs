@@ -91,6 +91,8 @@ pub enum RateKey {
     ClientIp,
     /// The value of a request header (e.g. an API key); the client address without it.
     Header(HeaderName),
+    /// The verified API key (`api_keys`); the client address for a request without one.
+    ApiKey,
 }
 
 /// The largest `rate` count and `burst` accepted: far above any sane limit, and small
@@ -180,13 +182,15 @@ fn burst(v: &Value) -> Result<u32, String> {
 fn rate_key(v: &Value) -> Result<RateKey, String> {
     let err = || {
         format!(
-            "invalid key {}; expected client_ip or header:NAME (e.g. header:X-Api-Key)",
+            "invalid key {}; expected client_ip, api_key or header:NAME (e.g. header:X-Tenant)",
             shown(v)
         )
     };
     let text = v.as_str().ok_or_else(err)?.trim();
-    if text == "client_ip" {
-        return Ok(RateKey::ClientIp);
+    match text {
+        "client_ip" => return Ok(RateKey::ClientIp),
+        "api_key" => return Ok(RateKey::ApiKey),
+        _ => {}
     }
     let name = text.strip_prefix("header:").ok_or_else(err)?.trim();
     HeaderName::from_bytes(name.as_bytes())

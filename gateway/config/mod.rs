@@ -11,6 +11,7 @@ mod checker;
 mod connections;
 mod error;
 mod files;
+mod keys;
 mod limits;
 mod model;
 mod names;
@@ -32,6 +33,7 @@ const EMPTY_EXAMPLE: &str = "expected at least `routes:` with one route, e.g. `-
 
 pub use acme::{LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 pub use error::{render, Diagnostic, Pos};
+pub use keys::{civil_date, glob, valid_key_name};
 pub use model::*;
 pub use password::{password_hash, valid_user};
 pub use store::{redacted, PASSWORD_ENV};

@@ -14,6 +14,7 @@ pub use super::apps::{
 };
 pub use super::connections::ConnLimits;
 use super::error::Pos;
+pub use super::keys::{ApiKey, ApiKeys, KeyChoice, DEFAULT_KEY_PARAM};
 pub use super::limits::{BodyDeadline, HeadLimits, RateKey, RateLimit};
 pub use super::store::{LimitsStoreSettings, OnStoreError};
 
@@ -80,6 +81,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `apps`, `groups` and `gpus`: the apps started on demand.
     pub apps: Apps,
+    /// `api_keys`: the keys programs present, from the file and `routes.yaml`.
+    pub api_keys: ApiKeys,
 }
 
 /// The state directory and which setting named it, for messages.
@@ -335,12 +338,20 @@ pub struct Access {
     pub forward_auth: Option<ForwardAuth>,
     /// Forward the client's `Authorization` header to the app (removed by default).
     pub pass_authorization: bool,
+    /// `api_keys`: which API keys the route accepts; `None`: none.
+    pub api_keys: Option<KeyChoice>,
+    /// `identity_header`: the field that carries who a login, a key or the sign-on
+    /// service vouched for to the app; a client's own value is always removed.
+    pub identity_header: Option<HeaderName>,
 }
 
 impl Access {
     /// True when nothing restricts the route.
     pub fn is_public(&self) -> bool {
-        self.allow.is_none() && self.basic_auth.is_none() && self.forward_auth.is_none()
+        self.allow.is_none()
+            && self.basic_auth.is_none()
+            && self.forward_auth.is_none()
+            && self.api_keys.is_none()
     }
 }
 
@@ -362,6 +373,14 @@ impl Config {
             .iter()
             .filter_map(|r| r.access.basic_auth.as_ref()?.htpasswd.clone())
             .collect()
+    }
+
+    /// The files whose change reloads the configuration: the htpasswd files and the
+    /// `api_keys` file.
+    pub fn login_files(&self) -> Vec<PathBuf> {
+        let mut files = self.htpasswd_files();
+        files.extend(self.api_keys.file.clone());
+        files
     }
 }
 

@@ -185,6 +185,7 @@ pub struct RawConfig {
     pub apps: Option<Value>,
     pub groups: Option<Value>,
     pub gpus: Option<Value>,
+    pub api_keys: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -275,6 +276,8 @@ pub struct RawRoute {
     pub pass_authorization: Option<Value>,
     pub auth_failures: Option<Value>,
     pub app: Option<Value>,
+    pub api_keys: Option<Value>,
+    pub identity_header: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

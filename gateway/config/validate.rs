@@ -11,6 +11,7 @@ use super::checker::Checker;
 use super::connections;
 use super::error::Diagnostic;
 use super::files;
+use super::keys;
 use super::limits;
 use super::model::*;
 use super::raw::{RawConfig, RawTls};
@@ -67,6 +68,7 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
         &state_dir,
     );
 
+    let api_keys = keys::api_keys(&mut c, raw.api_keys.as_ref(), &routes);
     warnings::rate_keys(&mut c, &routes, head_limits.underscores_in_headers);
     let upgrade_sock = upgrade_sock.unwrap_or_else(|| default_upgrade_sock(&listen));
     if c.errors.is_empty() {
@@ -92,6 +94,7 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
             limits_store,
             routes,
             apps,
+            api_keys,
         })
     } else {
         Err(c.errors)

@@ -11,6 +11,20 @@ use super::model::{RateKey, RateLimit, Route};
 /// `underscores_in_headers` (such fields are removed as requests arrive).
 pub(super) fn rate_keys(c: &mut Checker, routes: &[Route], underscores_in_headers: bool) {
     for (i, route) in routes.iter().enumerate() {
+        let keyed_by_api_key = route
+            .rate_limit
+            .as_ref()
+            .is_some_and(|r| r.key == RateKey::ApiKey);
+        if keyed_by_api_key && route.access.api_keys.is_none() {
+            let mut at = format!("routes[{i}].rate_limit.key");
+            if c.pos(&at).is_none() {
+                at = "defaults.rate_limit.key".to_string();
+            }
+            c.warn(
+                &at,
+                "the route accepts no API keys (`api_keys`): every request is limited by the client's address",
+            );
+        }
         let Some(RateLimit {
             key: RateKey::Header(name),
             ..

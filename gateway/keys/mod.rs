@@ -1,7 +1,10 @@
 //! API keys for programs (issue 30, docs/access.md): issued by `gateway key new`
 //! (`issue`), stored as SHA-256 digests only, presented by requests in one of three
-//! places (`present`). So far: issuing, and finding and removing a presented key (not
-//! wired into the proxy yet).
+//! places (`present`), verified against the configuration's table (`table`), which also
+//! holds each key's rate limiter and its count of requests in progress.
 
 pub mod issue;
 pub mod present;
+mod table;
+
+pub use table::{Key, Keys, Refusal, RouteKeys, Slot};

@@ -97,7 +97,13 @@ pub fn remove(req: &mut RequestHeader, param: &str, pass_authorization: bool) ->
         true => path.to_string(),
         false => format!("{path}?{}", kept.join("&")),
     };
-    match target.parse::<Uri>() {
+    // The scheme and authority stay: an HTTP/2 request's host is its `:authority`.
+    let mut parts = req.uri.clone().into_parts();
+    parts.path_and_query = match target.parse() {
+        Ok(pq) => Some(pq),
+        Err(_) => return false,
+    };
+    match Uri::from_parts(parts) {
         Ok(uri) => {
             req.set_uri(uri);
             true
@@ -188,5 +194,14 @@ mod tests {
         let mut hidden = hidden;
         assert!(remove(&mut hidden, "token", false));
         assert_eq!(hidden.uri.to_string(), "/ws?a=1");
+        // An HTTP/2 request's target has its authority: kept.
+        let mut h2 = req("/ws?token=gwk_e&x=1", &[]);
+        h2.set_uri(
+            "https://a.test:8443/ws?token=gwk_e&x=1"
+                .parse()
+                .expect("uri"),
+        );
+        assert!(remove(&mut h2, "token", false));
+        assert_eq!(h2.uri.to_string(), "https://a.test:8443/ws?x=1");
     }
 }

@@ -90,7 +90,7 @@ impl RateLimiter {
             limiter,
             burst: settings.burst,
             key_header: match &settings.key {
-                RateKey::ClientIp => None,
+                RateKey::ClientIp | RateKey::ApiKey => None,
                 RateKey::Header(name) => Some(name.clone()),
             },
             hasher: std::hash::RandomState::new(),
@@ -101,6 +101,26 @@ impl RateLimiter {
                 (s.clone(), prefix)
             }),
         }
+    }
+
+    /// The limiter of API key `name` (`api_keys[].rate_limit`): one bucket for all of the
+    /// key's requests, whoever sends them; in the store, under a prefix of its own.
+    pub fn for_key(
+        settings: &RateLimit,
+        name: &str,
+        store: Option<&Arc<LimitsStore>>,
+    ) -> RateLimiter {
+        let mut limiter = RateLimiter::new(settings, 128, name, store);
+        if let Some((_, prefix)) = &mut limiter.shared {
+            *prefix = limits_store::key_rate_prefix(name, limiter.interval, limiter.burst);
+        }
+        limiter
+    }
+
+    /// Takes one token from an API key's bucket (`for_key`).
+    pub async fn check_key(&self) -> Option<Verdict> {
+        self.check(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), Some(b"key"))
+            .await
     }
 
     /// Whether this limiter is the one `settings` and `store` would build (reload keeps
@@ -120,6 +140,11 @@ impl RateLimiter {
     /// The header whose value keys the bucket, if not the client address.
     pub fn key_header(&self) -> Option<&HeaderName> {
         self.key_header.as_ref()
+    }
+
+    /// Whether the verified API key's name keys the bucket (`key: api_key`).
+    pub fn by_api_key(&self) -> bool {
+        self.settings.key == RateKey::ApiKey
     }
 
     /// Takes one token for the client identified by `header` (the value of `key_header`,

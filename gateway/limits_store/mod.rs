@@ -325,6 +325,16 @@ pub fn rate_prefix(route: &str, interval: Duration, burst: u32) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The prefix of an API key's own bucket: `gateway:keyrate:NAME:INTERVAL_US:BURST:`
+/// (key names are letters, digits, `-`, `_` and `.`: never a route's prefix).
+pub fn key_rate_prefix(name: &str, interval: Duration, burst: u32) -> Vec<u8> {
+    format!(
+        "{KEY_PREFIX}keyrate:{name}:{}:{burst}:",
+        (interval.as_micros() as u64).max(1)
+    )
+    .into_bytes()
+}
+
 /// The key of a failed-login count: `gateway:logins:ROUTE:LIMIT:PER_MS:` then the client.
 pub fn logins_prefix(route: &str, limit: u32, per: Duration) -> Vec<u8> {
     format!("{KEY_PREFIX}logins:{route}:{limit}:{}:", per.as_millis()).into_bytes()

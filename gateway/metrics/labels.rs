@@ -45,10 +45,15 @@ pub enum Reject {
     AppFailed,
     /// 504: the app was not ready within `start_timeout`.
     AppTimeout,
+    /// 401: an API key that is missing (on a route with no other login), unknown,
+    /// expired, or not allowed on the route.
+    ApiKey,
+    /// 429: the key's `max_concurrent` requests are already in progress.
+    ApiKeyBusy,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 19] = [
+    pub const ALL: [Reject; 21] = [
         Reject::RateLimit,
         Reject::BodyTooLarge,
         Reject::NoRoute,
@@ -68,6 +73,8 @@ impl Reject {
         Reject::AppWaitingFull,
         Reject::AppFailed,
         Reject::AppTimeout,
+        Reject::ApiKey,
+        Reject::ApiKeyBusy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +98,8 @@ impl Reject {
             Reject::AppWaitingFull => "app_waiting_full",
             Reject::AppFailed => "app_failed",
             Reject::AppTimeout => "app_timeout",
+            Reject::ApiKey => "api_key",
+            Reject::ApiKeyBusy => "api_key_concurrency",
         }
     }
 }

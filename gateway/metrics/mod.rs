@@ -9,6 +9,7 @@
 mod abuse;
 mod acme;
 mod apps;
+mod keys;
 mod labels;
 mod pool;
 mod route;
@@ -24,6 +25,7 @@ use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, 
 
 pub use abuse::Abuse;
 pub use apps::AppSeries;
+pub use keys::KeyCounts;
 pub use labels::{HandshakeFailure, HandshakeFailures, Reject, UpstreamError};
 pub use pool::{QueueSeries, ReplicaSeries};
 pub use route::RouteMetrics;
@@ -40,6 +42,8 @@ pub struct Metrics {
     pool: pool::PoolFamilies,
     acme: acme::AcmeFamilies,
     apps: apps::AppFamilies,
+    /// `gateway_api_key_requests_total{key, route, code}`.
+    key_requests: IntCounterVec,
     store_errors: IntCounterVec,
     abuse: Abuse,
     /// Each route's resolved series by route name, reused across reloads.
@@ -94,6 +98,7 @@ impl Metrics {
         let pool = pool::PoolFamilies::new(&registry)?;
         let acme = acme::AcmeFamilies::new(&registry)?;
         let apps = apps::AppFamilies::new(&registry)?;
+        let key_requests = keys::family(&register)?;
         let store_errors = store::family(&registry)?;
         let abuse = Abuse::new(&registry)?;
         #[cfg(target_os = "linux")]
@@ -107,6 +112,7 @@ impl Metrics {
             pool,
             acme,
             apps,
+            key_requests,
             store_errors,
             abuse,
             routes: Mutex::new(HashMap::new()),
@@ -120,6 +126,12 @@ impl Metrics {
             .entry(name.to_string())
             .or_insert_with(|| Arc::new(RouteMetrics::new(self, name)))
             .clone()
+    }
+
+    /// The API-key counts of route `route`, for `keys` keys (each key's series created
+    /// on its first request there).
+    pub fn key_counts(&self, route: &str, keys: usize) -> KeyCounts {
+        KeyCounts::new(self.key_requests.clone(), route, keys)
     }
 
     /// The series of a managed app, with its state and stop-reason labels in order.

@@ -12,6 +12,7 @@ use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 
+use super::api_keys::{self, Denied, Found};
 use super::context::RequestCtx;
 use super::forwarded;
 use super::limits;
@@ -61,8 +62,8 @@ pub async fn check(
     Ok(step)
 }
 
-/// The allowlist, the failed-login counter, Basic credentials and the sign-on service,
-/// in this order.
+/// The allowlist, the failed-login counter, an API key (enough on its own when valid),
+/// Basic credentials and the sign-on service, in this order.
 async fn checks(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -83,6 +84,17 @@ async fn checks(
     };
     if let Some(retry) = blocked {
         return too_many_failures(session, retry, reply).await;
+    }
+    if let Some(keys) = &access.keys {
+        match api_keys::check(session, ctx, route, access, keys, client, reply).await {
+            Found::Verified => return Ok(Step::Next),
+            Found::Refused(step) => return step,
+            Found::Nothing if access.basic.is_none() && access.forward.is_none() => {
+                let missing = Denied::Missing;
+                return api_keys::unauthorized(session, reply, &route.name, missing).await;
+            }
+            Found::Nothing => {}
+        }
     }
     let mut user = None;
     if let Some(basic) = &access.basic {
@@ -233,6 +245,34 @@ async fn sign_on(
         .await)
 }
 
+/// `identity_header`: the client's own value removed (and, should the gateway keep
+/// fields with `_`, any field an app reading CGI-style names would take for it), then
+/// who a login, a key or the sign-on service vouched for, if anyone did.
+pub fn identity(up: &mut RequestHeader, route: &ActiveRoute, user: Option<&str>) -> Result<()> {
+    let Some(name) = &route.identity_header else {
+        return Ok(());
+    };
+    let forged: Vec<HeaderName> = up
+        .headers
+        .keys()
+        .filter(|k| same_to_cgi(k.as_str(), name.as_str()))
+        .cloned()
+        .collect();
+    for field in &forged {
+        up.remove_header(field);
+    }
+    if let Some(value) = user.and_then(|u| HeaderValue::from_bytes(u.as_bytes()).ok()) {
+        up.insert_header(name.clone(), value)?;
+    }
+    Ok(())
+}
+
+/// Whether two field names read the same once `-` and `_` are one (as `HTTP_X_USER`).
+fn same_to_cgi(a: &str, b: &str) -> bool {
+    let dash = |c: u8| if c == b'_' { b'-' } else { c };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| dash(x) == dash(y))
+}
+
 /// On the upstream request: removes what the client may not pass to the app (its
 /// `Authorization` on a route with logins, unless `pass_authorization`; any field under
 /// a name the sign-on service vouches for), then adds the service's `fields`.
@@ -244,7 +284,7 @@ pub fn upstream_fields(
     let Some(access) = &route.access else {
         return Ok(());
     };
-    let logins = access.basic.is_some() || access.forward.is_some();
+    let logins = access.basic.is_some() || access.forward.is_some() || access.keys.is_some();
     if logins && !access.pass_authorization {
         up.remove_header(&header::AUTHORIZATION);
     }

@@ -56,6 +56,12 @@ pub struct RequestCtx {
     pub(super) reason: Option<Reject>,
     /// Who a login or the sign-on service vouched for.
     pub(super) user: Option<Arc<str>>,
+    /// The API key the request was verified with (`api_keys`).
+    pub(super) key: Option<Arc<crate::keys::Key>>,
+    /// Its place among the key's `max_concurrent` requests, given back when the request ends.
+    pub(super) key_slot: Option<crate::keys::Slot>,
+    /// The key's rate limiter's answer, for the `RateLimit` field of a route without its own.
+    pub(super) key_rate: Option<Verdict>,
     /// Fields the sign-on service vouched with, for the upstream request.
     pub(super) auth_fields: Vec<(HeaderName, HeaderValue)>,
     pub(super) upstream_error: Option<crate::metrics::UpstreamError>,
@@ -98,6 +104,9 @@ impl RequestCtx {
             metrics: None,
             reason: None,
             user: None,
+            key: None,
+            key_slot: None,
+            key_rate: None,
             auth_fields: Vec::new(),
             upstream_error: None,
             lease: None,

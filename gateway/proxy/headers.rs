@@ -20,6 +20,7 @@ pub fn upstream_request(session: &Session, up: &mut RequestHeader, ctx: &Request
     forwarded::apply(up, peer, ctx.client, ctx.https, host, id)?;
     if let Some(route) = &ctx.route {
         access::upstream_fields(up, route, &ctx.auth_fields)?;
+        access::identity(up, route, ctx.user.as_deref())?;
         if let Some(prefix) = &route.prefix {
             prefix.upstream_request(up)?;
         }
@@ -45,7 +46,7 @@ pub fn response(session: &Session, resp: &mut ResponseHeader, ctx: &mut RequestC
                 resp.insert_header(name, value.clone())?;
             }
         }
-        limits::response_headers(resp, route, &ctx.rate)?;
+        limits::response_headers(resp, route, ctx)?;
         if let Some(prefix) = &route.prefix {
             prefix.response(resp, forwarded::client_host(session.req_header()))?;
         }

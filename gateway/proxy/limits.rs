@@ -14,7 +14,7 @@ use pingora::{Error, ErrorType, Result};
 use super::context::RequestCtx;
 use super::page::Reply;
 use super::step::{Checked, Step};
-use crate::limits::Verdict;
+use crate::limits::{RateLimiter, Verdict};
 use crate::metrics::Reject;
 use crate::state::ActiveRoute;
 use crate::state::BodyDeadline;
@@ -112,29 +112,44 @@ pub async fn rate(
     let Some(limiter) = &route.rate_limit else {
         return Ok(Step::Next);
     };
-    let header = limiter
-        .key_header()
-        .and_then(|name| session.req_header().headers.get(name))
-        .map(HeaderValue::as_bytes);
+    let header = match limiter.by_api_key() {
+        true => ctx.key.as_ref().map(|key| key.name.as_bytes()),
+        false => limiter
+            .key_header()
+            .and_then(|name| session.req_header().headers.get(name))
+            .map(HeaderValue::as_bytes),
+    };
     let client = ctx.client.unwrap_or(Ipv4Addr::UNSPECIFIED.into());
     let verdict = limiter.check(client, header).await;
-    let Some(verdict @ Verdict::Limited { retry_after }) = verdict else {
+    let Some(Verdict::Limited { retry_after }) = verdict else {
         ctx.rate = verdict;
         return Ok(Step::Next);
     };
+    let detail = format!(
+        "Too many requests to route {}. Try again in {retry_after} s.",
+        route.name
+    );
+    let step = too_many(session, limiter, retry_after, &detail, reply).await?;
+    discard_body(session).await;
+    Ok(step)
+}
+
+/// 429 from `limiter`: `Retry-After` and the `RateLimit` fields.
+pub async fn too_many(
+    session: &mut Session,
+    limiter: &RateLimiter,
+    retry_after: u64,
+    detail: &str,
+    reply: &Reply<'_>,
+) -> Checked {
+    let verdict = Verdict::Limited { retry_after };
     let extra = [
         (header::RETRY_AFTER, HeaderValue::from(retry_after)),
         (policy_name(), limiter.policy_header().clone()),
         (ratelimit_name(), verdict.header()),
     ];
-    let detail = format!(
-        "Too many requests to route {}. Try again in {retry_after} s.",
-        route.name
-    );
     let limited = Some(Reject::RateLimit);
-    let step = reply.answer(session, limited, 429, &detail, &extra).await?;
-    discard_body(session).await;
-    Ok(step)
+    reply.answer(session, limited, 429, detail, &extra).await
 }
 
 /// The HTTP/1.1 body's silence limit: a read of the body that waits `timeout` for a byte
@@ -200,13 +215,19 @@ pub fn too_large(route: &str, max: u64) -> String {
     )
 }
 
-/// Adds the rate-limit fields to an allowed response.
+/// Adds the rate-limit fields to an allowed response: the route's limiter's, else the
+/// API key's.
 pub fn response_headers(
     resp: &mut pingora::http::ResponseHeader,
     route: &ActiveRoute,
-    state: &Option<Verdict>,
+    ctx: &RequestCtx,
 ) -> Result<()> {
-    if let (Some(limiter), Some(verdict)) = (&route.rate_limit, state) {
+    let limiter = match (&route.rate_limit, &ctx.key) {
+        (Some(limiter), _) => Some((limiter, &ctx.rate)),
+        (None, Some(key)) => key.rate.as_ref().map(|limiter| (limiter, &ctx.key_rate)),
+        (None, None) => None,
+    };
+    if let Some((limiter, Some(verdict))) = limiter {
         resp.insert_header(policy_name(), limiter.policy_header().clone())?;
         resp.insert_header(ratelimit_name(), verdict.header())?;
     }

@@ -6,7 +6,8 @@
 //!        ├── route by host, then path ──────────> 404/400 page ─┤
 //!        ├── SNI names another certificate's host ────> 421 ─────┤ (connection closed)
 //!        ├── the prefix without its slash (`/voice`) ─> 301 ─────┤
-//!        ├── access: allow, failed logins, Basic, ─> 403/429/401 ┤
+//!        ├── access: allow, failed logins, ─────> 403/429/401 ┤
+//!        │   API key (taken out; its limits: 429), Basic,        │
 //!        │   sign-on service                   ─> its answer/302/503
 //!        ├── declared body > max_body ────────────────> 413 ─────┤
 //!        ├── rate limit (client key) ─────────────────> 429 ─────┤
@@ -33,6 +34,7 @@
 
 mod access;
 mod admission;
+mod api_keys;
 mod context;
 mod failure;
 mod forwarded;

@@ -56,6 +56,15 @@ pub fn finish(
             m.upstream_error(kind);
         }
     }
+    if let Some(key) = &ctx.key {
+        let keys = ctx
+            .route
+            .as_ref()
+            .and_then(|r| r.access.as_ref()?.keys.as_ref());
+        if let Some(keys) = keys {
+            keys.count(key, status);
+        }
+    }
     if let Some(log) = access_log {
         write_line(log, session, ctx, status, elapsed, bytes);
     }

@@ -85,12 +85,7 @@ pub async fn screen(session: &mut Session, ctx: &mut RequestCtx, reply: &Reply<'
         let fault = Fault::Framing("An upgrade request cannot carry a body.");
         return admission::reject(session, fault, reply).await;
     }
-    let mut upgrades = req.headers.get_all(header::UPGRADE).iter();
-    let websocket = upgrades
-        .next()
-        .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"))
-        && upgrades.next().is_none();
-    if websocket && req.method == Method::GET {
+    if asks_websocket(req) {
         ctx.websocket = true;
         return Ok(Step::Next);
     }
@@ -98,6 +93,17 @@ pub async fn screen(session: &mut Session, ctx: &mut RequestCtx, reply: &Reply<'
     req.remove_header(&header::UPGRADE);
     req.remove_header("http2-settings");
     Ok(Step::Next)
+}
+
+/// Whether `req` (an upgrade request) asks for a WebSocket: a `GET` with one `Upgrade:
+/// websocket`.
+pub fn asks_websocket(req: &RequestHeader) -> bool {
+    let mut upgrades = req.headers.get_all(header::UPGRADE).iter();
+    req.method == Method::GET
+        && upgrades
+            .next()
+            .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"))
+        && upgrades.next().is_none()
 }
 
 /// The tunnel's request as every proxied request leaves (Pingora's own clean-up on its
