@@ -326,6 +326,9 @@ async fn a_keys_max_concurrent_holds_with_five_slow_requests() {
         &route("a.test", "llm", &app, "    api_keys: true\n"),
     ));
     let c = client(&env, &["a.test"], false);
+    // A WebSocket session holds none of the key's places once the app accepted it.
+    let ws_target = format!("/ws?token={secret}");
+    let (mut ws, _) = env.ws_connect("a.test", &ws_target).await.expect("upgrade");
     // Slow enough that the first two are still in progress when the last arrives on a
     // loaded machine.
     let slow = (0..5).map(|_| {
@@ -347,6 +350,11 @@ async fn a_keys_max_concurrent_holds_with_five_slow_requests() {
     let key = [("x-api-key", secret.as_str())];
     let (status, _, _) = get(&c, &env, "a.test", "/slow?ms=1", &key).await;
     assert_eq!(status, 200);
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::text("still open")).await.expect("send");
+    let echo = ws.next().await.expect("echo").expect("frame");
+    assert_eq!(echo.to_text().expect("text"), "still open");
     let metrics = env
         .metrics_until("the busy answers counted", |m| {
             sample(
@@ -387,9 +395,11 @@ async fn the_identity_field_carries_the_key_or_the_user_and_never_the_clients_ow
         all
     };
 
-    // The key's name.
+    // The key's name. A bearer token without the key prefix (a Hugging Face token) is
+    // not taken for a second key.
     let mut headers = forged.to_vec();
     headers.push(("x-api-key", &secret));
+    headers.push(("authorization", "Bearer hf_app_token"));
     let (status, _, seen) = get(&c, &env, "a.test", "/", &headers).await;
     assert_eq!(
         (status, user(&seen)),
@@ -397,6 +407,7 @@ async fn the_identity_field_carries_the_key_or_the_user_and_never_the_clients_ow
         "{seen}"
     );
     assert!(seen_field(&seen, "x-api-key").is_empty());
+    assert!(seen_field(&seen, "authorization").is_empty());
     // The Basic user (and the client's `Authorization` is not passed on).
     let basic = format!(
         "Basic {}",
@@ -414,6 +425,10 @@ async fn the_identity_field_carries_the_key_or_the_user_and_never_the_clients_ow
         "{seen}"
     );
     assert!(seen_field(&seen, "authorization").is_empty());
+    // A key in a plain URL is not read (the password decides) and does not go on.
+    let target = format!("/?x=1&token={secret};y=2");
+    let (status, _, seen) = get(&c, &env, "a.test", &target, &headers).await;
+    assert_eq!((status, seen["query"].as_str()), (200, Some("x=1;y=2")), "{seen}");
     // No credentials: the route's other login asks, and nothing reaches the app.
     let (status, headers, _) = get(&c, &env, "a.test", "/", &forged).await;
     assert_eq!(status, 401);
@@ -436,8 +451,11 @@ async fn the_identity_field_carries_the_key_or_the_user_and_never_the_clients_ow
             "Bearer error=\"invalid_token\""
         );
     }
+    let (status, _, _) = get(&c, &env, "a.test", "/", &[("authorization", &basic)]).await;
+    assert_eq!(status, 429, "three failed logins block the client's passwords");
+    // A valid key cannot have been guessed: it still passes from that address.
     let (status, _, _) = get(&c, &env, "a.test", "/", &[("x-api-key", &secret)]).await;
-    assert_eq!(status, 429, "three failed logins block the client");
+    assert_eq!(status, 200);
 }
 
 /// `gateway hash-password` of `password` (read from standard input).

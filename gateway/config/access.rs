@@ -46,10 +46,11 @@ pub(super) fn access(c: &mut Checker, path: &str, raw: &mut RawRoute) -> Option<
         Some(v) => c.value(&at("api_keys"), Some(&v), key_choice),
         None => Some(None),
     };
-    let identity_header = match raw.identity_header.take() {
-        Some(v) => Some(c.value(&at("identity_header"), Some(&v), identity_header)?),
-        None => None,
-    };
+    // An invalid one is reported and the route still checked (the file fails anyway).
+    let identity_header = raw
+        .identity_header
+        .take()
+        .and_then(|v| c.value(&at("identity_header"), Some(&v), identity_header));
     Some(Access {
         allow,
         basic_auth,
@@ -121,7 +122,9 @@ fn identity_header(v: &Value) -> Result<HeaderName, String> {
                 shown(v)
             )
         })?;
-    if NOT_IDENTITY.contains(&name.as_str()) {
+    // `X_Forwarded_For` too: the field is removed in both spellings (`proxy::access`).
+    let dashed = name.as_str().replace('_', "-");
+    if NOT_IDENTITY.contains(&dashed.as_str()) || dashed.starts_with("sec-websocket-") {
         return Err(format!(
             "identity_header {name} is a field the gateway or HTTP gives another meaning; \
              choose the one the app reads, like X-Forwarded-User"

@@ -339,10 +339,10 @@ fn digest(v: &Value) -> Result<[u8; 32], String> {
     if text.len() != 64 {
         return Err(err());
     }
+    let nibble = |b: u8| (b as char).to_digit(16).ok_or_else(err);
     let mut out = [0u8; 32];
-    for (i, pair) in text.as_bytes().chunks(2).enumerate() {
-        let pair = std::str::from_utf8(pair).map_err(|_| err())?;
-        out[i] = u8::from_str_radix(pair, 16).map_err(|_| err())?;
+    for (byte, pair) in out.iter_mut().zip(text.as_bytes().chunks(2)) {
+        *byte = (nibble(pair[0])? << 4 | nibble(pair[1])?) as u8;
     }
     Ok(out)
 }
@@ -505,29 +505,32 @@ fn check_routes(
         for (j, pattern) in key.routes.iter().enumerate() {
             let matched: Vec<&Route> = routes.iter().filter(|r| glob(pattern, &r.name)).collect();
             let field = format!(".routes[{j}]");
-            if matched.is_empty() {
-                let message = format!("key {:?}: no route is named {pattern:?}", key.name);
-                at_place(c, place, &field, message);
+            // Warnings, not errors: removing a route must never stop the file from
+            // loading (every later revocation would wait for it).
+            let message = if matched.is_empty() {
+                format!("key {:?}: no route is named {pattern:?}", key.name)
             } else if !matched.iter().any(|r| accepts(r)) {
-                let message = format!(
+                format!(
                     "key {:?}: route {pattern:?} accepts no keys (it has no `api_keys`)",
                     key.name
-                );
-                match &place.file {
-                    Some(file) => {
-                        let text = format!("{}{field}: {message}", place.path);
-                        c.warn_in(file, place.spans_pos, text);
-                    }
-                    None => c.warn(&format!("{}{field}", place.path), message),
+                )
+            } else {
+                continue;
+            };
+            match &place.file {
+                Some(file) => {
+                    let text = format!("{}{field}: {message}", place.path);
+                    c.warn_in(file, place.spans_pos, text);
                 }
+                None => c.warn(&format!("{}{field}", place.path), message),
             }
         }
     }
-    for (i, route) in routes.iter().enumerate() {
+    for route in routes {
         let Some(choice) = &route.access.api_keys else {
             continue;
         };
-        let at = format!("routes[{i}].api_keys");
+        let at = format!("routes[{}].api_keys", route.index);
         if !configured {
             c.error(
                 &at,

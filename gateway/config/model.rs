@@ -224,6 +224,8 @@ impl std::fmt::Display for HostPattern {
 
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// Its place in the file's `routes` list (for messages that point at it).
+    pub index: usize,
     /// The label in logs and metrics (defaults to the host, then the path unless `/`).
     pub name: String,
     pub host: HostPattern,

@@ -66,6 +66,7 @@ pub(super) fn routes(
         let Some(r) = route(c, &at, raw_route, inherited) else {
             continue;
         };
+        let r = Route { index: i, ..r };
         if duplicate
             || across::named_twice(c, &mut names, &at, &r, spans)
             || across::certificate_differs(c, &routes, &at, &r)
@@ -200,6 +201,7 @@ fn route(c: &mut Checker, path: &str, mut raw: RawRoute, inherited: &Inherited) 
     let host = host?;
     let path = prefix?;
     Some(Route {
+        index: 0,
         name: name.unwrap_or_else(|| match path.as_str() {
             "/" => host.to_string(),
             path => format!("{host}{path}"),

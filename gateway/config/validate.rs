@@ -70,6 +70,7 @@ pub fn validate(file: &Path, raw: RawConfig, spans: &Spans) -> Result<Config, Ve
 
     let api_keys = keys::api_keys(&mut c, raw.api_keys.as_ref(), &routes);
     warnings::rate_keys(&mut c, &routes, head_limits.underscores_in_headers);
+    warnings::identities(&mut c, &routes, &api_keys.keys);
     let upgrade_sock = upgrade_sock.unwrap_or_else(|| default_upgrade_sock(&listen));
     if c.errors.is_empty() {
         Ok(Config {

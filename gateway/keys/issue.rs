@@ -73,7 +73,14 @@ pub fn new_key(name: &str, routes: &[String], expires: Option<&str>) -> Result<I
         "{PREFIX}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
     );
-    let mut entry = format!("- {{ name: {name}, sha256: {}", digest(&secret));
+    // Quoted when YAML would read it as something else than text (`2027`, `true`).
+    let plain = serde_yaml::from_str::<serde_yaml::Value>(name)
+        .is_ok_and(|v| v.as_str() == Some(name));
+    let shown = match plain {
+        true => name.to_string(),
+        false => format!("\"{name}\""),
+    };
+    let mut entry = format!("- {{ name: {shown}, sha256: {}", digest(&secret));
     if !routes.is_empty() {
         let quoted: Vec<String> = routes.iter().map(|r| format!("\"{r}\"")).collect();
         entry.push_str(&format!(", routes: [{}]", quoted.join(", ")));
@@ -94,6 +101,8 @@ mod tests {
         let routes = vec!["comfy".to_string(), "*.apps.example.com".to_string()];
         let a = new_key("ci-bot", &routes, Some("2027-06-30")).expect("key");
         let b = new_key("ci-bot", &[], None).expect("key");
+        let number = new_key("2027", &[], None).expect("key");
+        assert!(number.entry.starts_with("- { name: \"2027\", sha256: "), "{}", number.entry);
         assert!(
             a.secret.starts_with("gwk_") && a.secret.len() == 4 + 43,
             "{}",

@@ -1,101 +1,155 @@
 //! Where a request presents an API key, and taking it out before the request goes on to
-//! the app: `Authorization: Bearer KEY`, `X-API-Key: KEY`, or, on a WebSocket upgrade
+//! the app: `X-API-Key: KEY`, `Authorization: Bearer KEY`, or, on a WebSocket upgrade
 //! only, a query parameter (`token` by default): a browser cannot set headers on a
 //! WebSocket, and anywhere else a key in a URL ends up in logs and browser histories.
-//! The query parameter and `X-API-Key` are always removed; `Authorization` unless the
-//! route passes it on.
+//!
+//! A `Bearer` value or a query value is a key only when it has the prefix every key has
+//! (`gwk_`): an app's own bearer token (a Hugging Face token, a sign-on service's JWT) or
+//! its own `token` parameter (Jupyter's) is none of the gateway's business. `X-API-Key`
+//! is the gateway's, whatever it holds.
+
+use std::borrow::Cow;
 
 use http::header::AUTHORIZATION;
 use http::{HeaderName, Uri};
 use percent_encoding::percent_decode;
 use pingora::http::RequestHeader;
 
+use super::issue::PREFIX;
+
 /// `X-API-Key`.
 pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+/// Its spelling with `_`, which some frameworks read as the same field (it only
+/// arrives with `limits.underscores_in_headers`).
+static X_API_KEY_CGI: HeaderName = HeaderName::from_static("x_api_key");
 
-/// What a request presents.
+/// What a request presents: its key borrowed from it (decoded from the query only when
+/// it was percent-encoded there).
 #[derive(Debug, PartialEq, Eq)]
-pub enum Presented {
+pub enum Presented<'r> {
     Nothing,
-    Key(Vec<u8>),
+    Key(Cow<'r, [u8]>),
     /// Two different keys (or an empty one): refused as an invalid key, never taken for
     /// the one the gateway happens to read first.
     Ambiguous,
 }
 
+/// Whether `value` has the prefix of a key.
+fn prefixed(value: &[u8]) -> bool {
+    value.starts_with(PREFIX.as_bytes())
+}
+
 /// The key `req` presents; the query parameter `param` counts on a WebSocket upgrade
 /// only.
-pub fn find(req: &RequestHeader, websocket: bool, param: &str) -> Presented {
-    let mut found: Vec<Vec<u8>> = Vec::new();
+pub fn find<'r>(req: &'r RequestHeader, websocket: bool, param: &str) -> Presented<'r> {
+    let mut found: Option<Cow<'r, [u8]>> = None;
+    let mut agree = true;
+    let mut see = |key: Cow<'r, [u8]>| match &found {
+        None => found = Some(key),
+        Some(first) => agree &= *first == key,
+    };
+    for value in req.headers.get_all(&X_API_KEY) {
+        see(Cow::Borrowed(value.as_bytes().trim_ascii()));
+    }
     for value in req.headers.get_all(AUTHORIZATION) {
         let v = value.as_bytes();
         if v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ") {
-            found.push(v[7..].trim_ascii().to_vec());
+            let token = v[7..].trim_ascii();
+            if prefixed(token) {
+                see(Cow::Borrowed(token));
+            }
         }
     }
-    for value in req.headers.get_all(&X_API_KEY) {
-        found.push(value.as_bytes().trim_ascii().to_vec());
-    }
     if websocket {
-        found.extend(query_values(&req.uri, param));
+        for key in query_keys(&req.uri, param) {
+            see(key);
+        }
     }
-    let Some(first) = found.first() else {
-        return Presented::Nothing;
-    };
-    match found.iter().all(|k| k == first) {
-        true if !first.is_empty() => Presented::Key(first.clone()),
-        _ => Presented::Ambiguous,
+    match found {
+        None => Presented::Nothing,
+        Some(key) if agree && !key.is_empty() => Presented::Key(key),
+        Some(_) => Presented::Ambiguous,
     }
 }
 
-/// The query's parameters: separated by `&`, and by `;` too, as some app frameworks
-/// read them (a key hidden behind a `;` must not reach such an app).
-fn pairs(query: &str) -> impl Iterator<Item = &str> {
-    query.split(['&', ';'])
+/// The query's parameters with the separator before each (none before the first):
+/// separated by `&`, and by `;` too, as some app frameworks read them (a key hidden
+/// behind a `;` must not reach such an app).
+fn pairs(query: &str) -> impl Iterator<Item = (Option<char>, &str)> {
+    let mut rest = Some(query);
+    let mut before = None;
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let (pair, sep) = match text.find(['&', ';']) {
+            Some(at) => {
+                rest = Some(&text[at + 1..]);
+                (&text[..at], text[at..].chars().next())
+            }
+            None => {
+                rest = None;
+                (text, None)
+            }
+        };
+        Some((std::mem::replace(&mut before, sep), pair))
+    })
 }
 
-/// Whether a `name=value` pair is `param`, its name percent-decoded.
-fn named(pair: &str, param: &str) -> bool {
-    let name = pair.split_once('=').map_or(pair, |(n, _)| n);
-    percent_decode(name.as_bytes()).eq(param.bytes())
+/// The value of a `name=value` pair when its name, percent-decoded, is `param` and its
+/// value, decoded, is a key.
+fn key_of<'q>(pair: &'q str, param: &str) -> Option<Cow<'q, [u8]>> {
+    let (name, value) = pair.split_once('=')?;
+    if !percent_decode(name.as_bytes()).eq(param.bytes()) {
+        return None;
+    }
+    let value = Cow::from(percent_decode(value.as_bytes()));
+    prefixed(&value).then_some(value)
 }
 
-/// The values of `param` in the query, percent-decoded.
-fn query_values(uri: &Uri, param: &str) -> Vec<Vec<u8>> {
-    let Some(query) = uri.query() else {
-        return Vec::new();
-    };
-    pairs(query)
-        .filter(|pair| named(pair, param))
-        .map(|pair| {
-            let value = pair.split_once('=').map_or("", |(_, v)| v);
-            percent_decode(value.as_bytes()).collect()
-        })
-        .collect()
+/// The keys in `param` parameters of the query.
+fn query_keys<'r: 'p, 'p>(
+    uri: &'r Uri,
+    param: &'p str,
+) -> impl Iterator<Item = Cow<'r, [u8]>> + 'p {
+    pairs(uri.query().unwrap_or_default()).filter_map(move |(_, pair)| key_of(pair, param))
 }
 
-/// Takes the key out of `req`: every `param` of the query (the other parameters kept as
-/// they were, in order), `X-API-Key`, and `Authorization` unless `pass_authorization`.
-/// False when the target could not be rebuilt without the key (it cannot happen: the
-/// pieces come from a valid target): the request must then not go on.
+/// Takes the key out of `req`: `X-API-Key`, `Authorization` unless `pass_authorization`,
+/// and every key in a `param` of the query (see `strip_query`). False when the target
+/// could not be rebuilt (it cannot happen: the pieces come from a valid target): the
+/// request must then not go on.
 #[must_use]
 pub fn remove(req: &mut RequestHeader, param: &str, pass_authorization: bool) -> bool {
     req.remove_header(&X_API_KEY);
+    req.remove_header(&X_API_KEY_CGI);
     if !pass_authorization {
         req.remove_header(&AUTHORIZATION);
     }
+    strip_query(req, param)
+}
+
+/// Takes every key in a `param` of the query out of `req`, on any request: the other
+/// parameters are kept as they were, separators included. False as for `remove`.
+#[must_use]
+pub fn strip_query(req: &mut RequestHeader, param: &str) -> bool {
     let Some(query) = req.uri.query() else {
         return true;
     };
-    if !pairs(query).any(|pair| named(pair, param)) {
+    if !pairs(query).any(|(_, pair)| key_of(pair, param).is_some()) {
         return true;
     }
-    // The other parameters, in order (joined by `&` from here on).
-    let kept: Vec<&str> = pairs(query).filter(|pair| !named(pair, param)).collect();
+    let mut kept = String::with_capacity(query.len());
+    let mut first = true;
+    for (sep, pair) in pairs(query).filter(|(_, pair)| key_of(pair, param).is_none()) {
+        if let (false, Some(sep)) = (first, sep) {
+            kept.push(sep);
+        }
+        kept.push_str(pair);
+        first = false;
+    }
     let path = req.uri.path();
     let target = match kept.is_empty() {
         true => path.to_string(),
-        false => format!("{path}?{}", kept.join("&")),
+        false => format!("{path}?{kept}"),
     };
     // The scheme and authority stay: an HTTP/2 request's host is its `:authority`.
     let mut parts = req.uri.clone().into_parts();
@@ -124,8 +178,8 @@ mod tests {
         r
     }
 
-    fn key(k: &str) -> Presented {
-        Presented::Key(k.as_bytes().to_vec())
+    fn key(k: &str) -> Presented<'_> {
+        Presented::Key(Cow::Borrowed(k.as_bytes()))
     }
 
     #[test]
@@ -136,16 +190,25 @@ mod tests {
         assert_eq!(find(&lower, false, "token"), key("gwk_a"));
         let header = req("/v1", &[("x-api-key", "gwk_b")]);
         assert_eq!(find(&header, false, "token"), key("gwk_b"));
-        // Basic is a password, not a key.
+        // Whatever `X-API-Key` holds is meant as a key.
+        let header = req("/v1", &[("x-api-key", "old-key")]);
+        assert_eq!(find(&header, false, "token"), key("old-key"));
+        // Basic is a password, and a bearer token without the prefix the app's own.
         let basic = req("/v1", &[("authorization", "Basic YTpi")]);
         assert_eq!(find(&basic, false, "token"), Presented::Nothing);
-        // The query counts on a WebSocket upgrade only.
+        let theirs = req("/v1", &[("authorization", "Bearer hf_abc")]);
+        assert_eq!(find(&theirs, false, "token"), Presented::Nothing);
+        let both = req("/v1", &[("authorization", "Bearer hf_abc"), ("x-api-key", "gwk_b")]);
+        assert_eq!(find(&both, false, "token"), key("gwk_b"));
+        // The query counts on a WebSocket upgrade only, and only a key there.
         let ws = req("/ws?clientId=1&token=gwk_c", &[]);
         assert_eq!(find(&ws, true, "token"), key("gwk_c"));
         assert_eq!(find(&ws, false, "token"), Presented::Nothing);
         let encoded = req("/ws?t%6Fken=gwk%5Fc", &[]);
         assert_eq!(find(&encoded, true, "token"), key("gwk_c"));
         assert_eq!(find(&ws, true, "key"), Presented::Nothing);
+        let jupyter = req("/api/kernels/1/channels?token=abc123", &[]);
+        assert_eq!(find(&jupyter, true, "token"), Presented::Nothing);
     }
 
     #[test]
@@ -175,32 +238,33 @@ mod tests {
     fn the_key_leaves_before_the_request_goes_on() {
         let mut r = req(
             "/ws?clientId=1&token=gwk_c&x=%20y",
-            &[("authorization", "Bearer gwk_a"), ("x-api-key", "gwk_a")],
+            &[("authorization", "Bearer gwk_a"), ("x-api-key", "gwk_a"), ("x_api_key", "gwk_a")],
         );
         assert!(remove(&mut r, "token", false));
         assert_eq!(r.uri.to_string(), "/ws?clientId=1&x=%20y");
         assert!(r.headers.get("authorization").is_none());
         assert!(r.headers.get("x-api-key").is_none());
+        assert!(r.headers.get("x_api_key").is_none());
         let mut r = req("/ws?t%6Fken=gwk_c", &[("authorization", "Bearer app-own")]);
         assert!(remove(&mut r, "token", true));
         assert_eq!(r.uri.to_string(), "/ws");
         assert_eq!(r.headers["authorization"], "Bearer app-own");
-        let mut untouched = req("/api?a=1;b=2&c", &[]);
+        let mut untouched = req("/api?a=1;b=2&c&token=app-own", &[]);
         assert!(remove(&mut untouched, "token", false));
-        assert_eq!(untouched.uri.to_string(), "/api?a=1;b=2&c");
-        // Behind a `;`, as some frameworks split: found, and taken out.
-        let hidden = req("/ws?a=1;token=gwk_d", &[]);
+        assert_eq!(untouched.uri.to_string(), "/api?a=1;b=2&c&token=app-own");
+        // Behind a `;`, as some frameworks split: found, and taken out; the other
+        // parameters keep their separators.
+        let hidden = req("/ws?q=a;b&token=gwk_d;c=1", &[]);
         assert_eq!(find(&hidden, true, "token"), key("gwk_d"));
         let mut hidden = hidden;
         assert!(remove(&mut hidden, "token", false));
-        assert_eq!(hidden.uri.to_string(), "/ws?a=1");
+        assert_eq!(hidden.uri.to_string(), "/ws?q=a;b;c=1");
+        let mut leading = req("/ws?token=gwk_d&x=1", &[]);
+        assert!(strip_query(&mut leading, "token"));
+        assert_eq!(leading.uri.to_string(), "/ws?x=1");
         // An HTTP/2 request's target has its authority: kept.
         let mut h2 = req("/ws?token=gwk_e&x=1", &[]);
-        h2.set_uri(
-            "https://a.test:8443/ws?token=gwk_e&x=1"
-                .parse()
-                .expect("uri"),
-        );
+        h2.set_uri("https://a.test:8443/ws?token=gwk_e&x=1".parse().expect("uri"));
         assert!(remove(&mut h2, "token", false));
         assert_eq!(h2.uri.to_string(), "https://a.test:8443/ws?x=1");
     }

@@ -62,7 +62,7 @@ pub async fn check(
     Ok(step)
 }
 
-/// The allowlist, the failed-login counter, an API key (enough on its own when valid),
+/// The allowlist, an API key (enough on its own when valid), the failed-login counter,
 /// Basic credentials and the sign-on service, in this order.
 async fn checks(
     session: &mut Session,
@@ -78,13 +78,8 @@ async fn checks(
         let forbidden = Some(Reject::Forbidden);
         return reply.answer(session, forbidden, 403, &detail, &[]).await;
     }
-    let blocked = match &access.failures {
-        Some(failures) => failures.blocked(client).await,
-        None => None,
-    };
-    if let Some(retry) = blocked {
-        return too_many_failures(session, retry, reply).await;
-    }
+    // A key first: a valid one cannot have been guessed, so it is let through even from
+    // an address blocked for failed logins (a NAT shared with someone guessing).
     if let Some(keys) = &access.keys {
         match api_keys::check(session, ctx, route, access, keys, client, reply).await {
             Found::Verified => return Ok(Step::Next),
@@ -95,6 +90,13 @@ async fn checks(
             }
             Found::Nothing => {}
         }
+    }
+    let blocked = match &access.failures {
+        Some(failures) => failures.blocked(client).await,
+        None => None,
+    };
+    if let Some(retry) = blocked {
+        return too_many_failures(session, retry, reply).await;
     }
     let mut user = None;
     if let Some(basic) = &access.basic {

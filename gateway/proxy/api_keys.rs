@@ -44,28 +44,26 @@ pub async fn check(
     client: IpAddr,
     reply: &Reply<'_>,
 ) -> Found {
-    let websocket = upgrade::asks_websocket(session.req_header());
-    let presented = present::find(session.req_header(), websocket, keys.param());
-    if presented == Presented::Nothing {
-        return Found::Nothing;
-    }
+    let websocket = upgrade::wants_websocket(session);
+    // Verified where it lies in the request (no copy), then taken out.
+    let verified = match present::find(session.req_header(), websocket, keys.param()) {
+        Presented::Nothing => {
+            // A key in a plain URL is not read, but it does not go on either.
+            if !present::strip_query(session.req_header_mut(), keys.param()) {
+                return Found::Refused(bad_request(session, reply).await);
+            }
+            return Found::Nothing;
+        }
+        Presented::Ambiguous => Err(Denied::Ambiguous),
+        Presented::Key(secret) => keys.verify(&secret).cloned().map_err(Denied::from),
+    };
     let pass = access.pass_authorization;
     if !present::remove(session.req_header_mut(), keys.param(), pass) {
-        let refused = reply.answer(session, Some(Reject::BadRequest), 400, "Bad request.", &[]);
-        return Found::Refused(refused.await);
+        return Found::Refused(bad_request(session, reply).await);
     }
-    let secret = match presented {
-        Presented::Key(secret) => secret,
-        _ => return refuse(session, (route, access), client, reply, Denied::Ambiguous).await,
-    };
-    let key = match keys.verify(&secret) {
-        Ok(key) => key.clone(),
-        Err(refusal) => {
-            let denied = match refusal {
-                Refusal::Unknown => Denied::Unknown,
-                Refusal::Expired(key) => Denied::Expired(key.name.clone()),
-                Refusal::NotAllowed(key) => Denied::NotAllowed(key.name.clone()),
-            };
+    let key = match verified {
+        Ok(key) => key,
+        Err(denied) => {
             if let Denied::Expired(name) | Denied::NotAllowed(name) = &denied {
                 info!(
                     "event=api_key_refused route={} key={name} reason={}",
@@ -76,8 +74,11 @@ pub async fn check(
             return refuse(session, (route, access), client, reply, denied).await;
         }
     };
+    // Named from here on: its refusals below are counted under it too.
+    ctx.user = Some(key.name.clone());
+    ctx.key = Some(key.clone());
     if let Some(limiter) = &key.rate {
-        match Box::pin(limiter.check_key()).await {
+        match limiter.check_key().await {
             Some(Verdict::Limited { retry_after }) => {
                 let detail = format!(
                     "Too many requests with key {}. Try again in {retry_after} s.",
@@ -89,26 +90,27 @@ pub async fn check(
             verdict => ctx.key_rate = verdict,
         }
     }
-    // A WebSocket is a session, not a request in progress (as for `max_concurrent` of
-    // a pool): it would hold its place for hours.
-    if !websocket {
-        match key.enter() {
-            Ok(slot) => ctx.key_slot = slot,
-            Err(_busy) => {
-                let extra = [(header::RETRY_AFTER, HeaderValue::from_static("1"))];
-                let detail = format!(
-                    "Key {} already has {} requests in progress. Try again in a moment.",
-                    key.name,
-                    key.max_concurrent().unwrap_or(0)
-                );
-                let busy = reply.answer(session, Some(Reject::ApiKeyBusy), 429, &detail, &extra);
-                return Found::Refused(busy.await);
-            }
+    // A WebSocket holds its place until the app accepts the upgrade: then it is a
+    // session, not a request in progress (`upgrade::tunnel` gives the place back).
+    match key.enter() {
+        Ok(slot) => ctx.key_slot = slot,
+        Err(_busy) => {
+            let extra = [(header::RETRY_AFTER, HeaderValue::from_static("1"))];
+            let detail = format!(
+                "Key {} already has {} requests in progress. Try again in a moment.",
+                key.name,
+                key.max_concurrent().unwrap_or(0)
+            );
+            let busy = reply.answer(session, Some(Reject::ApiKeyBusy), 429, &detail, &extra);
+            return Found::Refused(busy.await);
         }
     }
-    ctx.user = Some(key.name.clone());
-    ctx.key = Some(key);
     Found::Verified
+}
+
+async fn bad_request(session: &mut Session, reply: &Reply<'_>) -> Checked {
+    let bad = Some(Reject::BadRequest);
+    reply.answer(session, bad, 400, "Bad request.", &[]).await
 }
 
 /// Why a key was refused.
@@ -120,6 +122,16 @@ pub enum Denied {
     Unknown,
     Expired(std::sync::Arc<str>),
     NotAllowed(std::sync::Arc<str>),
+}
+
+impl From<Refusal> for Denied {
+    fn from(refusal: Refusal) -> Denied {
+        match refusal {
+            Refusal::Unknown => Denied::Unknown,
+            Refusal::Expired(key) => Denied::Expired(key.name.clone()),
+            Refusal::NotAllowed(key) => Denied::NotAllowed(key.name.clone()),
+        }
+    }
 }
 
 impl Denied {

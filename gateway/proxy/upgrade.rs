@@ -95,9 +95,15 @@ pub async fn screen(session: &mut Session, ctx: &mut RequestCtx, reply: &Reply<'
     Ok(Step::Next)
 }
 
-/// Whether `req` (an upgrade request) asks for a WebSocket: a `GET` with one `Upgrade:
+/// Whether `session` asks for a WebSocket: an HTTP/1.1 upgrade request (as Pingora
+/// reads one) that is a `GET` with one `Upgrade: websocket`.
+pub fn wants_websocket(session: &Session) -> bool {
+    session.as_downstream().is_upgrade_req() && asks_websocket(session.req_header())
+}
+
+/// Whether `req`, an upgrade request, asks for a WebSocket: a `GET` with one `Upgrade:
 /// websocket`.
-pub fn asks_websocket(req: &RequestHeader) -> bool {
+fn asks_websocket(req: &RequestHeader) -> bool {
     let mut upgrades = req.headers.get_all(header::UPGRADE).iter();
     req.method == Method::GET
         && upgrades
@@ -169,6 +175,8 @@ pub async fn tunnel(
     // From now on a tunnel of its replica, no longer a request under `max_concurrent`,
     // nor one in flight on its app (whose stop closes it).
     ctx.lease = ctx.lease.take().map(crate::pool::Lease::into_tunnel);
+    // Nor one of its API key's `max_concurrent` requests.
+    ctx.key_slot = None;
     let mut app_tunnel = ctx.app.take().map(crate::apps::InFlight::into_tunnel);
     // Bytes the app sent right behind its `101` are already in Pingora's reader: take
     // them without waiting for more, then keep only the bare connection.

@@ -606,3 +606,76 @@ def test_gradio_on_demand_waiting_page_then_app_then_idle_stop(tmp_path):
         stack.stop()
     log = (tmp_path / "gateway.log").read_text()
     assert "event=app_stop app=voice reason=idle" in log, log[-3000:]
+
+
+def test_gradio_client_calls_through_with_its_api_key(tmp_path, monkeypatch):
+    """gradio_client, as a script uses it, against the real Gradio app on a route that
+    accepts API keys (docs/access.md): its key in `X-API-Key`, taken out by the gateway,
+    the key's name given to the app in `X-Forwarded-User`; without it, 401."""
+    out = subprocess.run([str(GATEWAY), "key", "new", "gradio-bot"], capture_output=True,
+                         text=True, check=True).stdout
+    secret = next(l for l in out.splitlines() if l.startswith("gwk_"))
+    entry = next(l for l in out.splitlines() if l.startswith("- {"))
+    (tmp_path / "keys.yaml").write_text(entry + "\n")
+    port, https, metrics = free_port(), free_port(), free_port()
+    (tmp_path / "routes.yaml").write_text(
+        f"""listen:
+  https: "127.0.0.1:{https}"
+  metrics: "127.0.0.1:{metrics}"
+api_keys: {{ file: keys.yaml }}
+routes:
+  - host: {VOICE}
+    name: voice
+    upstream: 127.0.0.1:{port}
+    api_keys: true
+    identity_header: X-Forwarded-User
+"""
+    )
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
+    procs = []
+
+    def spawn(args, extra, log):
+        proc = subprocess.Popen(args, env=dict(env, **extra), cwd=tmp_path,
+                                stdout=open(tmp_path / log, "wb"), stderr=subprocess.STDOUT)
+        procs.append(proc)
+        return proc
+
+    try:
+        requests = tmp_path / "requests.log"
+        app = spawn([sys.executable, str(HERE / "apps/gradio_app.py")],
+                    dict(PORT=str(port), REQUEST_LOG=str(requests),
+                         GRADIO_TEMP_DIR=str(tmp_path / "gradio-tmp")), "gradio.log")
+        wait_port(port, app, "gradio")
+        gateway = spawn([str(GATEWAY), "run", "-c", str(tmp_path / "routes.yaml")],
+                        dict(RUST_LOG="info", STATE_DIRECTORY=str(tmp_path / "state")),
+                        "gateway.log")
+        wait_port(https, gateway, "gateway", 30)
+        # Every *.test name is this machine (the URL keeps the name, for SNI and Host).
+        real = socket.getaddrinfo
+        monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: real(
+            "127.0.0.1" if str(host).endswith(".test") else host, *a, **k))
+        url = f"https://{VOICE}:{https}/"
+        from gradio_client import Client
+
+        c = Client(url, headers={"X-API-Key": secret}, ssl_verify=False, verbose=False)
+        assert c.predict(3, api_name="/generate").strip() == "token0 token1 token2"
+
+        with httpx.Client(verify=False) as h:
+            resp = h.get(f"{url}config", headers={"accept": "application/json"})
+        assert resp.status_code == 401
+        assert resp.headers["www-authenticate"] == "Bearer"
+        assert resp.json()["error"]["code"] == "missing_api_key"
+
+        seen = [json.loads(l) for l in requests.read_text().splitlines()]
+        through = [q for q in seen if q["x_forwarded_proto"] == "https"]
+        assert through and all(q["x_forwarded_user"] == "gradio-bot" for q in through), through
+        assert not any(q["credentials"] for q in through), through
+        assert secret not in requests.read_text()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()

@@ -89,19 +89,27 @@ fn the_files_problems_are_reported_at_their_own_lines() {
     ] {
         assert!(all.contains(needle), "no {needle:?} in:\n{all}");
     }
-    // A route no route is named: reported in the file.
+    // A route no route is named: a warning in the file (removing a route must not stop
+    // revocations), as is a route that accepts no keys.
     let dir = keys_file(
         "route",
         &format!("- {{ name: ci, sha256: {DIGEST_A}, routes: [comfy, nowhere, \"b.*\"] }}\n"),
     );
-    let all = load(&routes(&dir, "")).expect_err("invalid");
+    let config = load(&routes(&dir, "")).unwrap_or_else(|e| panic!("{e:?}"));
+    let f = dir.join("keys.yaml").display().to_string();
+    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(
-        all,
-        [format!(
-            "{}:1:5: [0].routes[1]: key \"ci\": no route is named \"nowhere\"",
-            dir.join("keys.yaml").display()
-        )]
+        warnings,
+        [
+            format!("{f}:1:5: warning: [0].routes[1]: key \"ci\": no route is named \"nowhere\""),
+            format!("{f}:1:5: warning: [0].routes[2]: key \"ci\": route \"b.*\" accepts no keys (it has no `api_keys`)"),
+        ]
     );
+    // Hexadecimal digits only (no sign a number parser would take).
+    let plus = format!("+{}", &DIGEST_A[1..]);
+    let dir = keys_file("plus", &format!("- {{ name: ci, sha256: \"{plus}\" }}\n"));
+    let all = load(&routes(&dir, "")).expect_err("invalid").join("\n");
+    assert!(all.contains("[0].sha256: invalid sha256"), "{all}");
 }
 
 #[test]
@@ -165,14 +173,33 @@ fn a_route_needs_keys_to_accept_and_a_field_of_its_own_for_identity() {
         errors,
         [
             "routes.yaml:5:15: routes[0].api_keys: invalid api_keys \"yes\"; expected true, or a list of key names like [ci-bot, notebook]",
+            "routes.yaml:8:15: routes[1].api_keys: no keys to accept: add an `api_keys` section with a `file` (or `keys`)",
             "routes.yaml:9:22: routes[1].identity_header: identity_header authorization is a field the gateway or HTTP gives another meaning; choose the one the app reads, like X-Forwarded-User",
             "routes.yaml:12:22: routes[2].identity_header: invalid identity_header \"bad name\"; expected a header name like X-Forwarded-User",
         ]
     );
-    let text = "tls: { cert: a.pem, key: a.key }\nroutes:\n  - host: a.example.com\n    upstream: 7860\n    api_keys: true\n    identity_header: X-Forwarded-User\n  - host: c.example.com\n    upstream: 7862\n    rate_limit: { rate: 1/s, key: api_key }\n";
+    let text = "tls: { cert: a.pem, key: a.key }\nroutes:\n  - host: a.example.com\n    upstream: 7860\n    api_keys: true\n    identity_header: X_Forwarded_For\n  - host: c.example.com\n    upstream: 7862\n    rate_limit: { rate: 1/s, key: api_key }\n";
     let errors = load(text).expect_err("invalid");
     assert_eq!(
         errors,
-        ["routes.yaml:5:15: routes[0].api_keys: no keys to accept: add an `api_keys` section with a `file` (or `keys`)"]
+        [
+            "routes.yaml:5:15: routes[0].api_keys: no keys to accept: add an `api_keys` section with a `file` (or `keys`)",
+            "routes.yaml:6:22: routes[0].identity_header: identity_header x_forwarded_for is a field the gateway or HTTP gives another meaning; choose the one the app reads, like X-Forwarded-User",
+        ]
     );
+}
+
+#[test]
+fn warnings_for_a_key_named_like_a_user_and_a_rate_keyed_by_the_key_field() {
+    let dir = keys_file("alice", &format!("- {{ name: alice, sha256: {DIGEST_A} }}\n"));
+    let hash = "$2y$05$0123456789012345678901uQ0R7CDSwVmGmZ9y3Hq4p5p3VyG7CxO";
+    let text = routes(&dir, "").replace(
+        "    api_keys: true\n",
+        &format!("    api_keys: true\n    identity_header: X-Forwarded-User\n    basic_auth: {{ users: {{ alice: \"{hash}\" }} }}\n    rate_limit: {{ rate: 1/s, key: \"header:X-API-Key\" }}\n"),
+    );
+    let config = load(&text).unwrap_or_else(|e| panic!("{e:?}"));
+    let all: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    let all = all.join("\n");
+    assert!(all.contains("routes[0].rate_limit.key: the API key is taken out of x-api-key before the rate limit"), "{all}");
+    assert!(all.contains("routes[0].identity_header: key \"alice\" and the Basic user \"alice\" would reach the app as the same identity"), "{all}");
 }

@@ -5,8 +5,9 @@ environment; analytics are off (GRADIO_ANALYTICS_ENABLED=False, set by the suite
 The suite runs it as two replicas behind one route. REPLICA names the process: the
 generated text starts with "[REPLICA] ", so a streamed value shows which replica made
 it. With REQUEST_LOG set, every HTTP request the app receives is appended there as a
-JSON line (replica, method, path, user agent, X-Forwarded-Proto): the replica's own
-record of what the gateway sent it."""
+JSON line (replica, method, path, user agent, X-Forwarded-Proto, X-Forwarded-User,
+whether an X-API-Key or Authorization field came): the replica's own record of what the
+gateway sent it."""
 
 import hashlib
 import json
@@ -37,6 +38,8 @@ class RequestLog:
                 "user_agent": headers.get(b"user-agent", b"").decode("latin-1"),
                 # Set by the gateway; Gradio's own start-up requests to itself have none.
                 "x_forwarded_proto": headers.get(b"x-forwarded-proto", b"").decode("latin-1"),
+                "x_forwarded_user": headers.get(b"x-forwarded-user", b"").decode("latin-1"),
+                "credentials": b"x-api-key" in headers or b"authorization" in headers,
             }
             with open(REQUEST_LOG, "a") as f:
                 f.write(json.dumps(line) + "\n")
