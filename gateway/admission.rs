@@ -16,6 +16,19 @@ use pingora::http::RequestHeader;
 use crate::config::HeadLimits;
 use crate::metrics::Reject;
 
+/// Whether a request asks for a WebSocket: an HTTP/1.1 upgrade request (`upgrade_req`,
+/// as Pingora reads one: HTTP/1.1 with `Upgrade`) that is a `GET` with one `Upgrade:
+/// websocket`.
+pub fn asks_websocket(upgrade_req: bool, req: &RequestHeader) -> bool {
+    let mut upgrades = req.headers.get_all(header::UPGRADE).iter();
+    upgrade_req
+        && req.method == Method::GET
+        && upgrades
+            .next()
+            .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"))
+        && upgrades.next().is_none()
+}
+
 /// Why a request is refused at the door.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {

@@ -33,6 +33,15 @@ use crate::prefix::Prefix;
 use crate::router::RouteTable;
 use crate::tls::CertStore;
 
+/// `identity_header` as the request path needs it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub name: HeaderName,
+    /// Fields with `_` reach the app (`limits.underscores_in_headers`): the name's `_`
+    /// spelling is removed too.
+    pub cgi: bool,
+}
+
 /// A route as the request path needs it: everything precomputed.
 #[derive(Debug)]
 pub struct ActiveRoute {
@@ -55,7 +64,7 @@ pub struct ActiveRoute {
     /// The `Host` the app gets instead of the client's (`upstream_host`).
     pub upstream_host: Option<HeaderValue>,
     /// The field that tells the app who the request is from (`identity_header`).
-    pub identity_header: Option<HeaderName>,
+    pub identity: Option<Identity>,
     /// The managed app behind the route (`app:`), started on demand.
     pub app: Option<Arc<App>>,
     /// `app: [A, B]`: the apps that are the route's replicas (empty otherwise).
@@ -70,6 +79,7 @@ impl ActiveRoute {
         metrics: Option<Arc<RouteMetrics>>,
         access: Option<RouteAccess>,
         (app, replica_apps): (Option<Arc<App>>, Box<[Arc<App>]>),
+        underscores: bool,
     ) -> ActiveRoute {
         ActiveRoute {
             name: route.name.clone(),
@@ -81,7 +91,10 @@ impl ActiveRoute {
             access: access.map(Arc::new),
             prefix: Prefix::new(&route.path, route.strip_prefix, &route.upstreams),
             upstream_host: route.upstream_host.clone(),
-            identity_header: route.access.identity_header.clone(),
+            identity: route.access.identity_header.clone().map(|name| Identity {
+                name,
+                cgi: underscores,
+            }),
             app,
             replica_apps,
         }
@@ -101,7 +114,7 @@ impl ActiveRoute {
             access: self.access.clone(),
             prefix: self.prefix.clone(),
             upstream_host: self.upstream_host.clone(),
-            identity_header: self.identity_header.clone(),
+            identity: self.identity.clone(),
             app: self.app.clone(),
             replica_apps: self.replica_apps.clone(),
         }
@@ -224,7 +237,9 @@ impl Snapshot {
                 .filter_map(|name| managed.get(name).cloned())
                 .collect();
             let apps = (app, replica_apps);
-            let active = ActiveRoute::build(route, pool, limiter, series, access, apps);
+            let underscores = config.head_limits.underscores_in_headers;
+            let active =
+                ActiveRoute::build(route, pool, limiter, series, access, apps, underscores);
             if let Some(plain) = &mut plain_routes {
                 let table = plain.entry(&route.host);
                 table.insert(&route.path, Arc::new(active.for_plain_http()));

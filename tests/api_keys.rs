@@ -428,7 +428,11 @@ async fn the_identity_field_carries_the_key_or_the_user_and_never_the_clients_ow
     // A key in a plain URL is not read (the password decides) and does not go on.
     let target = format!("/?x=1&token={secret};y=2");
     let (status, _, seen) = get(&c, &env, "a.test", &target, &headers).await;
-    assert_eq!((status, seen["query"].as_str()), (200, Some("x=1;y=2")), "{seen}");
+    assert_eq!(
+        (status, seen["query"].as_str()),
+        (200, Some("x=1;y=2")),
+        "{seen}"
+    );
     // No credentials: the route's other login asks, and nothing reaches the app.
     let (status, headers, _) = get(&c, &env, "a.test", "/", &forged).await;
     assert_eq!(status, 401);
@@ -452,7 +456,10 @@ async fn the_identity_field_carries_the_key_or_the_user_and_never_the_clients_ow
         );
     }
     let (status, _, _) = get(&c, &env, "a.test", "/", &[("authorization", &basic)]).await;
-    assert_eq!(status, 429, "three failed logins block the client's passwords");
+    assert_eq!(
+        status, 429,
+        "three failed logins block the client's passwords"
+    );
     // A valid key cannot have been guessed: it still passes from that address.
     let (status, _, _) = get(&c, &env, "a.test", "/", &[("x-api-key", &secret)]).await;
     assert_eq!(status, 200);

@@ -74,8 +74,8 @@ pub fn new_key(name: &str, routes: &[String], expires: Option<&str>) -> Result<I
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
     );
     // Quoted when YAML would read it as something else than text (`2027`, `true`).
-    let plain = serde_yaml::from_str::<serde_yaml::Value>(name)
-        .is_ok_and(|v| v.as_str() == Some(name));
+    let plain =
+        serde_yaml::from_str::<serde_yaml::Value>(name).is_ok_and(|v| v.as_str() == Some(name));
     let shown = match plain {
         true => name.to_string(),
         false => format!("\"{name}\""),
@@ -102,7 +102,11 @@ mod tests {
         let a = new_key("ci-bot", &routes, Some("2027-06-30")).expect("key");
         let b = new_key("ci-bot", &[], None).expect("key");
         let number = new_key("2027", &[], None).expect("key");
-        assert!(number.entry.starts_with("- { name: \"2027\", sha256: "), "{}", number.entry);
+        assert!(
+            number.entry.starts_with("- { name: \"2027\", sha256: "),
+            "{}",
+            number.entry
+        );
         assert!(
             a.secret.starts_with("gwk_") && a.secret.len() == 4 + 43,
             "{}",

@@ -19,6 +19,8 @@ use crate::metrics::{KeyCounts, Metrics};
 pub struct Key {
     /// In the access log, the metrics and `identity_header`.
     pub name: Arc<str>,
+    /// The name as the value of `identity_header`, made once.
+    pub identity: http::HeaderValue,
     /// Its place in `Keys::keys` (and in each route's `allowed` and counts).
     index: usize,
     /// The first instant it is refused.
@@ -117,6 +119,9 @@ impl Keys {
             });
             let name: Arc<str> = key.name.as_str().into();
             keys.push(Arc::new(Key {
+                // Key names are letters, digits, `-`, `_` and `.`: always a valid value.
+                identity: http::HeaderValue::from_str(&name)
+                    .unwrap_or_else(|_| http::HeaderValue::from_static("")),
                 name: name.clone(),
                 index,
                 expires_at: key.expires_at,
@@ -188,7 +193,11 @@ pub struct RouteKeys {
 impl RouteKeys {
     /// The key whose secret is `secret`, if this route accepts it now.
     pub fn verify(&self, secret: &[u8]) -> Result<&Arc<Key>, Refusal> {
-        let digest = openssl::sha::sha256(secret);
+        // The low-level hasher: `openssl::sha::sha256` goes through OpenSSL 3's
+        // `EVP_Q_digest`, which looks the algorithm up (and takes its lock) on each call.
+        let mut hasher = openssl::sha::Sha256::new();
+        hasher.update(secret);
+        let digest = hasher.finish();
         let index = *self.keys.by_digest.get(&digest).ok_or(Refusal::Unknown)?;
         let key = self.keys.keys.get(index).ok_or(Refusal::Unknown)?;
         if key.expires_at.is_some_and(|end| SystemTime::now() >= end) {

@@ -117,6 +117,17 @@ impl RateLimiter {
         limiter
     }
 
+    /// `check_key` when it needs no waiting: the answer of this process's own bucket,
+    /// or `None` when the bucket is in the shared store.
+    pub fn check_here(&self) -> Option<Verdict> {
+        match self.shared {
+            None => {
+                Some(self.check_local(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), Some(b"key")))
+            }
+            Some(_) => None,
+        }
+    }
+
     /// Takes one token from an API key's bucket (`for_key`).
     pub async fn check_key(&self) -> Option<Verdict> {
         self.check(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), Some(b"key"))

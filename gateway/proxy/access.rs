@@ -53,6 +53,9 @@ pub async fn check(
     let Some(access) = &route.access else {
         return Ok(Step::Next);
     };
+    if api_keys::quick(session, ctx, access) {
+        return Ok(Step::Next);
+    }
     // Boxed: the checks' state (a sign-on request in flight) stays out of every public
     // route's request future.
     let step = Box::pin(checks(session, ctx, route, access, shared, reply)).await?;
@@ -247,26 +250,41 @@ async fn sign_on(
         .await)
 }
 
-/// `identity_header`: the client's own value removed (and, should the gateway keep
+/// `identity_header`: the client's own value removed (and, where the gateway keeps
 /// fields with `_`, any field an app reading CGI-style names would take for it), then
 /// who a login, a key or the sign-on service vouched for, if anyone did.
-pub fn identity(up: &mut RequestHeader, route: &ActiveRoute, user: Option<&str>) -> Result<()> {
-    let Some(name) = &route.identity_header else {
+pub fn identity(up: &mut RequestHeader, route: &ActiveRoute, vouched: Vouched) -> Result<()> {
+    let Some(identity) = &route.identity else {
         return Ok(());
     };
-    let forged: Vec<HeaderName> = up
-        .headers
-        .keys()
-        .filter(|k| same_to_cgi(k.as_str(), name.as_str()))
-        .cloned()
-        .collect();
-    for field in &forged {
-        up.remove_header(field);
+    up.remove_header(&identity.name);
+    if identity.cgi {
+        let forged: Vec<HeaderName> = up
+            .headers
+            .keys()
+            .filter(|k| same_to_cgi(k.as_str(), identity.name.as_str()))
+            .cloned()
+            .collect();
+        for field in &forged {
+            up.remove_header(field);
+        }
     }
-    if let Some(value) = user.and_then(|u| HeaderValue::from_bytes(u.as_bytes()).ok()) {
-        up.insert_header(name.clone(), value)?;
+    let value = match vouched {
+        Vouched::Key(value) => Some(value.clone()),
+        Vouched::User(user) => HeaderValue::from_bytes(user.as_bytes()).ok(),
+        Vouched::Nobody => None,
+    };
+    if let Some(value) = value {
+        up.insert_header(identity.name.clone(), value)?;
     }
     Ok(())
+}
+
+/// Who a request's identity is: a key (its value made once), a user, or nobody.
+pub enum Vouched<'a> {
+    Key(&'a HeaderValue),
+    User(&'a str),
+    Nobody,
 }
 
 /// Whether two field names read the same once `-` and `_` are one (as `HTTP_X_USER`).
@@ -287,7 +305,7 @@ pub fn upstream_fields(
         return Ok(());
     };
     let logins = access.basic.is_some() || access.forward.is_some() || access.keys.is_some();
-    if logins && !access.pass_authorization {
+    if logins && !access.pass_authorization && up.headers.contains_key(header::AUTHORIZATION) {
         up.remove_header(&header::AUTHORIZATION);
     }
     if let Some(forward) = &access.forward {

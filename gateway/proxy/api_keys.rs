@@ -5,7 +5,8 @@
 //! presented key that is not valid here gets 401 and counts as a failed login; it never
 //! falls through to the other logins.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue};
@@ -16,10 +17,10 @@ use super::context::RequestCtx;
 use super::limits;
 use super::page::Reply;
 use super::step::{answered, Checked};
-use super::upgrade;
+use crate::admission;
 use crate::auth::RouteAccess;
 use crate::keys::present::{self, Presented};
-use crate::keys::{Refusal, RouteKeys};
+use crate::keys::{Key, Refusal, RouteKeys};
 use crate::limits::Verdict;
 use crate::metrics::Reject;
 use crate::state::ActiveRoute;
@@ -34,6 +35,57 @@ pub enum Found {
     Refused(Checked),
 }
 
+/// The key a request presents, verified where it lies in the request (no copy): `None`
+/// without one. Nothing is taken out yet.
+fn presented(session: &Session, keys: &RouteKeys) -> Option<Result<Arc<Key>, Denied>> {
+    let upgrade_req = session.as_downstream().is_upgrade_req();
+    let websocket = admission::asks_websocket(upgrade_req, session.req_header());
+    match present::find(session.req_header(), websocket, keys.param()) {
+        Presented::Nothing => None,
+        Presented::Ambiguous => Some(Err(Denied::Ambiguous)),
+        Presented::Key(secret) => Some(keys.verify(&secret).cloned().map_err(Denied::from)),
+    }
+}
+
+/// The common case, decided without waiting: a valid key whose own bucket (if any) is
+/// this process's and has a token, with a place among its `max_concurrent`. True when
+/// the request passed, its key taken out; false leaves the request untouched for
+/// `check` (no key, a refusal to answer, a bucket in the shared store).
+pub fn quick(session: &mut Session, ctx: &mut RequestCtx, access: &RouteAccess) -> bool {
+    let Some(keys) = &access.keys else {
+        return false;
+    };
+    let client = ctx.client.unwrap_or(Ipv4Addr::UNSPECIFIED.into());
+    if !access.allows(client) {
+        return false;
+    }
+    let Some(Ok(key)) = presented(session, keys) else {
+        return false;
+    };
+    let verdict = match &key.rate {
+        None => None,
+        Some(limiter) => match limiter.check_here() {
+            Some(allowed @ Verdict::Allowed { .. }) => Some(allowed),
+            _ => return false,
+        },
+    };
+    let Ok(slot) = key.enter() else {
+        return false;
+    };
+    if !present::remove(
+        session.req_header_mut(),
+        keys.param(),
+        access.pass_authorization,
+    ) {
+        return false;
+    }
+    ctx.key_rate = verdict;
+    ctx.key_slot = slot;
+    ctx.user = Some(key.name.clone());
+    ctx.key = Some(key);
+    true
+}
+
 /// Finds, removes and checks the key of a request on a route that accepts keys.
 pub async fn check(
     session: &mut Session,
@@ -44,18 +96,12 @@ pub async fn check(
     client: IpAddr,
     reply: &Reply<'_>,
 ) -> Found {
-    let websocket = upgrade::wants_websocket(session);
-    // Verified where it lies in the request (no copy), then taken out.
-    let verified = match present::find(session.req_header(), websocket, keys.param()) {
-        Presented::Nothing => {
-            // A key in a plain URL is not read, but it does not go on either.
-            if !present::strip_query(session.req_header_mut(), keys.param()) {
-                return Found::Refused(bad_request(session, reply).await);
-            }
-            return Found::Nothing;
+    let Some(verified) = presented(session, keys) else {
+        // A key in a plain URL is not read, but it does not go on either.
+        if !present::strip_query(session.req_header_mut(), keys.param()) {
+            return Found::Refused(bad_request(session, reply).await);
         }
-        Presented::Ambiguous => Err(Denied::Ambiguous),
-        Presented::Key(secret) => keys.verify(&secret).cloned().map_err(Denied::from),
+        return Found::Nothing;
     };
     let pass = access.pass_authorization;
     if !present::remove(session.req_header_mut(), keys.param(), pass) {

@@ -20,7 +20,12 @@ pub fn upstream_request(session: &Session, up: &mut RequestHeader, ctx: &Request
     forwarded::apply(up, peer, ctx.client, ctx.https, host, id)?;
     if let Some(route) = &ctx.route {
         access::upstream_fields(up, route, &ctx.auth_fields)?;
-        access::identity(up, route, ctx.user.as_deref())?;
+        let vouched = match (&ctx.key, &ctx.user) {
+            (Some(key), _) => access::Vouched::Key(&key.identity),
+            (None, Some(user)) => access::Vouched::User(user),
+            (None, None) => access::Vouched::Nobody,
+        };
+        access::identity(up, route, vouched)?;
         if let Some(prefix) = &route.prefix {
             prefix.upstream_request(up)?;
         }

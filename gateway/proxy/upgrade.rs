@@ -29,7 +29,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{header, HeaderName, Method};
+use http::{header, HeaderName};
 use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
@@ -85,7 +85,7 @@ pub async fn screen(session: &mut Session, ctx: &mut RequestCtx, reply: &Reply<'
         let fault = Fault::Framing("An upgrade request cannot carry a body.");
         return admission::reject(session, fault, reply).await;
     }
-    if asks_websocket(req) {
+    if crate::admission::asks_websocket(true, req) {
         ctx.websocket = true;
         return Ok(Step::Next);
     }
@@ -93,23 +93,6 @@ pub async fn screen(session: &mut Session, ctx: &mut RequestCtx, reply: &Reply<'
     req.remove_header(&header::UPGRADE);
     req.remove_header("http2-settings");
     Ok(Step::Next)
-}
-
-/// Whether `session` asks for a WebSocket: an HTTP/1.1 upgrade request (as Pingora
-/// reads one) that is a `GET` with one `Upgrade: websocket`.
-pub fn wants_websocket(session: &Session) -> bool {
-    session.as_downstream().is_upgrade_req() && asks_websocket(session.req_header())
-}
-
-/// Whether `req`, an upgrade request, asks for a WebSocket: a `GET` with one `Upgrade:
-/// websocket`.
-fn asks_websocket(req: &RequestHeader) -> bool {
-    let mut upgrades = req.headers.get_all(header::UPGRADE).iter();
-    req.method == Method::GET
-        && upgrades
-            .next()
-            .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"))
-        && upgrades.next().is_none()
 }
 
 /// The tunnel's request as every proxied request leaves (Pingora's own clean-up on its

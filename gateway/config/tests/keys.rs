@@ -191,7 +191,10 @@ fn a_route_needs_keys_to_accept_and_a_field_of_its_own_for_identity() {
 
 #[test]
 fn warnings_for_a_key_named_like_a_user_and_a_rate_keyed_by_the_key_field() {
-    let dir = keys_file("alice", &format!("- {{ name: alice, sha256: {DIGEST_A} }}\n"));
+    let dir = keys_file(
+        "alice",
+        &format!("- {{ name: alice, sha256: {DIGEST_A} }}\n"),
+    );
     let hash = "$2y$05$0123456789012345678901uQ0R7CDSwVmGmZ9y3Hq4p5p3VyG7CxO";
     let text = routes(&dir, "").replace(
         "    api_keys: true\n",
@@ -200,6 +203,11 @@ fn warnings_for_a_key_named_like_a_user_and_a_rate_keyed_by_the_key_field() {
     let config = load(&text).unwrap_or_else(|e| panic!("{e:?}"));
     let all: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
     let all = all.join("\n");
-    assert!(all.contains("routes[0].rate_limit.key: the API key is taken out of x-api-key before the rate limit"), "{all}");
+    assert!(
+        all.contains(
+            "routes[0].rate_limit.key: the API key is taken out of x-api-key before the rate limit"
+        ),
+        "{all}"
+    );
     assert!(all.contains("routes[0].identity_header: key \"alice\" and the Basic user \"alice\" would reach the app as the same identity"), "{all}");
 }
