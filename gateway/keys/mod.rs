@@ -5,6 +5,7 @@
 
 pub mod issue;
 pub mod present;
+mod seen;
 mod table;
 
 pub use table::{Key, Keys, Refusal, RouteKeys, Slot};

@@ -1,6 +1,7 @@
 //! The keys of one configuration as the request path reads them: a table by SHA-256
 //! digest (`Keys`), and per route the keys it accepts (`RouteKeys`). A presented key
-//! costs one SHA-256 and one hash lookup; nothing here takes a lock. A key's rate
+//! costs one SHA-256 and one hash lookup the first time, one SipHash after (`seen`);
+//! nothing here takes a lock. A key's rate
 //! limiter and its count of requests in progress are handed on to the next
 //! configuration by name, so a reload (the file changed) neither refills its bucket nor
 //! forgets its requests in flight.
@@ -14,6 +15,8 @@ use crate::config::{ApiKey, ApiKeys, Route};
 use crate::limits::RateLimiter;
 use crate::limits_store::LimitsStore;
 use crate::metrics::{KeyCounts, Metrics};
+
+use super::seen::Seen;
 
 /// One key as the request path needs it.
 pub struct Key {
@@ -78,6 +81,8 @@ impl Key {
 /// Every key of the configuration.
 pub struct Keys {
     by_digest: HashMap<[u8; 32], usize>,
+    /// Secrets verified lately, by a keyed hash (`seen`).
+    seen: Seen,
     keys: Vec<Arc<Key>>,
     /// Where a WebSocket upgrade may carry its key.
     pub param: String,
@@ -134,11 +139,21 @@ impl Keys {
         }
         Keys {
             by_digest,
+            seen: Seen::new(keys.len()),
             keys,
             param: config.query_param.clone(),
             settings: config.keys.clone(),
             by_name,
         }
+    }
+
+    /// The index of the key whose SHA-256 is the secret's.
+    fn lookup(&self, secret: &[u8]) -> Option<usize> {
+        // The low-level hasher: `openssl::sha::sha256` goes through OpenSSL 3's
+        // `EVP_Q_digest`, which looks the algorithm up (and takes its lock) on each call.
+        let mut hasher = openssl::sha::Sha256::new();
+        hasher.update(secret);
+        self.by_digest.get(&hasher.finish()).copied()
     }
 
     fn named(&self, name: &str) -> Option<(&Arc<Key>, &ApiKey)> {
@@ -193,12 +208,15 @@ pub struct RouteKeys {
 impl RouteKeys {
     /// The key whose secret is `secret`, if this route accepts it now.
     pub fn verify(&self, secret: &[u8]) -> Result<&Arc<Key>, Refusal> {
-        // The low-level hasher: `openssl::sha::sha256` goes through OpenSSL 3's
-        // `EVP_Q_digest`, which looks the algorithm up (and takes its lock) on each call.
-        let mut hasher = openssl::sha::Sha256::new();
-        hasher.update(secret);
-        let digest = hasher.finish();
-        let index = *self.keys.by_digest.get(&digest).ok_or(Refusal::Unknown)?;
+        let hash = self.keys.seen.hash(secret);
+        let index = match self.keys.seen.find(hash) {
+            Some(index) => index,
+            None => {
+                let index = self.keys.lookup(secret).ok_or(Refusal::Unknown)?;
+                self.keys.seen.remember(hash, index);
+                index
+            }
+        };
         let key = self.keys.keys.get(index).ok_or(Refusal::Unknown)?;
         if key.expires_at.is_some_and(|end| SystemTime::now() >= end) {
             return Err(Refusal::Expired(key.clone()));
