@@ -37,8 +37,9 @@ use crate::tls::CertStore;
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub name: HeaderName,
-    /// Fields with `_` reach the app (`limits.underscores_in_headers`): the name's `_`
-    /// spelling is removed too.
+    /// Other spellings of the name can reach the app (fields with `_` are kept,
+    /// `limits.underscores_in_headers`, or the name has one): every field that reads the
+    /// same once `-` and `_` are one is removed.
     pub cgi: bool,
 }
 
@@ -92,8 +93,9 @@ impl ActiveRoute {
             prefix: Prefix::new(&route.path, route.strip_prefix, &route.upstreams),
             upstream_host: route.upstream_host.clone(),
             identity: route.access.identity_header.clone().map(|name| Identity {
+                // A name with `_` has a `-` spelling that is never removed on arrival.
+                cgi: underscores || name.as_str().contains('_'),
                 name,
-                cgi: underscores,
             }),
             app,
             replica_apps,

@@ -223,7 +223,13 @@ async fn a_websocket_carries_its_key_in_the_query_and_the_app_never_sees_it() {
     let app = App::start(Server::Uvicorn);
     let (secret, entry) = new_key("comfy-client", &[]);
     write_keys(&env, &[&entry]);
-    let routes = route("a.test", "comfy", &app, "    api_keys: true\n");
+    let routes = route("a.test", "comfy", &app, "    api_keys: true\n")
+        + &route(
+            "up.test",
+            "cgi",
+            &app,
+            "    api_keys: true\n    identity_header: X_User\n",
+        );
     let _gw = env.start(&config(&env, "", &routes));
 
     // ComfyUI's client: `/ws?clientId=…`, the key added as `token` (its name encoded,
@@ -253,6 +259,14 @@ async fn a_websocket_carries_its_key_in_the_query_and_the_app_never_sees_it() {
     let c = client(&env, &["a.test"], false);
     let (status, _, _) = get(&c, &env, "a.test", &format!("/?token={secret}"), &[]).await;
     assert_eq!(status, 401);
+    // An identity field named with `_` (fields with `_` are not kept): its `-` spelling,
+    // which a CGI-style app reads as the same, never passes either.
+    let c_up = client(&env, &["up.test"], false);
+    let forged = [("x-api-key", secret.as_str()), ("x-user", "admin")];
+    let (status, _, seen) = get(&c_up, &env, "up.test", "/", &forged).await;
+    assert_eq!(status, 200);
+    assert_eq!(seen_field(&seen, "x_user"), ["comfy-client"], "{seen}");
+    assert!(seen_field(&seen, "x-user").is_empty(), "{seen}");
     // Nothing with the key reached the app.
     let (_, seen) = app.get("/__seen");
     assert!(!seen.to_string().contains(&secret), "{seen}");

@@ -62,15 +62,17 @@ pub fn quick(session: &mut Session, ctx: &mut RequestCtx, access: &RouteAccess) 
     let Some(Ok(key)) = presented(session, keys) else {
         return false;
     };
+    // The place first: given back if the bucket refuses, while a refused bucket takes
+    // no token (GCRA), so the slow path's answer is the one a single check would give.
+    let Ok(slot) = key.enter() else {
+        return false;
+    };
     let verdict = match &key.rate {
         None => None,
         Some(limiter) => match limiter.check_here() {
             Some(allowed @ Verdict::Allowed { .. }) => Some(allowed),
             _ => return false,
         },
-    };
-    let Ok(slot) = key.enter() else {
-        return false;
     };
     if !present::remove(
         session.req_header_mut(),
