@@ -565,6 +565,9 @@ async fn hashing_never_blocks_the_workers() {
             tokio::spawn(async move {
                 c.get(url)
                     .header("authorization", creds)
+                    // 200 verifications at nice 10 take about a minute on one CPU kept
+                    // busy (`tests/under-load`); their time is not what is measured.
+                    .timeout(Duration::from_secs(300))
                     .send()
                     .await
                     .map(|r| r.status().as_u16())
@@ -626,9 +629,11 @@ async fn hashing_never_blocks_the_workers() {
         probes.len() >= 5,
         "the logins ended before they could be measured against"
     );
-    // The workers stayed free: a public request never waited behind the hashing.
+    // The workers stayed free: a public request never waited behind the hashing (on
+    // one CPU shared with a busy loop, the scheduler alone delays one by up to about
+    // 120 ms; a request behind a queue of verifications would wait seconds).
     assert!(
-        slowest < Duration::from_millis(100),
+        slowest < Duration::from_millis(250),
         "slowest health request {slowest:?}"
     );
 }

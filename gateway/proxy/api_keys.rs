@@ -125,21 +125,9 @@ pub async fn check(
     // Named from here on: its refusals below are counted under it too.
     ctx.user = Some(key.name.clone());
     ctx.key = Some(key.clone());
-    if let Some(limiter) = &key.rate {
-        match limiter.check_key().await {
-            Some(Verdict::Limited { retry_after }) => {
-                let detail = format!(
-                    "Too many requests with key {}. Try again in {retry_after} s.",
-                    key.name
-                );
-                let limited = limits::too_many(session, limiter, retry_after, &detail, reply);
-                return Found::Refused(limited.await);
-            }
-            verdict => ctx.key_rate = verdict,
-        }
-    }
     // A WebSocket holds its place until the app accepts the upgrade: then it is a
-    // session, not a request in progress (`upgrade::tunnel` gives the place back).
+    // session, not a request in progress (`upgrade::tunnel` gives the place back). The
+    // place before the token: a busy key is not charged one.
     match key.enter() {
         Ok(slot) => ctx.key_slot = slot,
         Err(_busy) => {
@@ -151,6 +139,19 @@ pub async fn check(
             );
             let busy = reply.answer(session, Some(Reject::ApiKeyBusy), 429, &detail, &extra);
             return Found::Refused(busy.await);
+        }
+    }
+    if let Some(limiter) = &key.rate {
+        match limiter.check_key().await {
+            Some(Verdict::Limited { retry_after }) => {
+                let detail = format!(
+                    "Too many requests with key {}. Try again in {retry_after} s.",
+                    key.name
+                );
+                let limited = limits::too_many(session, limiter, retry_after, &detail, reply);
+                return Found::Refused(limited.await);
+            }
+            verdict => ctx.key_rate = verdict,
         }
     }
     Found::Verified
