@@ -250,9 +250,9 @@ async fn sign_on(
         .await)
 }
 
-/// `identity_header`: the client's own value removed (and, where the gateway keeps
-/// fields with `_`, any field an app reading CGI-style names would take for it), then
-/// who a login, a key or the sign-on service vouched for, if anyone did.
+/// `identity_header`: the client's own value removed (and, where another spelling can
+/// arrive, any field an app reading CGI-style names would take for it: `Identity::cgi`),
+/// then who a login, a key or the sign-on service vouched for, if anyone did.
 pub fn identity(up: &mut RequestHeader, route: &ActiveRoute, vouched: Vouched) -> Result<()> {
     let Some(identity) = &route.identity else {
         return Ok(());
