@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::sign_on::SignOn;
-use common::{client, sample, Env, Upstream};
+use common::{client, hash_password, sample, Env, Upstream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 
@@ -28,25 +28,6 @@ fn route(host: &str, up: &Upstream, extra: &str) -> String {
 fn basic(user: &str, password: &str) -> String {
     let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     format!("Basic {encoded}")
-}
-
-/// `gateway hash-password`, the password on standard input.
-fn hash_password(password: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("gateway hash-password");
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(password.as_bytes())
-            .expect("write password");
-    }
-    let out = child.wait_with_output().expect("hash-password output");
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Apache's `htpasswd -B` (Debian package `apache2-utils`, installed by `make test`):

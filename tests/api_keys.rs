@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::apps::{App, Server};
 use common::redis::Redis;
-use common::{client, sample, Env, Gateway};
+use common::{client, hash_password, sample, Env, Gateway};
 use futures_util::StreamExt;
 use serde_json::Value;
 
@@ -387,7 +387,7 @@ async fn the_identity_field_carries_the_key_or_the_user_and_never_the_clients_ow
     let app = App::start(Server::Uvicorn);
     let (secret, entry) = new_key("ci", &[]);
     write_keys(&env, &[&entry]);
-    let alice = hash("wonderland");
+    let alice = hash_password("wonderland");
     let login = format!(
         "    api_keys: true\n    identity_header: X-Forwarded-User\n    basic_auth: {{ users: {{ alice: \"{alice}\" }} }}\n    auth_failures: {{ limit: 3, per: 1m }}\n"
     );
@@ -477,21 +477,4 @@ async fn the_identity_field_carries_the_key_or_the_user_and_never_the_clients_ow
     // A valid key cannot have been guessed: it still passes from that address.
     let (status, _, _) = get(&c, &env, "a.test", "/", &[("x-api-key", &secret)]).await;
     assert_eq!(status, 200);
-}
-
-/// `gateway hash-password` of `password` (read from standard input).
-fn hash(password: &str) -> String {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("gateway hash-password");
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(password.as_bytes()).expect("password");
-    }
-    let out = child.wait_with_output().expect("hash");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

@@ -169,8 +169,8 @@ pub enum Denied {
     /// Two different keys, or an empty one.
     Ambiguous,
     Unknown,
-    Expired(std::sync::Arc<str>),
-    NotAllowed(std::sync::Arc<str>),
+    Expired(Arc<str>),
+    NotAllowed(Arc<str>),
 }
 
 impl From<Refusal> for Denied {

@@ -25,6 +25,25 @@ pub type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 pub type WsError = tokio_tungstenite::tungstenite::Error;
 
+/// `gateway hash-password`, the password on standard input.
+pub fn hash_password(password: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("gateway hash-password");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(password.as_bytes())
+            .expect("write password");
+    }
+    let out = child.wait_with_output().expect("hash-password output");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// `POST https://HOST:PORT/upload` with `body`; panics when no response comes.
 pub async fn upload(
     c: &reqwest::Client,
