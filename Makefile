@@ -16,7 +16,7 @@ TEST_TOOLS := $(BUILD_TOOLS) promtool:prometheus prometheus:prometheus testssl:t
   htpasswd:apache2-utils python3:python3 pebble:pebble redis-server:redis-server \
   redis-cli:redis-tools node:nodejs curl:curl
 
-.PHONY: run test check build dist deb image package-test cold-start prereqs test-prereqs
+.PHONY: run test check build dist deb image package-test cold-start soak prereqs test-prereqs
 
 # What the gateway writes (the self-signed certificate, ACME's files) goes to the state
 # directory: /var/lib/gateway for a service; target/state for these developer commands,
@@ -83,6 +83,13 @@ package-test: prereqs
 # for 3 s, time to first byte after the app listens; about a minute, on a release build.
 cold-start: test-prereqs
 	$(CARGO) test --release --test on_demand -- --ignored cold_start_latency --nocapture
+
+# Issue 31's soak (docs/reliability.md): an hour of mixed load with a fault every 2.5
+# minutes, on a release build; `make soak MINUTES=5` for a short one. As root for the
+# full-disk fault (a tmpfs of its own).
+MINUTES ?= 60
+soak: test-prereqs
+	bench/soak.sh --minutes $(MINUTES)
 
 prereqs:
 	@./.ci/install-missing $(BUILD_TOOLS)

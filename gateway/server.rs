@@ -19,7 +19,7 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::access_log::{AccessLog, Target};
+use crate::access_log::{AccessLog, Lost, Target};
 use crate::acme::AcmeService;
 use crate::admin::Admin;
 use crate::apps::Apps;
@@ -126,6 +126,7 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), StartError>
     add_background(&mut server, &parts, acceptor);
     let apps = parts.shared.apps.clone();
     let handed = parts.shared.apps.clone();
+    let access_log = parts.access_log.clone();
     lifecycle::watch(
         server.watch_execution_phase(),
         parts.in_flight,
@@ -134,6 +135,9 @@ pub fn run(path: &Path, config: Config, upgrade: bool) -> Result<(), StartError>
         move |upgrade| {
             if !upgrade {
                 apps.stop_all();
+            }
+            if let Some(log) = &access_log {
+                log.close();
             }
         },
     );
@@ -157,14 +161,19 @@ fn sinks(config: &Config) -> Result<Sinks, StartError> {
         Some(_) => Some(Metrics::new(env!("CARGO_PKG_VERSION"))?),
         None => None,
     };
-    let dropped = metrics.as_ref().map(|m| m.access_log_dropped());
+    let lost = || {
+        metrics.as_ref().map(|m| Lost {
+            dropped: m.access_log_dropped(),
+            unwritten: m.access_log_unwritten(),
+        })
+    };
     let access_log = match &config.access_log {
         AccessLogTarget::Off => None,
         AccessLogTarget::Stdout => {
-            Some(AccessLog::start(Target::Stdout, dropped).map_err(StartError::AccessLogStdout)?)
+            Some(AccessLog::start(Target::Stdout, lost()).map_err(StartError::AccessLogStdout)?)
         }
         AccessLogTarget::File(path) => Some(
-            AccessLog::start(Target::File(path.clone()), dropped).map_err(|source| {
+            AccessLog::start(Target::File(path.clone()), lost()).map_err(|source| {
                 StartError::AccessLogFile {
                     path: path.clone(),
                     source,

@@ -550,6 +550,89 @@ async fn a_rotation_under_load_loses_no_line() {
     );
 }
 
+/// Found by the soak (issue 31): with the log's disk full every line logged a warning (300
+/// in 12 s) and the lost lines were counted nowhere. Now every line is in the file or in
+/// `gateway_access_log_unwritten_total`, and the failure is logged once, its end once
+/// (a reopen onto the full disk is no end). `/dev/full` is the full disk: every write to
+/// it fails with ENOSPC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_loses_only_lines_it_counts_and_logs_it_once() {
+    const FULL: usize = 600;
+    const AFTER: usize = 100;
+    let (a, b) = (Upstream::start("A").await, Upstream::start("B").await);
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("logs")).expect("mkdir logs");
+    let log = env.path("logs/access.log");
+    std::os::unix::fs::symlink("/dev/full", &log).expect("symlink");
+    let gw = env.start(&config(&env, &a, &b, "access_log: logs/access.log\n"));
+    let c = client(&env, &["up.test"], false);
+    let url = format!("https://up.test:{}/echo", env.https);
+    for _ in 0..FULL {
+        let resp = c
+            .get(&url)
+            .send()
+            .await
+            .expect("served with the log's disk full");
+        assert_eq!(resp.status(), 200);
+    }
+    let unwritten = "gateway_access_log_unwritten_total";
+    env.metrics_until("lines counted as unwritten", |m| {
+        sample(m, unwritten).is_some_and(|n| n > 0.0)
+    })
+    .await;
+    // A reopen onto the still full disk: the lines the writer held (a full buffer's worth)
+    // are lost too, and nothing was written, so nothing says "recovered".
+    let (_, metrics) = env.metrics_get("/metrics").await;
+    let before = sample(&metrics, unwritten).unwrap_or_default();
+    gw.signal(libc::SIGUSR1);
+    env.metrics_until("the lines held at the reopen counted", |m| {
+        sample(m, unwritten).is_some_and(|n| n > before)
+    })
+    .await;
+    assert!(!gw.log_text().contains("event=access_log_write_recovered"));
+    // Space again: the path now names a file, which SIGUSR1 makes the writer open.
+    std::fs::remove_file(&log).expect("rm symlink");
+    gw.signal(libc::SIGUSR1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log.exists() {
+        assert!(Instant::now() < deadline, "access log not reopened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..AFTER {
+        assert_eq!(c.get(&url).send().await.expect("request").status(), 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = env.metrics_get("/metrics").await;
+        let lost = sample(&metrics, unwritten).unwrap_or_default() as usize;
+        let written = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        if written + lost == FULL + AFTER {
+            assert!(written >= AFTER, "{written} lines written, {lost} lost");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{written} lines written + {lost} counted, for {} requests",
+            FULL + AFTER
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = gw.log_text();
+    assert_eq!(
+        text.matches("event=access_log_write_failed").count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("event=access_log_write_recovered").count(),
+        1,
+        "{text}"
+    );
+}
+
 /// The file's lines, once it has at least `n` (within 10 s).
 async fn wait_lines(path: &Path, n: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(10);

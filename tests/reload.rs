@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -323,6 +324,136 @@ async fn a_certificate_replaced_on_disk_is_served_within_60s() {
     }
     let (_, text) = env.metrics_get("/metrics").await;
     assert!(text.contains("gateway_tls_certificate_expiry_timestamp_seconds{host=\"b.test\"}"));
+}
+
+/// Polls `/metrics` (up to 30 s: the files are looked at every 5 s) until `series` has
+/// the value `want`; returns the text.
+async fn metric_becomes(env: &Env, series: &str, want: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = env.metrics_get("/metrics").await;
+        if common::sample(&text, series) == Some(want) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{series} never {want}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Found by the soak (issue 31): a certificate or htpasswd file replaced with garbage was
+/// never counted (`gateway_config_last_reload_successful` stayed 1 while the next start
+/// would refuse the file), and was reported again every 5 s (an htpasswd file: a failed
+/// reload counted every 5 s). Now each broken version counts once, the old certificate
+/// and users stay, and the fix counts as a successful reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_certificate_or_htpasswd_on_disk_counts_once_and_the_old_ones_serve() {
+    let a = Upstream::start("A").await;
+    let env = Env::new();
+    let users = env.path("users.htpasswd");
+    let good_users = format!("bob:{}\n", common::hash_password("bobs-pass"));
+    std::fs::write(&users, &good_users).expect("htpasswd");
+    // certbot's layout: `live` links to the directory of the pair in force, and a renewal
+    // (here: the fix) swaps the link, so the pair changes at once.
+    let live = |dir: &str| {
+        let link = env.path("certs/live.new");
+        std::os::unix::fs::symlink(dir, &link).expect("symlink");
+        std::fs::rename(link, env.path("certs/live")).expect("swap the link");
+    };
+    let pair = |dir: &str, name: &str| {
+        std::fs::create_dir_all(env.path(&format!("certs/{dir}"))).expect("mkdir");
+        for ext in ["pem", "key"] {
+            let to = env.path(&format!("certs/{dir}/b.{ext}"));
+            std::fs::copy(env.path(&format!("certs/{name}.{ext}")), to).expect("copy");
+        }
+    };
+    pair("v1", "b");
+    live("v1");
+    let tls = "    tls: { cert: certs/live/b.pem, key: certs/live/b.key }\n";
+    let auth = format!("    basic_auth: {{ htpasswd: {} }}\n", users.display());
+    let gw = env.start(&config(
+        &env,
+        "",
+        &route("b.test", &a, &format!("{tls}{auth}")),
+    ));
+    let before = tokio::task::block_in_place(|| served_serial(&env, "b.test"));
+    let c = client(&env, &["b.test"], false);
+    let url = format!("https://b.test:{}/echo", env.https);
+    let bob = || c.get(&url).basic_auth("bob", Some("bobs-pass")).send();
+    let replace = |path: PathBuf, text: &[u8]| {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, &path).expect("rename");
+    };
+    let failures = "gateway_config_reloads_total{result=\"failure\"}";
+    let successes = "gateway_config_reloads_total{result=\"success\"}";
+
+    replace(users.clone(), b"bob has no hash\n");
+    let text = metric_becomes(&env, failures, 1.0).await;
+    assert!(
+        text.contains("gateway_config_last_reload_successful 0"),
+        "{text}"
+    );
+    replace(
+        env.path("certs/v1/b.pem"),
+        b"-----BEGIN CERTIFICATE-----\ngarbage\n",
+    );
+    metric_becomes(&env, failures, 2.0).await;
+    assert_eq!(
+        bob().await.expect("bob").status(),
+        200,
+        "the old users stay"
+    );
+    assert_eq!(
+        tokio::task::block_in_place(|| served_serial(&env, "b.test")),
+        before,
+        "the old certificate stays"
+    );
+    // Another broken version meanwhile (the soak's case: an ACME renewal that cannot be
+    // installed beside a broken default certificate): logged, not counted again.
+    replace(
+        env.path("certs/v1/b.pem"),
+        b"-----BEGIN CERTIFICATE-----\nstill garbage\n",
+    );
+    let reported = || {
+        gw.log_text()
+            .matches("event=certificates_reload_failed")
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reported() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the second version never reported"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, text) = env.metrics_get("/metrics").await;
+    assert_eq!(common::sample(&text, failures), Some(2.0), "{text}");
+
+    env.write_cert("b-fixed", &["b.test"]);
+    pair("v2", "b-fixed");
+    live("v2");
+    let text = metric_becomes(&env, successes, 1.0).await;
+    // The certificate's failure is over, the htpasswd file's is not: still 0.
+    assert!(
+        text.contains("gateway_config_last_reload_successful 0"),
+        "{text}"
+    );
+    assert_ne!(
+        tokio::task::block_in_place(|| served_serial(&env, "b.test")),
+        before
+    );
+    // Fixed last: by then the files were looked at again after each failure, and neither
+    // broken version was counted twice.
+    replace(users.clone(), good_users.as_bytes());
+    let text = metric_becomes(&env, successes, 2.0).await;
+    assert_eq!(common::sample(&text, failures), Some(2.0), "{text}");
+    assert!(
+        text.contains("gateway_config_last_reload_successful 1"),
+        "{text}"
+    );
+    assert_eq!(bob().await.expect("bob").status(), 200);
+    assert_eq!(reported(), 2, "{}", gw.log_text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -14,6 +14,7 @@ pub(super) struct ServerFamilies {
     cert_expiry: GaugeVec,
     handshake_failures: IntCounterVec,
     access_log_dropped: IntCounter,
+    access_log_unwritten: IntCounter,
 }
 
 impl ServerFamilies {
@@ -81,6 +82,10 @@ impl ServerFamilies {
                 "gateway_access_log_dropped_total",
                 "Access log lines dropped because the writer could not keep up.",
             )?)?,
+            access_log_unwritten: register.add(IntCounter::new(
+                "gateway_access_log_unwritten_total",
+                "Access log lines lost because the file refused them (a full disk, an I/O error).",
+            )?)?,
         })
     }
 }
@@ -94,6 +99,11 @@ impl Metrics {
     /// The counter of access log lines dropped under back-pressure.
     pub fn access_log_dropped(&self) -> IntCounter {
         self.server.access_log_dropped.clone()
+    }
+
+    /// The counter of access log lines the file refused.
+    pub fn access_log_unwritten(&self) -> IntCounter {
+        self.server.access_log_unwritten.clone()
     }
 
     /// The handshake failure counters of the HTTPS listener.
@@ -110,14 +120,15 @@ impl Metrics {
         )
     }
 
-    /// Records the outcome of a configuration load (startup counts as the first).
-    pub fn reload_result(&self, ok: bool) {
+    /// Counts a reload's outcome; `healthy`: no failure is pending (the gauge
+    /// `gateway_config_last_reload_successful`).
+    pub fn reload_result(&self, ok: bool, healthy: bool) {
         let result = if ok { "success" } else { "failure" };
-        self.server.reloads.with_label_values(&[result]).inc();
-        self.server.last_reload_ok.set(i64::from(ok));
+        self.server.last_reload_ok.set(i64::from(healthy));
         if ok {
             self.server.last_reload_time.set(unix_now());
         }
+        self.server.reloads.with_label_values(&[result]).inc();
     }
 
     /// Replaces the certificate expiry series: one per host, unix seconds.
