@@ -158,7 +158,7 @@ class Faults:
     async def binary_upgrade(self, f):
         """A new process takes the sockets over (--upgrade, then SIGQUIT to the old one)."""
         w = self.w
-        self.rec.pause_logins = True
+        self.rec.pause_counted = True
         try:
             await asyncio.sleep(2)
             old = w.serving()
@@ -181,7 +181,7 @@ class Faults:
             await asyncio.sleep(max(0, quit_at + 8 - time.time()))
             await asyncio.to_thread(self.sampler.scrape)
         finally:
-            self.rec.pause_logins = False
+            self.rec.pause_counted = False
 
     async def redis_restart(self, f):
         """Redis (the limits store) stopped and started again 5 s later."""
@@ -213,7 +213,6 @@ class Faults:
             f.problems.append("no new access.log 10 s after SIGUSR1")
         await asyncio.sleep(3)
         f.notes["rotated_lines"] = await asyncio.to_thread(count_lines, moved)
-        self.sampler.rotated_lines += f.notes["rotated_lines"]
 
     async def log_fs_full(self, f):
         """The access log's file system full for a while: the gateway serves on and counts

@@ -53,7 +53,7 @@ class Record:
     # Set during a binary upgrade: the clients whose requests report.py counts against
     # the metrics (wrong passwords, the queue's bursts) wait until the old process no
     # longer accepts, so that its last scrape holds all its counts.
-    pause_logins: bool = False
+    pause_counted: bool = False
     stopping: bool = False
     serials: dict = field(default_factory=dict)  # acme certificate serial -> first seen
 
@@ -182,7 +182,7 @@ class Load:
         async with self.session(limit=32) as s:
             while True:
                 await asyncio.sleep(30)
-                if self.rec.pause_logins:
+                if self.rec.pause_counted:
                     continue
                 await asyncio.gather(*[
                     self.timed("gen", "gen", self.gen_one(s)) for _ in range(24)])
@@ -349,7 +349,7 @@ class Load:
         async with self.session(local_addr=("127.0.0.2", 0), force_close=True) as s:
             while True:
                 await asyncio.sleep(8)
-                if self.rec.pause_logins:
+                if self.rec.pause_counted:
                     continue
 
                 async def one():

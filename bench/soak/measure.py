@@ -56,7 +56,6 @@ class Sampler:
         self.metrics = {}  # the last scrape
         self.totals = {}  # counters added up over gateway processes
         self.last = {}  # process start time -> its counters at its last scrape
-        self.rotated_lines = 0
         self.start = time.time()
         self.seen = 0  # events already looked at
 

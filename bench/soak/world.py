@@ -16,8 +16,6 @@ import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-HOSTS = ["app.soak.test", "login.soak.test", "sso.soak.test", "acme.soak.test",
-         "flaky.soak.test", "extra.soak.test"]
 # The gateway's open-files limit: low enough that the fd fault can come near it.
 NOFILE = 4096
 # Its connection cap follows from it (configuration.md, limits.max_connections: auto).
