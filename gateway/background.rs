@@ -1,4 +1,4 @@
-//! The small background services: rate-limit sweeping, session-ticket key rotation,
+//! The small background services: rate-limit sweeping, giving freed memory back, session-ticket key rotation,
 //! the exposed-upstream check, and access-log reopening on SIGUSR1. (The others have
 //! their module: health checks in `pool::health`, ACME in `acme`, reloads in `reload`.)
 
@@ -11,6 +11,7 @@ use pingora::services::background::BackgroundService;
 
 use crate::access_log::AccessLog;
 use crate::exposure;
+use crate::memory;
 use crate::metrics::Metrics;
 use crate::state::Shared;
 use crate::tls::{Acceptor, TICKET_KEY_LIFETIME};
@@ -34,6 +35,22 @@ impl BackgroundService for LimitSweeper {
                         limiter.sweep();
                     }
                 }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Hands memory freed after a peak back to the kernel (see `memory::give_back`).
+pub struct MemoryReturn;
+
+#[async_trait]
+impl BackgroundService for MemoryReturn {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(memory::GIVE_BACK_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => memory::give_back(),
                 _ = shutdown.changed() => return,
             }
         }

@@ -23,6 +23,7 @@ pub mod limits;
 pub mod limits_store;
 pub mod listener;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod pool;
 pub mod prefix;

@@ -97,8 +97,8 @@ enum KeyCommand {
 }
 
 fn main() -> ExitCode {
-    // Before anything sizeable is allocated.
-    gateway::server::no_huge_pages();
+    // Before anything sizeable is allocated, and before OpenSSL's first allocation.
+    gateway::memory::setup();
     let cli = Cli::parse();
     gateway::logging::init();
     // `gateway -c FILE` runs, as does `gateway run -c FILE`.

@@ -23,7 +23,7 @@ use crate::access_log::{AccessLog, Lost, Target};
 use crate::acme::AcmeService;
 use crate::admin::Admin;
 use crate::apps::Apps;
-use crate::background::{ExposureWatch, LimitSweeper, LogReopener, TicketRotation};
+use crate::background::{ExposureWatch, LimitSweeper, LogReopener, MemoryReturn, TicketRotation};
 use crate::config::{AccessLogTarget, Config, HttpMode};
 use crate::exit::StartError;
 use crate::lifecycle::{self, InFlight};
@@ -54,19 +54,6 @@ fn listener(addr: &str) -> ListenerConfig {
         read: Some(L4_READ_BUFFER),
         write: None,
     })
-}
-
-/// Turns transparent huge pages off for the rest of the process's life; `main` calls
-/// this first thing. mimalloc asks the kernel for huge pages on its arenas, and a 2 MiB
-/// page is resident as soon as one byte of it is touched; what a WebSocket holds is
-/// mostly buffers of 64 KiB of which a few bytes are ever touched. Measured (1,000 held,
-/// docs/performance.md): 154 KiB per WebSocket with huge pages, 80 KiB without, the idle
-/// process 28 MiB against 19; CPU per keep-alive request and per handshake unchanged
-/// (A/B 1.006× and 0.986×). The few MiB touched before `main` keep their huge pages.
-pub fn no_huge_pages() {
-    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
-        eprintln!("warning: could not turn transparent huge pages off: {e}");
-    }
 }
 
 /// What every part of the server shares, made once from the configuration.
@@ -350,6 +337,7 @@ fn add_background(server: &mut Server, parts: &Parts, acceptor: Arc<Acceptor>) {
             shared: shared.clone(),
         },
     ));
+    server.add_service(background_service("memory return", MemoryReturn));
     server.add_service(background_service(
         "exposed-upstream check",
         ExposureWatch {

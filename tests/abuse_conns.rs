@@ -33,15 +33,20 @@ async fn closed_at_once(tcp: &mut TcpStream) -> bool {
     )
 }
 
-/// A whole HTTPS request from the loopback address `from`: the status line.
-async fn request_from(env: &Env, from: [u8; 4]) -> String {
+/// A TLS connection for `a.test` from the loopback address `from`.
+async fn tls_from(env: &Env, from: [u8; 4]) -> tokio_native_tls::TlsStream<TcpStream> {
     let tcp = connect_from(env, from).await;
     let mut tls = native_tls::TlsConnector::builder();
     tls.add_root_certificate(
         native_tls::Certificate::from_pem(&env.cert_pem("default")).expect("cert"),
     );
     let connector = tokio_native_tls::TlsConnector::from(tls.build().expect("tls"));
-    let mut s = connector.connect("a.test", tcp).await.expect("handshake");
+    connector.connect("a.test", tcp).await.expect("handshake")
+}
+
+/// A whole HTTPS request from the loopback address `from`: the status line.
+async fn request_from(env: &Env, from: [u8; 4]) -> String {
+    let mut s = tls_from(env, from).await;
     s.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
         .await
         .expect("request");
@@ -162,4 +167,78 @@ async fn all_clients_together_are_held_to_max_connections() {
     let (status, _) = env.metrics_get("/metrics").await;
     assert_eq!(status, 200);
     drop(held);
+}
+
+/// A TLS connection from `from` that has had one keep-alive GET answered (its head read).
+async fn kept_alive_from(env: &Env, from: [u8; 4]) -> tokio_native_tls::TlsStream<TcpStream> {
+    let mut s = tls_from(env, from).await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .expect("request");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut byte))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        assert_eq!(n, 1, "closed before the answer's head");
+        head.push(byte[0]);
+    }
+    s
+}
+
+/// Issue 31 (the soak's fd fault): after a spike of connections, the memory they held goes
+/// back to the kernel. Before, OpenSSL's share stayed in glibc's arenas and mimalloc's
+/// freed pages waited for a quiet worker thread to allocate again: RSS stayed at the peak.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_held_by_a_spike_of_connections_goes_back() {
+    const CONNECTIONS: usize = 600;
+    let app = common::Upstream::start("app").await;
+    let env = Env::new();
+    let gw = env.start(&config(
+        &env,
+        app.addr.port(),
+        "  max_connections_per_client: off\n",
+    ));
+    settled(&env).await;
+    let start = gw.rss();
+    let mut held = Vec::new();
+    for _ in 0..CONNECTIONS {
+        held.push(kept_alive_from(&env, [127, 0, 0, 1]).await);
+    }
+    let peak = gw.rss();
+    drop(held);
+    env.metrics_until("the connections are gone", |t| {
+        sample(t, "gateway_open_connections{listener=\"https\"}") == Some(0.0)
+    })
+    .await;
+    let mib = |b: u64| b as f64 / 1048576.0;
+    let rise = peak.saturating_sub(start);
+    assert!(
+        mib(rise) > 10.0,
+        "{CONNECTIONS} connections raised RSS by only {:.1} MiB",
+        mib(rise)
+    );
+    // Freed pages are returned a second after they empty, by a check every 10 s.
+    let limit = start + rise * 7 / 10;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut now = gw.rss();
+    while now > limit && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        now = gw.rss();
+    }
+    println!(
+        "RSS {:.1} MiB at start, {:.1} with {CONNECTIONS} connections, {:.1} after",
+        mib(start),
+        mib(peak),
+        mib(now)
+    );
+    assert!(
+        now <= limit,
+        "RSS stayed at {:.1} MiB after the connections left (start {:.1}, peak {:.1})",
+        mib(now),
+        mib(start),
+        mib(peak)
+    );
 }

@@ -5,6 +5,7 @@ Counters restart at 0 in a new process (binary upgrade): `Sampler` adds up each 
 last counts (the old one's last scrape is taken while it alone listens).
 """
 import csv
+import os
 import re
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 SAMPLE_EVERY = 10
 CLASSES = ["get", "flaky", "gen", "upload", "tls_new", "bad_login"]
 COLUMNS = (["t", "elapsed_s", "fault", "serving_pid", "gateways", "rss_mib", "pss_mib",
-            "fds", "threads", "all_rss_mib", "all_pss_mib", "all_fds", "rps", "failures"]
+            "fds", "upstream_fds", "threads", "all_rss_mib", "all_pss_mib", "all_fds", "rps", "failures"]
            + [f"{c}_{q}" for c in CLASSES for q in ("p50_ms", "p99_ms")]
            + ["failures_by_cause", "queue_depth", "open_connections", "websockets",
               "cert_expiry_s", "access_log_lost", "reloads_ok", "reloads_failed"])
@@ -32,6 +33,22 @@ def proc_stats(pid):
                 field(status, "Threads"))
     except (OSError, AttributeError):  # gone, or a zombie without memory
         return None
+
+
+def upstream_sockets(pid, ports):
+    """How many of `pid`'s fds are TCP connections to one of `ports` (the apps, the
+    sign-on service): the pool of idle upstream connections, bounded by its size, apart
+    from the fds a client's connection holds."""
+    remote = {}
+    try:
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            f = line.split()
+            remote[f[9]] = int(f[2].split(":")[1], 16)
+        links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+    except OSError:
+        return float("nan")
+    inodes = [link[8:-1] for link in links if link.startswith("socket:[")]
+    return sum(1 for i in inodes if remote.get(i) in ports)
 
 
 def parse_metrics(text):
@@ -101,6 +118,7 @@ class Sampler:
             "t": round(now, 1), "elapsed_s": round(now - self.start, 1), "fault": self.fault,
             "serving_pid": serving.pid, "gateways": len(stats),
             "rss_mib": round(mine[0], 2), "pss_mib": round(mine[1], 2), "fds": mine[2],
+            "upstream_fds": upstream_sockets(serving.pid, self.w.upstream_ports()),
             "threads": mine[3],
             "all_rss_mib": round(sum(s[0] for s in stats.values()), 2),
             "all_pss_mib": round(sum(s[1] for s in stats.values()), 2),

@@ -78,6 +78,90 @@ def slope_per_10min(ts, ys):
     return float(np.polyfit(np.array(ts) - ts[0], ys, 1)[0]) * 600
 
 
+def spikes(done):
+    """The faults that open connections by the thousand: each raises the memory high mark."""
+    return [f for f in done if f.name == "fd_pressure"]
+
+
+def slope_within(segments):
+    """The least-squares slope common to several runs of samples, each with its own level
+    (a step between them is not a trend), in MiB per 10 minutes; None when too few."""
+    segments = [(np.array(ts), np.array(ys)) for ts, ys in segments if len(ts) >= 6]
+    if sum(len(ts) for ts, _ in segments) < 10:
+        return None
+    num = sum(float(((ts - ts.mean()) * (ys - ys.mean())).sum()) for ts, ys in segments)
+    den = sum(float(((ts - ts.mean()) ** 2).sum()) for ts, _ in segments)
+    return num / den * 600 if den else None
+
+
+def memory(world, rows, done, sampler, say, bad):
+    """Per process, from its 10th minute: the slope over all its samples (the figure the
+    issue names), and the slope between connection spikes, each spike's step allowed
+    (from the spike until 2 minutes after it ends left out): that one must be flat. Then
+    each spike's step: before, held, after."""
+    say("\n## Memory\n\n| process | served | samples from its 10th minute | RSS slope, all "
+        "(MiB per 10 min) | RSS slope between spikes |")
+    say("|---|---|---:|---:|---:|")
+    for g in world.gateways:
+        mine = [r for r in rows if r["serving_pid"] == g.pid and r["t"] - g.started >= 600
+                and r["rss_mib"] == r["rss_mib"]]
+        served = [r for r in rows if r["serving_pid"] == g.pid]
+        span = (f"{served[0]['elapsed_s'] / 60:.1f}–{served[-1]['elapsed_s'] / 60:.1f} min"
+                if served else "—")
+        whole = slope_per_10min([r["t"] for r in mine], [r["rss_mib"] for r in mine])
+        segments, cut = [[]], [(f.t0, f.t1 + 120) for f in spikes(done)]
+        for r in mine:
+            if any(a <= r["t"] <= b for a, b in cut):
+                if segments[-1]:
+                    segments.append([])
+                continue
+            segments[-1].append(r)
+        between = slope_within([([r["t"] for r in seg], [r["rss_mib"] for r in seg])
+                                for seg in segments])
+        fmt = lambda v: "n/a (too short)" if v is None else f"{v:+.3f}"  # noqa: E731
+        say(f"| {g.name} (pid {g.pid}) | {span} | {len(mine)} | {fmt(whole)} | {fmt(between)} |")
+        if between is not None and between >= SLOPE_LIMIT_MIB:
+            bad.append(f"{g.name}: RSS grows {between:.2f} MiB per 10 min between spikes")
+    say("\n| connection spike | at | RSS before | held | 2–3 min after |")
+    say("|---|---|---:|---:|---:|")
+    med = lambda rs: float(np.median([r["rss_mib"] for r in rs])) if rs else float("nan")  # noqa: E731
+    for f in spikes(done):
+        before = med([r for r in rows if f.t0 - 30 <= r["t"] < f.t0])
+        held = max((r["rss_mib"] for r in rows if f.t0 <= r["t"] <= f.t1), default=float("nan"))
+        after = med([r for r in rows if f.t1 + 120 <= r["t"] <= f.t1 + 180])
+        say(f"| {f.name} | {(f.t0 - sampler.start) / 60:.1f} min | {before:.0f} MiB | "
+            f"{held:.0f} MiB | {after:.0f} MiB |")
+
+
+def fds_and_threads(rows, done, sampler, say, bad):
+    """The serving process's fds (apart from idle upstream connections, which the pool
+    keeps up to its size) and threads, 30–60 s after each fault against the 30 s before."""
+    say("\n## fds and threads around each fault (serving process)\n")
+    say("fds apart from upstream connections; those are shown as +N (the pool of idle "
+        "connections to the apps keeps up to its size).\n")
+    say("| fault | at | fds before | fds 30–60 s after | threads before | threads after |")
+    say("|---|---|---:|---:|---:|---:|")
+    for i, f in enumerate(done):
+        nxt = done[i + 1].t0 if i + 1 < len(done) else rows[-1]["t"] + 1
+        before = [r for r in rows if f.t0 - 30 <= r["t"] < f.t0]
+        after = [r for r in rows if f.t1 + 30 <= r["t"] <= min(f.t1 + 60, nxt)]
+        if not before or not after:
+            continue
+        med = lambda rs, k: float(np.median([r[k] for r in rs]))  # noqa: E731
+        own = lambda rs: [{"fds": r["fds"] - r["upstream_fds"]} for r in rs]  # noqa: E731
+        fb, fa = med(own(before), "fds"), med(own(after), "fds")
+        ub, ua = med(before, "upstream_fds"), med(after, "upstream_fds")
+        tb, ta = med(before, "threads"), med(after, "threads")
+        flag = ""
+        if fa > fb + FD_SLACK or ta > tb + THREAD_SLACK:
+            flag = " **not back**"
+            bad.append(f"{f.name} at {f.t0 - sampler.start:.0f} s: fds {fb:.0f}→{fa:.0f}, "
+                       f"threads {tb:.0f}→{ta:.0f}")
+        say(f"| {f.name}{flag} | {(f.t0 - sampler.start) / 60:.1f} min | {fb:.0f} +{ub:.0f} | "
+            f"{fa:.0f} +{ua:.0f} | {tb:.0f} | {ta:.0f} |")
+
+
+
 def verdict(world, rec, sampler, faults, minutes):
     out, lines, bad = world.out, [], []
     say = lines.append
@@ -147,36 +231,8 @@ def verdict(world, rec, sampler, faults, minutes):
         bad.append(f"a burst had {max(bursts)} requests refused busy, more than 6")
 
     # ---- memory, fds, threads ----------------------------------------------------------
-    say("\n## Memory\n\n| process | served | samples from its 10th minute | RSS slope (MiB per 10 min) |")
-    say("|---|---|---:|---:|")
-    for g in world.gateways:
-        mine = [r for r in rows if r["serving_pid"] == g.pid and r["t"] - g.started >= 600
-                and r["rss_mib"] == r["rss_mib"]]
-        served = [r for r in rows if r["serving_pid"] == g.pid]
-        span = (f"{served[0]['elapsed_s'] / 60:.1f}–{served[-1]['elapsed_s'] / 60:.1f} min"
-                if served else "—")
-        s = slope_per_10min([r["t"] for r in mine], [r["rss_mib"] for r in mine])
-        say(f"| {g.name} (pid {g.pid}) | {span} | {len(mine)} | "
-            f"{'n/a (too short)' if s is None else f'{s:+.3f}'} |")
-        if s is not None and s >= SLOPE_LIMIT_MIB:
-            bad.append(f"{g.name}: RSS grows {s:.2f} MiB per 10 min")
-
-    say("\n## fds and threads around each fault (serving process)\n")
-    say("| fault | at | fds before | fds 30–60 s after | threads before | threads after |")
-    say("|---|---|---:|---:|---:|---:|")
-    for i, f in enumerate(done):
-        nxt = done[i + 1].t0 if i + 1 < len(done) else rows[-1]["t"] + 1
-        before = [r for r in rows if f.t0 - 30 <= r["t"] < f.t0]
-        after = [r for r in rows if f.t1 + 30 <= r["t"] <= min(f.t1 + 60, nxt)]
-        if not before or not after:
-            continue
-        med = lambda rs, k: float(np.median([r[k] for r in rs]))  # noqa: E731
-        fb, fa, tb, ta = med(before, "fds"), med(after, "fds"), med(before, "threads"), med(after, "threads")
-        flag = ""
-        if fa > fb + FD_SLACK or ta > tb + THREAD_SLACK:
-            flag = " **not back**"
-            bad.append(f"{f.name} at {f.t0 - sampler.start:.0f} s: fds {fb:.0f}→{fa:.0f}, threads {tb:.0f}→{ta:.0f}")
-        say(f"| {f.name}{flag} | {(f.t0 - sampler.start) / 60:.1f} min | {fb:.0f} | {fa:.0f} | {tb:.0f} | {ta:.0f} |")
+    memory(world, rows, done, sampler, say, bad)
+    fds_and_threads(rows, done, sampler, say, bad)
 
     # ---- latency -----------------------------------------------------------------------
     say("\n## Keep-alive GETs, p99 per 5-minute window\n")
@@ -273,7 +329,8 @@ def pictures(rows, faults, start, out):
                               ("pss_mib", "PSS, serving process", "-"),
                               ("all_rss_mib", "RSS, all gateway processes", "--")]),
            ("count", "log", [("fds", "open fds, serving process", "-"),
-                                ("threads", "threads, serving process", "-")]))
+                             ("upstream_fds", "of which upstream connections", ":"),
+                             ("threads", "threads, serving process", "-")]))
     figure(rows, faults, start, out / "soak-traffic.png",
            "gateway soak: request rate and latency (faults marked)",
            ("requests/s", "linear", [("rps", "requests/s (all classes)", "-")]),

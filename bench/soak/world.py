@@ -341,6 +341,11 @@ scrape_configs:
     def serving(self):
         return self.gateways[-1]
 
+    def upstream_ports(self):
+        """The ports the gateway connects to: the replicas, the flaky app, sign-on."""
+        ports = {int(self.ports[k]) for k in ("replica_a", "replica_b", "signon")}
+        return ports | ({int(self.flaky_port)} if self.flaky_port else set())
+
     def live_gateways(self):
         return [g for g in self.gateways if g.alive()]
 
