@@ -25,8 +25,9 @@ fn no_huge_pages() {
 }
 
 extern "C" {
-    // libcrypto's; openssl-sys does not declare it. Refused (returns 0) once OpenSSL
-    // has allocated anything, so a pointer from one allocator never reaches the other.
+    // libcrypto's; openssl-sys does not declare it. Refused (returns 0) once OpenSSL has
+    // allocated through `CRYPTO_malloc`, so a pointer from one allocator never reaches
+    // the other. (The openssl crate frees what OpenSSL gives it with `OPENSSL_free`.)
     fn CRYPTO_set_mem_functions(
         m: unsafe extern "C" fn(usize, *const c_char, c_int) -> *mut c_void,
         r: unsafe extern "C" fn(*mut c_void, usize, *const c_char, c_int) -> *mut c_void,
@@ -69,9 +70,11 @@ fn openssl_in_mimalloc() {
 /// How often [`give_back`] runs.
 pub const GIVE_BACK_EVERY: Duration = Duration::from_secs(10);
 
-/// mimalloc returns freed pages to the kernel a second after they empty, but only when
-/// some thread next allocates a page; after a spike of connections the worker threads
-/// go quiet and the pages stay resident. This runs that step from a background thread.
+/// mimalloc returns a page to the kernel a second after the page is given back to its
+/// arena, but only when some thread next allocates a page; after a spike of connections
+/// the worker threads go quiet and the pages stay resident. This runs that step from a
+/// background thread (pages still held by a quiet thread's heap stay: mimalloc frees a
+/// heap's pages only from its own thread).
 pub fn give_back() {
     // SAFETY: no arguments to get wrong; mimalloc's collection is thread-safe.
     unsafe { libmimalloc_sys::mi_collect(false) }

@@ -36,19 +36,28 @@ def proc_stats(pid):
 
 
 def upstream_sockets(pid, ports):
-    """How many of `pid`'s fds are TCP connections to one of `ports` (the apps, the
-    sign-on service): the pool of idle upstream connections, bounded by its size, apart
-    from the fds a client's connection holds."""
+    """How many of `pid`'s fds are established TCP connections to one of `ports` (the
+    apps, the sign-on service): the pool of idle upstream connections, bounded by its
+    size, apart from the fds a client's connection holds. A socket the app has closed
+    (CLOSE_WAIT) is not counted here: it stays among the gateway's own fds, where a leak
+    of them shows."""
     remote = {}
     try:
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
             f = line.split()
-            remote[f[9]] = int(f[2].split(":")[1], 16)
-        links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+            if f[3] == "01":  # ESTABLISHED
+                remote[f[9]] = int(f[2].split(":")[1], 16)
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
     except OSError:
         return float("nan")
-    inodes = [link[8:-1] for link in links if link.startswith("socket:[")]
-    return sum(1 for i in inodes if remote.get(i) in ports)
+    count = 0
+    for fd in fds:
+        try:
+            link = os.readlink(fd)
+        except OSError:  # closed since the listing
+            continue
+        count += link.startswith("socket:[") and remote.get(link[8:-1]) in ports
+    return count
 
 
 def parse_metrics(text):

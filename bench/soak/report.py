@@ -16,6 +16,8 @@ import numpy as np  # noqa: E402
 
 SLOPE_LIMIT_MIB = 1.0  # per 10 minutes
 FD_SLACK, THREAD_SLACK = 16, 2
+UPSTREAM_POOL = 128  # Pingora's upstream_keepalive_pool_size, which the gateway keeps
+SPIKE_SLACK_MIB = 10  # a spike's level after it, against the previous spike's
 
 
 def save_events(rec, faults, out):
@@ -97,8 +99,10 @@ def slope_within(segments):
 def memory(world, rows, done, sampler, say, bad):
     """Per process, from its 10th minute: the slope over all its samples (the figure the
     issue names), and the slope between connection spikes, each spike's step allowed
-    (from the spike until 2 minutes after it ends left out): that one must be flat. Then
-    each spike's step: before, held, after."""
+    (from the spike until 2 minutes after it ends left out): that one must be flat (the
+    slope over all, when too few samples lie between spikes). Then each spike's step:
+    before, held, after; a spike must not leave the process higher than the one before
+    left its process (a leak per connection would)."""
     say("\n## Memory\n\n| process | served | samples from its 10th minute | RSS slope, all "
         "(MiB per 10 min) | RSS slope between spikes |")
     say("|---|---|---:|---:|---:|")
@@ -120,25 +124,36 @@ def memory(world, rows, done, sampler, say, bad):
                                 for seg in segments])
         fmt = lambda v: "n/a (too short)" if v is None else f"{v:+.3f}"  # noqa: E731
         say(f"| {g.name} (pid {g.pid}) | {span} | {len(mine)} | {fmt(whole)} | {fmt(between)} |")
-        if between is not None and between >= SLOPE_LIMIT_MIB:
-            bad.append(f"{g.name}: RSS grows {between:.2f} MiB per 10 min between spikes")
-    say("\n| connection spike | at | RSS before | held | 2–3 min after |")
-    say("|---|---|---:|---:|---:|")
-    med = lambda rs: float(np.median([r["rss_mib"] for r in rs])) if rs else float("nan")  # noqa: E731
+        judged = whole if between is None else between
+        if judged is not None and judged >= SLOPE_LIMIT_MIB:
+            bad.append(f"{g.name}: RSS grows {judged:.2f} MiB per 10 min"
+                       + (" between spikes" if between is not None else ""))
+    say("\n| connection spike | at | process | RSS before | held | 2–3 min after |")
+    say("|---|---|---|---:|---:|---:|")
+    previous = None
     for f in spikes(done):
-        before = med([r for r in rows if f.t0 - 30 <= r["t"] < f.t0])
-        held = max((r["rss_mib"] for r in rows if f.t0 <= r["t"] <= f.t1), default=float("nan"))
-        after = med([r for r in rows if f.t1 + 120 <= r["t"] <= f.t1 + 180])
-        say(f"| {f.name} | {(f.t0 - sampler.start) / 60:.1f} min | {before:.0f} MiB | "
+        pid = next((r["serving_pid"] for r in rows if r["t"] >= f.t0), None)
+        own = [r for r in rows if r["serving_pid"] == pid and r["rss_mib"] == r["rss_mib"]]
+        med = lambda rs: float(np.median([r["rss_mib"] for r in rs])) if rs else float("nan")  # noqa: E731
+        before = med([r for r in own if f.t0 - 30 <= r["t"] < f.t0])
+        held = max((r["rss_mib"] for r in own if f.t0 <= r["t"] <= f.t1), default=float("nan"))
+        after = med([r for r in own if f.t1 + 120 <= r["t"] <= f.t1 + 180])
+        say(f"| {f.name} | {(f.t0 - sampler.start) / 60:.1f} min | {pid} | {before:.0f} MiB | "
             f"{held:.0f} MiB | {after:.0f} MiB |")
+        if previous is not None and after > previous + SPIKE_SLACK_MIB:
+            bad.append(f"the spike at {(f.t0 - sampler.start) / 60:.1f} min left RSS at "
+                       f"{after:.0f} MiB, the one before at {previous:.0f} MiB")
+        if after == after:
+            previous = after
 
 
 def fds_and_threads(rows, done, sampler, say, bad):
-    """The serving process's fds (apart from idle upstream connections, which the pool
-    keeps up to its size) and threads, 30–60 s after each fault against the 30 s before."""
+    """The serving process's fds (apart from established upstream connections, which the
+    pool keeps up to its size, also checked) and threads, 30–60 s after each fault
+    against the 30 s before. A sample that could not be read fails the check."""
     say("\n## fds and threads around each fault (serving process)\n")
-    say("fds apart from upstream connections; those are shown as +N (the pool of idle "
-        "connections to the apps keeps up to its size).\n")
+    say("fds apart from established upstream connections; those are shown as +N (the pool "
+        f"of idle connections to the apps keeps up to {UPSTREAM_POOL}).\n")
     say("| fault | at | fds before | fds 30–60 s after | threads before | threads after |")
     say("|---|---|---:|---:|---:|---:|")
     for i, f in enumerate(done):
@@ -148,18 +163,18 @@ def fds_and_threads(rows, done, sampler, say, bad):
         if not before or not after:
             continue
         med = lambda rs, k: float(np.median([r[k] for r in rs]))  # noqa: E731
-        own = lambda rs: [{"fds": r["fds"] - r["upstream_fds"]} for r in rs]  # noqa: E731
-        fb, fa = med(own(before), "fds"), med(own(after), "fds")
+        for r in before + after:
+            r["own_fds"] = r["fds"] - r["upstream_fds"]
+        fb, fa = med(before, "own_fds"), med(after, "own_fds")
         ub, ua = med(before, "upstream_fds"), med(after, "upstream_fds")
         tb, ta = med(before, "threads"), med(after, "threads")
         flag = ""
-        if fa > fb + FD_SLACK or ta > tb + THREAD_SLACK:
+        if not (fa <= fb + FD_SLACK and ta <= tb + THREAD_SLACK and ua <= UPSTREAM_POOL):
             flag = " **not back**"
-            bad.append(f"{f.name} at {f.t0 - sampler.start:.0f} s: fds {fb:.0f}→{fa:.0f}, "
-                       f"threads {tb:.0f}→{ta:.0f}")
+            bad.append(f"{f.name} at {f.t0 - sampler.start:.0f} s: fds {fb:.0f}→{fa:.0f} "
+                       f"(upstream {ub:.0f}→{ua:.0f}), threads {tb:.0f}→{ta:.0f}")
         say(f"| {f.name}{flag} | {(f.t0 - sampler.start) / 60:.1f} min | {fb:.0f} +{ub:.0f} | "
             f"{fa:.0f} +{ua:.0f} | {tb:.0f} | {ta:.0f} |")
-
 
 
 def verdict(world, rec, sampler, faults, minutes):
