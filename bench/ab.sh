@@ -11,6 +11,9 @@
 #   handshake per request, what a crowd of new visitors costs.
 # MODE h2: HTTP/2 with h2load, 32 connections of 10 streams each (nghttp2-client).
 # EXTRA_ROUTE_YAML is appended to the route (e.g. '    rate_limit: { rate: 1000000/s }').
+# AB_PATH (default /: a 3-byte answer) and AB_ACCEPT_ENCODING (default none) in the
+# environment: e.g. AB_PATH=/page.html AB_ACCEPT_ENCODING=gzip for the cost of a 64 KiB
+# page compressed (keepalive and handshake modes).
 #
 # Build A from an older commit with a worktree sharing the target directory, e.g.:
 #   git worktree add /tmp/base HEAD~1 && (cd /tmp/base && CARGO_TARGET_DIR=$PWD/../main/target \
@@ -41,11 +44,15 @@ YAML
   start_gateway "$work/$side.yaml" "${https[$side]}" "${bin[$side]}"
   gwpid[$side]=$gw
 done
+path=${AB_PATH:-/}
+printf 'wrk.headers["Host"] = "bench.test"\n' >"$work/req.lua"
+if [ -n "${AB_ACCEPT_ENCODING:-}" ]; then
+  printf 'wrk.headers["Accept-Encoding"] = "%s"\n' "$AB_ACCEPT_ENCODING" >>"$work/req.lua"
+fi
 if [ "$mode" = handshake ]; then
-  printf 'wrk.headers["Host"] = "bench.test"\nwrk.headers["Connection"] = "close"\n' >"$work/req.lua"
+  printf 'wrk.headers["Connection"] = "close"\n' >>"$work/req.lua"
   conns=8
 else
-  printf 'wrk.headers["Host"] = "bench.test"\n' >"$work/req.lua"
   conns=32
 fi
 declare -A rps cpu
@@ -59,7 +66,7 @@ for r in $(seq "$rounds"); do
       r_s=$(awk '/^finished in/ {print $4}' <<<"$out")
       n=$(awk '/^requests:/ {print $8}' <<<"$out")
     else
-      out=$(wrk -t2 -c"$conns" -d"${secs}s" -s "$work/req.lua" "https://127.0.0.1:${https[$side]}/")
+      out=$(wrk -t2 -c"$conns" -d"${secs}s" -s "$work/req.lua" "https://127.0.0.1:${https[$side]}$path")
       after=$(cpu_ticks "${gwpid[$side]}")
       r_s=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
       n=$(awk '/requests in/ {print $1}' <<<"$out")

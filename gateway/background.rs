@@ -1,6 +1,7 @@
-//! The small background services: rate-limit sweeping, giving freed memory back, session-ticket key rotation,
-//! the exposed-upstream check, and access-log reopening on SIGUSR1. (The others have
-//! their module: health checks in `pool::health`, ACME in `acme`, reloads in `reload`.)
+//! The small background services: rate-limit sweeping, giving freed memory back,
+//! session-ticket key rotation, the exposed-upstream check, and access-log reopening on
+//! SIGUSR1. (The others have their module: health checks in `pool::health`, ACME in
+//! `acme`, reloads in `reload`.)
 
 use std::sync::Arc;
 use std::time::Duration;

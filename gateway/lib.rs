@@ -12,6 +12,7 @@ pub mod apps;
 pub mod auth;
 pub mod background;
 pub mod client;
+pub mod compress;
 pub mod config;
 pub mod conn;
 pub mod deadline;

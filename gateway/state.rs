@@ -54,6 +54,8 @@ pub struct ActiveRoute {
     pub max_body: Option<u64>,
     /// Added to responses that lack them.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Text answers compressed for clients that accept it.
+    pub compress: bool,
     /// Requests per client; `None`: not limited.
     pub rate_limit: Option<Arc<RateLimiter>>,
     /// This route's series; `None` when no metrics listener is configured.
@@ -87,6 +89,7 @@ impl ActiveRoute {
             pool,
             max_body: route.max_body,
             headers: route.headers.clone(),
+            compress: route.compress,
             rate_limit,
             metrics,
             access: access.map(Arc::new),
@@ -111,6 +114,7 @@ impl ActiveRoute {
             pool: self.pool.clone(),
             max_body: self.max_body,
             headers: without_hsts(&self.headers),
+            compress: self.compress,
             rate_limit: self.rate_limit.clone(),
             metrics: self.metrics.clone(),
             access: self.access.clone(),

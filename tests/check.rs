@@ -222,7 +222,7 @@ routes:
         [
             "routes.yaml:4:5: routes[0]: unknown field `max_bdy`, expected one of `host`, `path`, `strip_prefix`, `name`, \
              `upstream`, `upstream_host`, `balance`, `health`, `sticky`, `max_concurrent`, `queue`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, \
-             `headers`, `tls`, `rate_limit`, `allow`, `basic_auth`, `forward_auth`, `pass_authorization`, `auth_failures`, `app`, `api_keys`, `identity_header`; did you mean `max_body`?",
+             `headers`, `tls`, `rate_limit`, `allow`, `basic_auth`, `forward_auth`, `pass_authorization`, `auth_failures`, `app`, `api_keys`, `identity_header`, `compress`; did you mean `max_body`?",
             "routes.yaml:5:11: routes[1].host: duplicate host \"a.test\" (first at 2:11); expected each host once",
             "routes.yaml:7:25: routes[1].rate_limit.rate: invalid rate \"fast\"; expected requests per second, minute or hour like 20/s, 60/m or 1000/h",
         ]

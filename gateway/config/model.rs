@@ -249,6 +249,8 @@ pub struct Route {
     pub write_timeout: Option<Duration>,
     /// Response headers added unless the upstream set them (defaults merged with the route's).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Compress text answers for clients that accept it (`compress`).
+    pub compress: bool,
     pub tls: Option<CertFiles>,
     /// `tls: acme`: `tls` names the files the gateway orders and renews itself, and
     /// until they exist (or while invalid) the default certificate is served.

@@ -243,6 +243,7 @@ pub struct RawDefaults {
     pub headers: Option<Mapping>,
     pub rate_limit: Option<Value>,
     pub auth_failures: Option<Value>,
+    pub compress: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -278,6 +279,7 @@ pub struct RawRoute {
     pub app: Option<Value>,
     pub api_keys: Option<Value>,
     pub identity_header: Option<Value>,
+    pub compress: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

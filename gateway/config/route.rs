@@ -31,6 +31,7 @@ pub(super) struct Inherited {
     headers: Vec<(HeaderName, HeaderValue)>,
     rate_limit: Option<RateLimit>,
     auth_failures: Option<FailureLimit>,
+    compress: bool,
     /// The app names `apps` declares, which a route's `app` must be one of.
     pub(super) apps: Vec<String>,
 }
@@ -132,6 +133,9 @@ pub(super) fn defaults(c: &mut Checker, raw: RawDefaults) -> Inherited {
             Some(v) => access::failure_limit(c, "defaults.auth_failures", v).flatten(),
             None => Some(DEFAULT_AUTH_FAILURES),
         },
+        compress: c
+            .value("defaults.compress", raw.compress.as_ref(), units::flag)
+            .unwrap_or(true),
         apps: Vec::new(),
     }
 }
@@ -158,6 +162,7 @@ fn route(c: &mut Checker, path: &str, mut raw: RawRoute, inherited: &Inherited) 
         Some(v) => limits::rate_limit(c, &at("rate_limit"), v),
         None => Some(inherited.rate_limit.clone()),
     };
+    let compress = c.value(&at("compress"), raw.compress.as_ref(), units::flag);
     let mut headers = inherited.headers.clone();
     if let Some(map) = &raw.headers {
         c.headers(&at("headers"), map, &mut headers);
@@ -217,6 +222,7 @@ fn route(c: &mut Checker, path: &str, mut raw: RawRoute, inherited: &Inherited) 
         read_timeout,
         write_timeout,
         headers,
+        compress: compress.unwrap_or(inherited.compress),
         tls,
         acme,
         rate_limit: rate_limit?,

@@ -61,6 +61,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::AccessLog;
+use crate::compress;
 use crate::conn::upload::UploadWatch;
 use crate::conn::{self, h2};
 use crate::lifecycle::InFlight;
@@ -135,6 +136,12 @@ impl Gateway {
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
+    /// Response compression (`compress`) in place of Pingora's own module, which would
+    /// hold a streamed answer back and ignores the client's weights.
+    fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
+        modules.add_module(Box::new(compress::Builder));
+    }
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::new(self.tls, self.in_flight.enter())
     }
@@ -176,6 +183,7 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         };
         ctx.route = Some(route.clone());
+        compress::offer(session, route.compress);
         // What the rest needs is the route's: the configuration is let go (a reload frees
         // it while this request, a WebSocket say, lives on).
         let reply = Reply::new(&route.headers, Some(&request_id));

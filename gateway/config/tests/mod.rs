@@ -130,7 +130,7 @@ fn unknown_key_suggests_the_nearest() {
             "routes.yaml:2:5: routes[0]: missing `upstream`; expected e.g. upstream: 127.0.0.1:7860",
             "routes.yaml:3:5: routes[0]: unknown field `upstrem`, expected one of `host`, `path`, `strip_prefix`, `name`, \
           `upstream`, `upstream_host`, `balance`, `health`, `sticky`, `max_concurrent`, `queue`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, `headers`, \
-          `tls`, `rate_limit`, `allow`, `basic_auth`, `forward_auth`, `pass_authorization`, `auth_failures`, `app`, `api_keys`, `identity_header`; did you mean `upstream`?"
+          `tls`, `rate_limit`, `allow`, `basic_auth`, `forward_auth`, `pass_authorization`, `auth_failures`, `app`, `api_keys`, `identity_header`, `compress`; did you mean `upstream`?"
         ]
     );
 }
@@ -314,12 +314,12 @@ listn: {}
         [
             "routes.yaml:4:5: routes[0]: unknown field `upstrem`, expected one of `host`, `path`, `strip_prefix`, `name`, \
              `upstream`, `upstream_host`, `balance`, `health`, `sticky`, `max_concurrent`, `queue`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, \
-             `headers`, `tls`, `rate_limit`, `allow`, `basic_auth`, `forward_auth`, `pass_authorization`, `auth_failures`, `app`, `api_keys`, `identity_header`; did you mean `upstream`?",
+             `headers`, `tls`, `rate_limit`, `allow`, `basic_auth`, `forward_auth`, `pass_authorization`, `auth_failures`, `app`, `api_keys`, `identity_header`, `compress`; did you mean `upstream`?",
             "routes.yaml:5:25: routes[0].rate_limit.rate: invalid rate \"fast\"; expected requests per second, minute or hour like 20/s, 60/m or 1000/h",
             "routes.yaml:6:11: routes[1].host: duplicate host \"a.example\" (first at 2:11); expected each host once",
             "routes.yaml:8:5: routes[1]: unknown field `max_bdy`, expected one of `host`, `path`, `strip_prefix`, `name`, \
              `upstream`, `upstream_host`, `balance`, `health`, `sticky`, `max_concurrent`, `queue`, `max_body`, `connect_timeout`, `read_timeout`, `write_timeout`, \
-             `headers`, `tls`, `rate_limit`, `allow`, `basic_auth`, `forward_auth`, `pass_authorization`, `auth_failures`, `app`, `api_keys`, `identity_header`; did you mean `max_body`?",
+             `headers`, `tls`, `rate_limit`, `allow`, `basic_auth`, `forward_auth`, `pass_authorization`, `auth_failures`, `app`, `api_keys`, `identity_header`, `compress`; did you mean `max_body`?",
             "routes.yaml:9:1: unknown field `listn`, expected one of `listen`, `tls`, `defaults`, `limits`, \
              `routes`, `shutdown_timeout`, `threads`, `acme_webroot`, `acme`, `limits_store`, `trusted_proxies`, \
              `access_log`, `upgrade_grace`, `upgrade_sock`, `state_dir`, `apps`, `groups`, `gpus`, `api_keys`; did you mean `listen`?",
