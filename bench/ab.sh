@@ -13,7 +13,8 @@
 # EXTRA_ROUTE_YAML is appended to the route (e.g. '    rate_limit: { rate: 1000000/s }').
 # AB_PATH (default /: a 3-byte answer) and AB_ACCEPT_ENCODING (default none) in the
 # environment: e.g. AB_PATH=/page.html AB_ACCEPT_ENCODING=gzip for the cost of a 64 KiB
-# page compressed (keepalive and handshake modes).
+# page compressed (keepalive and handshake modes). AB_ACCESS_LOG=on writes each side's
+# JSON access log to a file (default off).
 #
 # Build A from an older commit with a worktree sharing the target directory, e.g.:
 #   git worktree add /tmp/base HEAD~1 && (cd /tmp/base && CARGO_TARGET_DIR=$PWD/../main/target \
@@ -33,7 +34,7 @@ for side in A B; do
   https[$side]=$(port)
   cat >"$work/$side.yaml" <<YAML
 listen: { https: "127.0.0.1:${https[$side]}", metrics: "127.0.0.1:$(port)" }
-access_log: off
+access_log: $([ "${AB_ACCESS_LOG:-off}" = on ] && echo "$work/$side-access.log" || echo off)
 threads: 2
 upgrade_sock: $work/$side.sock
 routes:

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue};
 use prometheus::IntGauge;
@@ -179,14 +179,10 @@ impl Timing {
         self.upstream_header.get_or_insert_with(Instant::now);
     }
 
-    pub(super) fn ms(&self, at: Option<Instant>) -> Option<f64> {
-        at.map(|t| round_ms(t.duration_since(self.started).as_secs_f64()))
+    /// Time from the request to `at`.
+    pub(super) fn since_start(&self, at: Option<Instant>) -> Option<Duration> {
+        at.map(|t| t.duration_since(self.started))
     }
-}
-
-/// Seconds as milliseconds, to the microsecond.
-pub(super) fn round_ms(seconds: f64) -> f64 {
-    (seconds * 1_000_000.0).round() / 1000.0
 }
 
 /// Polls `fut` once: its output if it is ready now, `None` (and `fut` dropped) if not.

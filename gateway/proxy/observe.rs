@@ -5,7 +5,7 @@ use log::{debug, warn};
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
 
-use super::context::{round_ms, RequestCtx};
+use super::context::RequestCtx;
 use crate::access_log::{clip, AccessLog, Entry};
 use crate::metrics::{Reject, UpstreamError};
 
@@ -45,10 +45,10 @@ pub fn finish(
         downstream.body_bytes_read() as u64,
         downstream.body_bytes_sent() as u64,
     );
-    let elapsed = ctx.timing.started.elapsed().as_secs_f64();
+    let elapsed = ctx.timing.started.elapsed();
     if let Some(m) = &ctx.metrics {
         let method = &session.req_header().method;
-        m.request(method, status, elapsed, bytes.0, bytes.1);
+        m.request(method, status, elapsed.as_secs_f64(), bytes.0, bytes.1);
         if let Some(reason) = ctx.reason {
             m.rejected(reason);
         }
@@ -101,7 +101,7 @@ fn write_line(
     session: &Session,
     ctx: &RequestCtx,
     status: u16,
-    elapsed: f64,
+    elapsed: std::time::Duration,
     (request_bytes, response_bytes): (u64, u64),
 ) {
     let req = session.req_header();
@@ -137,9 +137,9 @@ fn write_line(
         status,
         request_bytes,
         response_bytes,
-        duration_ms: round_ms(elapsed),
-        upstream_connect_ms: ctx.timing.ms(ctx.timing.upstream_connected),
-        upstream_header_ms: ctx.timing.ms(ctx.timing.upstream_header),
+        duration: elapsed,
+        upstream_connect: ctx.timing.since_start(ctx.timing.upstream_connected),
+        upstream_header: ctx.timing.since_start(ctx.timing.upstream_header),
         upstream: ctx.replica().map(|r| &*r.addr_text),
         user_agent: header(http::header::USER_AGENT),
         user: ctx.user.as_deref().map(clip),

@@ -15,14 +15,16 @@
 
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 
 use prometheus::IntCounter;
-use serde::{Serialize, Serializer};
+
+mod line;
+
+pub use line::{clip, Entry};
 
 /// Lines that may wait for the writer.
 const QUEUE: usize = 65_536;
@@ -100,10 +102,7 @@ impl AccessLog {
     /// Queues one entry; never blocks.
     pub fn write(&self, entry: &Entry) {
         let mut line = Vec::with_capacity(LINE);
-        if serde_json::to_writer(&mut line, entry).is_err() {
-            return;
-        }
-        line.push(b'\n');
+        entry.write_json(&mut line);
         if let (Err(TrySendError::Full(_)), Some(dropped)) =
             (self.tx.try_send(Msg::Line(line)), &self.dropped)
         {
@@ -244,111 +243,4 @@ fn write_loop(rx: Receiver<Msg>, target: Target, mut sink: Sink, reopen_asked: &
         std::thread::sleep(BATCH_PAUSE);
     }
     sink.close();
-}
-
-/// Longest path, host and user agent kept in a line (bytes); longer ones are cut.
-const MAX_FIELD: usize = 2048;
-
-/// One access log line. Never holds a query string, `Authorization` or `Cookie`.
-/// Fields are borrowed or formatted straight into the line: building one allocates
-/// nothing but the line itself.
-#[derive(Debug, Serialize)]
-pub struct Entry<'a> {
-    /// RFC 3339, UTC, milliseconds.
-    #[serde(serialize_with = "rfc3339_millis")]
-    pub time: std::time::SystemTime,
-    pub request_id: &'a str,
-    /// `""` when unknown.
-    #[serde(serialize_with = "ip_or_empty")]
-    pub client_ip: Option<IpAddr>,
-    pub route: &'a str,
-    pub host: &'a str,
-    pub method: &'a str,
-    /// The path only: the query string may hold secrets and is never logged.
-    pub path: &'a str,
-    pub protocol: &'static str,
-    /// 0 when the client left before any response.
-    pub status: u16,
-    pub request_bytes: u64,
-    pub response_bytes: u64,
-    pub duration_ms: f64,
-    /// Time from the request to the upstream connection being ready (null: none).
-    pub upstream_connect_ms: Option<f64>,
-    /// Time from the request to the upstream's response header (null: none).
-    pub upstream_header_ms: Option<f64>,
-    /// The replica the request went to (its address as configured); null: none.
-    pub upstream: Option<&'a str>,
-    pub user_agent: &'a str,
-    /// The user a login or the sign-on service vouched for (never a password or cookie).
-    pub user: Option<&'a str>,
-    /// Why the gateway answered itself (`rate_limit`, `body_too_large`, `no_route`…).
-    pub reason: Option<&'static str>,
-    /// What failed talking to the upstream (`connect`, `timeout`, `reset`…).
-    pub upstream_error: Option<&'static str>,
-}
-
-/// `text` cut to `MAX_FIELD` bytes at a character boundary.
-pub fn clip(text: &str) -> &str {
-    if text.len() <= MAX_FIELD {
-        return text;
-    }
-    let mut end = MAX_FIELD;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
-/// A time as RFC 3339 with milliseconds, e.g. `2026-11-29T07:30:00.123Z`.
-fn rfc3339_millis<S: Serializer>(time: &std::time::SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_millis(*time))
-}
-
-fn ip_or_empty<S: Serializer>(ip: &Option<IpAddr>, s: S) -> Result<S::Ok, S::Error> {
-    match ip {
-        Some(ip) => ip.serialize(s),
-        None => s.serialize_str(""),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_line_formats_time_and_address_in_place() {
-        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_795_000_000_123);
-        let entry = |client_ip| super::Entry {
-            time,
-            request_id: "id",
-            client_ip,
-            route: "r",
-            host: "h",
-            method: "GET",
-            path: "/",
-            protocol: "HTTP/1.1",
-            status: 200,
-            request_bytes: 0,
-            response_bytes: 0,
-            duration_ms: 0.5,
-            upstream_connect_ms: None,
-            upstream_header_ms: None,
-            upstream: None,
-            user_agent: "",
-            user: None,
-            reason: None,
-            upstream_error: None,
-        };
-        let json = |e| serde_json::to_value(e).unwrap();
-        let v = json(entry("2001:db8::1".parse().ok()));
-        assert_eq!(v["time"], "2026-11-18T11:06:40.123Z");
-        assert_eq!(v["client_ip"], "2001:db8::1");
-        assert_eq!(json(entry(None))["client_ip"], "");
-    }
-
-    #[test]
-    fn clip_keeps_char_boundaries() {
-        let long = "é".repeat(2000);
-        let cut = super::clip(&long);
-        assert!(cut.len() <= super::MAX_FIELD && cut.chars().all(|c| c == 'é'));
-        assert_eq!(super::clip("/short"), "/short");
-    }
 }
