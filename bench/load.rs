@@ -13,10 +13,12 @@
 //!       Opens STREAMS `/sse` streams (over TLS unless `plain`), then for SECONDS records
 //!       each event's arrival time minus its send time; prints count, p50, p99 and max
 //!       in microseconds.
-//!   bench-load handshakes ADDR HOST THREADS SECONDS
+//!   bench-load handshakes ADDR HOST THREADS SECONDS [resume]
 //!       THREADS clients that each open a TLS connection (a full handshake), send one
 //!       request with `Connection: close` and read the answer, in a loop. Prints
-//!       handshakes per second.
+//!       handshakes per second. `resume`: each client offers the session (TLS 1.3
+//!       ticket) of its previous connection, as a browser does coming back; the count
+//!       of handshakes the server resumed is printed too.
 
 use std::convert::Infallible;
 use std::io::{Read, Write};
@@ -31,7 +33,7 @@ use axum::response::sse::{Event, Sse};
 use axum::routing::{get, post};
 use axum::Router;
 use futures_util::StreamExt;
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use openssl::ssl::{ShutdownState, SslConnector, SslMethod, SslVerifyMode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -50,7 +52,7 @@ fn main() -> Result<()> {
         "upstream" => rt.block_on(upstream(addr()?, num(2).unwrap_or(200) as u64)),
         "hold" => rt.block_on(hold(addr()?, arg(2), num(3)?, arg(4))),
         "sse" => rt.block_on(sse(addr()?, arg(2), num(3)?, num(4)?, arg(5) == "plain")),
-        "handshakes" => handshakes(addr()?, arg(2), num(3)?, num(4)?),
+        "handshakes" => handshakes(addr()?, arg(2), num(3)?, num(4)?, arg(5) == "resume"),
         _ => bail!("usage: see bench/load.rs"),
     }
 }
@@ -282,21 +284,33 @@ async fn sse(addr: SocketAddr, host: &str, streams: usize, secs: usize, plain: b
     Ok(())
 }
 
-fn handshakes(addr: SocketAddr, host: &str, threads: usize, secs: usize) -> Result<()> {
+fn handshakes(
+    addr: SocketAddr,
+    host: &str,
+    threads: usize,
+    secs: usize,
+    resume: bool,
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(secs as u64);
     let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     let workers: Vec<_> = (0..threads)
         .map(|_| {
             let (host, request) = (host.to_string(), request.clone());
-            std::thread::spawn(move || -> Result<(u64, u64)> {
+            std::thread::spawn(move || -> Result<(u64, u64, u64)> {
                 let tls = connector()?;
-                let (mut done, mut errors) = (0, 0);
+                let (mut done, mut errors, mut resumed) = (0, 0, 0);
                 let mut answer = Vec::with_capacity(4096);
+                let mut session: Option<openssl::ssl::SslSession> = None;
                 while Instant::now() < deadline {
                     let mut one = || -> Result<()> {
                         let tcp = std::net::TcpStream::connect(addr)?;
                         tcp.set_nodelay(true)?;
-                        let ssl = tls.configure()?.verify_hostname(false).into_ssl(&host)?;
+                        let mut ssl = tls.configure()?.verify_hostname(false).into_ssl(&host)?;
+                        if let Some(previous) = session.as_ref().filter(|_| resume) {
+                            // SAFETY: the session comes from a connection of this same
+                            // connector's context.
+                            unsafe { ssl.set_session(previous)? };
+                        }
                         let mut stream = ssl.connect(tcp).map_err(|e| anyhow::anyhow!("{e}"))?;
                         stream.write_all(request.as_bytes())?;
                         answer.clear();
@@ -305,6 +319,14 @@ fn handshakes(addr: SocketAddr, host: &str, threads: usize, secs: usize) -> Resu
                             let start = String::from_utf8_lossy(&answer[..answer.len().min(40)]);
                             bail!("answer {start:?}");
                         }
+                        resumed += u64::from(stream.ssl().session_reused());
+                        // The ticket came after the handshake: read with the answer.
+                        session = stream.ssl().session().map(|s| s.to_owned());
+                        // The server closed after its answer. Without the shutdown
+                        // marked done, OpenSSL would count the connection as broken
+                        // when it is freed and make its session unresumable.
+                        let both = ShutdownState::SENT | ShutdownState::RECEIVED;
+                        stream.set_shutdown(both);
                         Ok(())
                     };
                     match one() {
@@ -317,18 +339,19 @@ fn handshakes(addr: SocketAddr, host: &str, threads: usize, secs: usize) -> Resu
                         }
                     }
                 }
-                Ok((done, errors))
+                Ok((done, errors, resumed))
             })
         })
         .collect();
-    let (mut done, mut errors) = (0, 0);
+    let (mut done, mut errors, mut resumed) = (0, 0, 0);
     for w in workers {
-        let (d, e) = w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
+        let (d, e, r) = w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
         done += d;
         errors += e;
+        resumed += r;
     }
     println!(
-        "handshakes {done} per_s {:.0} errors {errors}",
+        "handshakes {done} per_s {:.0} errors {errors} resumed {resumed}",
         done as f64 / secs as f64
     );
     Ok(())

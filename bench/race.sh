@@ -20,7 +20,7 @@
 # every proxy. Rounds alternate the proxies (each round starts with the next one) so
 # that machine drift cancels; each figure is the median of the rounds, with its range.
 #
-# --quick: the headline rows (HTTP/1.1 TLS, HTTP/2, full handshakes, idle connection
+# --quick: the headline rows (HTTP/1.1 TLS, HTTP/2, full and resumed handshakes, idle connection
 # memory), 2 rounds of 4 s: about 2 minutes after the builds. Full run: 3 rounds of 5 s, about 15.
 # --only 6,8: only those rows of the full run (to settle one figure again).
 set -euo pipefail
@@ -267,15 +267,16 @@ h2_row() { # PROXY ROW
   [ "${failed:-0}" = 0 ] || record "$2" "$p" "errors" "$failed"
   echo "  $2 $p: $rps req/s"
 }
-handshake_row() { # PROXY ROW
+handshake_row() { # PROXY ROW [resume]
   local p=$1 c0 c1 o
   c0=$(cpu_of "$p")
-  o=$($load handshakes "127.0.0.1:${tls_port[$p]}" bench.test 8 "$secs")
+  o=$($load handshakes "127.0.0.1:${tls_port[$p]}" bench.test 8 "$secs" ${3:-})
   c1=$(cpu_of "$p")
   local n
   n=$(awk '{print $2}' <<<"$o")
   record "$2" "$p" "conn/s" "$(awk '{print $4}' <<<"$o")"
   record "$2" "$p" "CPU µs/conn" "$(per_req_us "$c0" "$c1" "$n")"
+  [ -z "${3:-}" ] || record "$2" "$p" "resumed %" "$(awk '{printf "%.0f", $2 ? 100 * $8 / $2 : 0}' <<<"$o")"
   [ "$(awk '{print $6}' <<<"$o")" = 0 ] || record "$2" "$p" "errors" "$(awk '{print $6}' <<<"$o")"
   echo "  $2 $p: $o"
 }
@@ -343,6 +344,7 @@ for p in "${proxies[@]}"; do record "6. memory idle" "$p" "MiB" "$(( $(pss_of "$
 race "1. HTTP/1.1 TLS, 1 KiB, 32 conns" wrk_row https 32 /
 race "2. HTTP/2 TLS, 1 KiB, 32 conns x 10 streams" h2_row
 race "3. new TLS connections, full handshake" handshake_row
+race "3. new TLS connections, resumed session (TLS 1.3 ticket)" handshake_row resume
 if [ $quick = 0 ]; then
   race "1. HTTP/1.1 TLS, 1 KiB, 256 conns" wrk_row https 256 /
   race "1. HTTP/1.1 plain, 1 KiB, 32 conns" wrk_row http 32 /
