@@ -180,23 +180,23 @@ thread_local! {
     static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
 }
 
+/// The first second humantime cannot format (year 10000); it panics past it.
+const YEAR_10000: u64 = 253_402_300_800;
+
 /// `2026-11-29T07:30:00.123Z` without the quotes; the text up to the second is reused
-/// while the second lasts.
+/// while the second lasts. A clock outside 1970–9999 is written as the nearest end.
 fn time(out: &mut Vec<u8>, at: SystemTime) {
-    let Ok(since) = at.duration_since(UNIX_EPOCH) else {
-        let _ = write!(out, "{}", humantime::format_rfc3339_millis(at));
-        return;
+    let since = match at.duration_since(UNIX_EPOCH) {
+        Ok(since) if since.as_secs() < YEAR_10000 => since,
+        Ok(_) => return out.extend_from_slice(b"9999-12-31T23:59:59.999Z"),
+        Err(_) => return out.extend_from_slice(b"1970-01-01T00:00:00.000Z"),
     };
     let secs = since.as_secs();
     let (cached, mut text) = SECOND.get();
     if cached != secs {
         let mut full = [0u8; 20];
-        let formatted = write!(&mut full[..], "{}", humantime::format_rfc3339_seconds(at));
-        if formatted.is_err() {
-            // Past year 9999: humantime's own text, uncached.
-            let _ = write!(out, "{}", humantime::format_rfc3339_millis(at));
-            return;
-        }
+        // Always 20 bytes for years 1970–9999 (`2026-11-29T07:30:00Z`).
+        let _ = write!(&mut full[..], "{}", humantime::format_rfc3339_seconds(at));
         text.copy_from_slice(&full[..19]);
         SECOND.set((secs, text));
     }
@@ -274,6 +274,12 @@ mod tests {
             let expected = humantime::format_rfc3339_millis(at(ms)).to_string();
             assert_eq!(line(&entry(at(ms)))["time"], expected.as_str(), "{ms}");
         }
+        let before = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(line(&entry(before))["time"], "1970-01-01T00:00:00.000Z");
+        let after = UNIX_EPOCH + Duration::from_secs(YEAR_10000);
+        assert_eq!(line(&entry(after))["time"], "9999-12-31T23:59:59.999Z");
+        let last = UNIX_EPOCH + Duration::from_millis(YEAR_10000 * 1000 - 1);
+        assert_eq!(line(&entry(last))["time"], "9999-12-31T23:59:59.999Z");
     }
 
     #[test]
