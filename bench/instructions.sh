@@ -17,6 +17,9 @@
 # leaves the metrics listener out) switch the always-on features. IR_H2=1 sends the
 # requests over one HTTP/2 connection, one at a time, with h2load (nghttp2-client). IR_KEEP=DIR keeps each
 # callgrind profile there (callgrind.BIN.N) for `callgrind_annotate --inclusive=yes`.
+# A binary named `bare-pingora` (target/release/examples/, the race's bare Pingora proxy)
+# is run with its own command line in front of the same upstream; the IR_ settings other
+# than IR_UPSTREAM (one address), IR_PATH, IR_HEADER and IR_H2 do not apply to it.
 set -euo pipefail
 n=2000
 if [[ ${1:-} =~ ^[0-9]+$ ]]; then n=$1; shift; fi
@@ -49,8 +52,17 @@ routes:
     upstream: $upstream
 ${IR_ROUTE:-}
 YAML
-  STATE_DIRECTORY="$work/state" RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
-    "$1" run -c "$work/ir.yaml" >/dev/null 2>>"$work/valgrind.log" &
+  if [ "$(basename "$1")" = bare-pingora ]; then
+    # bench/bare_pingora.rs, the race's floor: its own command line, one thread.
+    [ -f "$work/bare.pem" ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -days 30 -subj /CN=bench.test -keyout "$work/bare.key" -out "$work/bare.pem" 2>/dev/null
+    RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" "$1" --threads 1 \
+      --https "127.0.0.1:$https" --http "127.0.0.1:$(port)" --cert "$work/bare.pem" \
+      --key "$work/bare.key" "bench.test=$upstream" >/dev/null 2>>"$work/valgrind.log" &
+  else
+    STATE_DIRECTORY="$work/state" RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
+      "$1" run -c "$work/ir.yaml" >/dev/null 2>>"$work/valgrind.log" &
+  fi
   local pid=$!
   for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$https") 2>/dev/null && break; sleep 0.1; done
   if [ "${IR_H2:-0}" = 1 ]; then
