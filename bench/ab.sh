@@ -11,7 +11,7 @@
 #   handshake per request, what a crowd of new visitors costs.
 # MODE h2: HTTP/2 with h2load, 32 connections of 10 streams each (nghttp2-client).
 # EXTRA_ROUTE_YAML is appended to the route (e.g. '    rate_limit: { rate: 1000000/s }').
-# AB_PATH (default /: a 3-byte answer) and AB_ACCEPT_ENCODING (default none) in the
+# AB_PATH (default /: a 3-byte answer; /1k: the race's 1 KiB) and AB_ACCEPT_ENCODING (default none) in the
 # environment: e.g. AB_PATH=/page.html AB_ACCEPT_ENCODING=gzip for the cost of a 64 KiB
 # page compressed (keepalive and handshake modes). AB_ACCESS_LOG=on writes each side's
 # JSON access log to a file (default off).

@@ -17,7 +17,8 @@ cargo build --release -q
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # start_upstream PORT [PORT2]: nginx answering "ok" to everything (on PORT2 too: two
-# "replicas" for a pool), and /page.html: 64 KiB of HTML, a page to compress.
+# "replicas" for a pool), /page.html: 64 KiB of HTML, a page to compress, and /1k: the
+# race's 1 KiB answer.
 start_upstream() {
   local also=""
   [ -n "${2:-}" ] && also="listen 127.0.0.1:$2;"
@@ -26,12 +27,13 @@ start_upstream() {
   python3 -c 'import sys
 rows = "".join(f"<p class=\"row\">row {i} of the table</p>\n" for i in range(1800))
 sys.stdout.write(("<!doctype html><html><body>" + rows + "</body></html>")[:65536])' >"$work/www/page.html"
+  head -c 1024 /dev/zero | tr '\0' x >"$work/www/1k"
   cat >"$work/nginx.conf" <<NGINX
 worker_processes 1; daemon on; pid $work/nginx.pid; error_log $work/nginx-error.log;
 events { worker_connections 4096; }
 http { access_log off;
   server { listen 127.0.0.1:$1; $also location / { return 200 "ok\n"; }
-    location = /page.html { root $work/www; } } }
+    location = /page.html { root $work/www; } location = /1k { root $work/www; } } }
 NGINX
   nginx -p "$work" -c nginx.conf
 }
