@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod apps;
+pub mod on_demand;
 pub mod pebble;
 pub mod pki;
 pub mod raw_app;
