@@ -4,28 +4,11 @@
 // Chromium received for every request of the page (headers and bodies as they came,
 // compressed or not: the DevTools protocol's encodedDataLength). HOST_RULES maps the
 // bench's hosts. A fresh profile each time: nothing cached.
-import { createRequire } from "node:module";
-
-// The e2e suite's playwright-core (tests/e2e/node_modules).
-const require = createRequire(new URL("../tests/e2e/package.json", import.meta.url));
-const { chromium } = require("playwright-core");
+// The e2e suite's Chromium launch and its playwright-core (tests/e2e/node_modules).
+import { launch } from "../tests/e2e/launch.mjs";
 
 const [scenario, url] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-features=Translate,OptimizationHints,MediaRouter",
-    `--host-resolver-rules=${process.env.HOST_RULES}`,
-    "--ignore-certificate-errors",
-  ],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1100, height: 800 } });
   const cdp = await page.context().newCDPSession(page);

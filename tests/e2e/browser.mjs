@@ -1,10 +1,10 @@
 // Browser half of the e2e suite: node browser.mjs SCENARIO BASE SHOT
 // BASE is where the app is served (https://voice.test:PORT or https://ai.test:PORT/voice),
-// SHOT the screenshot's file. Drives Debian's /usr/bin/chromium with playwright-core (no
+// SHOT the screenshot's file. Drives Debian's /usr/bin/chromium (launch.mjs) with playwright-core (no
 // browser download) and prints one JSON line with what it saw, including every URL the
 // page requested and every WebSocket it opened. HOST_RULES maps only our test hosts;
 // METRICS is the gateway's /metrics URL (scenario gradio-pool).
-import { chromium } from "playwright-core";
+import { launch } from "./launch.mjs";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
@@ -12,21 +12,7 @@ import { tmpdir } from "node:os";
 const [scenario, origin, shot] = process.argv.slice(2);
 const deadline = (ms) => Date.now() + ms;
 
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-features=Translate,OptimizationHints,MediaRouter",
-    `--host-resolver-rules=${process.env.HOST_RULES}`,
-    "--ignore-certificate-errors",
-  ],
-});
+const browser = await launch();
 const page = await browser.newPage({ viewport: { width: 1100, height: 800 } });
 const report = { requests: [], websockets: [] };
 page.on("request", (r) => report.requests.push(r.url()));
